@@ -1,0 +1,11 @@
+"""ComfyUI nodes of the SurgUn pack (thin V3 nodes over surgun_core and the bridge)."""
+
+from comfy_api.latest import ComfyExtension, io
+
+
+class SurgUnExtension(ComfyExtension):
+    async def get_node_list(self) -> list[type[io.ComfyNode]]:
+        from .apply_node import SurgUnApplyErasedWeights
+        from .train_node import SurgUnTrain
+
+        return [SurgUnTrain, SurgUnApplyErasedWeights]

@@ -1,0 +1,239 @@
+"""The bridge between ComfyUI's objects (MODEL, CLIP, conditioning) and surgun_core.
+
+* :class:`PromptBank` encodes each prompt once with the connected CLIP and turns it into the
+  per-sample model conditioning ComfyUI's sampler would build (cross-attention context, SDXL's
+  size vector, SD3's pooled vector, Flux's guidance...).
+* :func:`sample_latents` makes the training samples with the untouched model, through
+  ComfyUI's own sampler.
+* :func:`denoising_loss` is each family's native objective (eps, v or flow), computed through
+  ``model.model.model_sampling`` as a weighted x0 error that equals the native MSE.
+* :class:`TrainableDeltas` trains additive deltas on a clone of the model through ComfyUI's
+  weight-wrapper mechanism, so the input model is never modified.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from typing import Callable, Sequence
+
+import torch
+
+from ..surgun_core.errors import SurgUnError
+
+log = logging.getLogger("SurgUn")
+
+
+class PromptBank:
+    """Prompt -> ComfyUI conditioning, and prompt lists -> batched model conds."""
+
+    def __init__(self, clip, model_patcher, latent_shape: Sequence[int], device: torch.device):
+        self.clip = clip
+        self.model = model_patcher.model
+        self.latent_shape = tuple(latent_shape)
+        self.device = device
+        self._conditioning: dict[str, list] = {}
+        self._model_conds: dict[str, dict] = {}
+
+    def conditioning(self, prompt: str) -> list:
+        if prompt not in self._conditioning:
+            tokens = self.clip.tokenize(prompt)
+            self._conditioning[prompt] = self.clip.encode_from_tokens_scheduled(tokens)
+        return self._conditioning[prompt]
+
+    def model_conds(self, prompt: str) -> dict:
+        """The processed model conds for one sample of ``prompt`` (batch size 1)."""
+        if prompt not in self._model_conds:
+            import comfy.sampler_helpers
+            import comfy.samplers
+
+            conds = comfy.sampler_helpers.convert_cond(self.conditioning(prompt))
+            noise = torch.zeros((1, *self.latent_shape), device=self.device)
+            conds = comfy.samplers.encode_model_conds(self.model.extra_conds, conds, noise, self.device, "positive")
+            first = conds[0]["model_conds"]
+            self._model_conds[prompt] = {k: v.process_cond(batch_size=1, area=None) for k, v in first.items()}
+        return self._model_conds[prompt]
+
+    def batch(self, prompts: Sequence[str]) -> dict:
+        """Keyword arguments for ``BaseModel.apply_model`` with one prompt per sample."""
+        import comfy.samplers
+
+        conds = [self.model_conds(p) for p in prompts]
+        first = conds[0]
+        for p, c in zip(prompts, conds):
+            if not all(c[k].can_concat(first[k]) for k in first):
+                raise SurgUnError(
+                    f"[SurgUn] the prompt {p!r} encodes to a different length than {prompts[0]!r} "
+                    "(over 75 tokens?). Shorten long prompts so all prompts fit one CLIP window."
+                )
+        out = comfy.samplers.cond_cat(conds)
+        return {k: (v.to(self.device) if hasattr(v, "to") else v) for k, v in out.items()}
+
+
+def latent_shape_for(model_patcher, size: int) -> tuple[int, int, int]:
+    """(channels, height, width) of the latent for a square image of ``size`` pixels."""
+    fmt = model_patcher.model.latent_format
+    ratio = getattr(fmt, "spacial_downscale_ratio", 8)
+    side = max(1, size // ratio)
+    return (fmt.latent_channels, side, side)
+
+
+def sample_latents(
+    model_patcher,
+    bank: PromptBank,
+    prompt: str,
+    count: int,
+    steps: int,
+    cfg: float,
+    seed: int,
+    sampler: str,
+    scheduler: str,
+    on_step: Callable[[], None] | None = None,
+) -> torch.Tensor:
+    """``count`` samples of ``prompt`` from the (untouched) model, as KSampler returns them."""
+    import comfy.sample
+
+    latent = torch.zeros((count, *bank.latent_shape))
+    noise = comfy.sample.prepare_noise(latent, seed)
+    negative = bank.conditioning("")
+
+    def callback(step, x0, x, total):
+        if on_step is not None:
+            on_step()
+
+    return comfy.sample.sample(
+        model_patcher, noise, steps, cfg, sampler, scheduler, bank.conditioning(prompt), negative, latent,
+        seed=seed, callback=callback, disable_pbar=True,
+    )
+
+
+def objective_weight(model_sampling, sigma: torch.Tensor) -> torch.Tensor:
+    """Per-sample weight that turns ``|x0_hat - x0|^2`` into the native MSE.
+
+    eps: ``x0_hat - x0 = sigma (eps - eps_hat)``            -> ``1 / sigma^2``
+    v:   ``x0_hat - x0 = (v - v_hat) s sd / sqrt(s^2+sd^2)`` -> ``(s^2 + sd^2) / (s^2 sd^2)``
+    flow (CONST): ``x0_hat - x0 = sigma (v - v_hat)``       -> ``1 / sigma^2``
+    """
+    import comfy.model_sampling as ms
+
+    if isinstance(model_sampling, ms.V_PREDICTION):
+        sd = float(model_sampling.sigma_data)
+        return (sigma**2 + sd**2) / (sigma**2 * sd**2)
+    if isinstance(model_sampling, (ms.EPS, ms.CONST)):
+        return 1.0 / sigma**2
+    raise SurgUnError(f"[SurgUn] no training objective for prediction type {type(model_sampling).__name__}.")
+
+
+def draw_sigmas(model_sampling, count: int, generator: torch.Generator) -> torch.Tensor:
+    """Uniform training timesteps (as percent of the schedule), mapped to sigmas."""
+    u = torch.rand(count, generator=generator) * 0.998 + 0.001
+    return torch.tensor([float(model_sampling.percent_to_sigma(float(p))) for p in u], dtype=torch.float32)
+
+
+def denoising_loss(model_patcher, bank: PromptBank, x0: torch.Tensor, prompts: Sequence[str], generator: torch.Generator) -> torch.Tensor:
+    """Per-sample native denoising loss of clean latents ``x0`` (model space) under ``prompts``."""
+    base = model_patcher.model
+    ms = base.model_sampling
+    device = bank.device
+    sigma = draw_sigmas(ms, x0.shape[0], generator).to(device)
+    noise = torch.randn(x0.shape, generator=generator).to(device=device, dtype=x0.dtype)
+    x0 = x0.to(device)
+    xt = ms.noise_scaling(sigma, noise, x0)
+    x0_hat = base.apply_model(xt, sigma, **bank.batch(prompts))
+    err = (x0_hat.float() - x0.float()).pow(2).flatten(1).mean(1)
+    return err * objective_weight(ms, sigma)
+
+
+class DeltaAdapter(torch.nn.Module):
+    """A ComfyUI weight wrapper: ``W -> W + delta`` with a trainable fp32 ``delta``."""
+
+    def __init__(self, delta: torch.Tensor):
+        super().__init__()
+        self.delta = delta
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        return weight + self.delta.to(device=weight.device, dtype=weight.dtype)
+
+
+def _swap_inference_tensors(root: torch.nn.Module) -> list:
+    """Replace inference-mode parameters/buffers with normal clones (autograd cannot save them)."""
+    swapped = []
+    for module in root.modules():
+        for store in (module._parameters, module._buffers):
+            for name, t in list(store.items()):
+                if t is not None and t.is_inference():
+                    swapped.append((store, name, t))
+                    clone = t.clone()
+                    store[name] = torch.nn.Parameter(clone, requires_grad=False) if isinstance(t, torch.nn.Parameter) else clone
+    return swapped
+
+
+class TrainableDeltas(contextlib.AbstractContextManager):
+    """Additive deltas on selected layers of a *clone* of ``model_patcher``, ready for autograd.
+
+    Inside the ``with`` block the clone is loaded and ``self.deltas[name]`` are leaf tensors
+    (fp32, zeros, ``requires_grad``) added to the weight of each named layer of the diffusion
+    network. On exit every temporary change to the shared network is undone: the adapters leave
+    the layers and original parameter objects are put back, so the input MODEL is bit-identical.
+    Must run with ``torch.inference_mode(False)``.
+    """
+
+    def __init__(self, model_patcher, module_names: Sequence[str]):
+        import comfy.utils
+
+        if model_patcher.is_dynamic():
+            try:
+                self.work = model_patcher.clone(disable_dynamic=True)
+            except RuntimeError as e:
+                raise SurgUnError(
+                    f"[SurgUn] training needs a non-dynamic copy of this model and ComfyUI could not make one ({e}). "
+                    "Load the model with a stock loader node, or start ComfyUI with --disable-dynamic-vram."
+                ) from None
+        else:
+            self.work = model_patcher.clone()
+        self.names = list(module_names)
+        self.deltas: dict[str, torch.Tensor] = {}
+        self._adapters: dict[str, DeltaAdapter] = {}
+        for name in self.names:
+            key = f"diffusion_model.{name}.weight"
+            weight = comfy.utils.get_attr(self.work.model, key)
+            delta = torch.zeros(weight.shape, dtype=torch.float32, device=self.work.load_device, requires_grad=True)
+            self.deltas[name] = delta
+            self._adapters[name] = DeltaAdapter(delta)
+            self.work.add_weight_wrapper(key, self._adapters[name])
+        self._swapped: list = []
+
+    def __enter__(self):
+        import comfy.model_management
+
+        if torch.is_inference_mode_enabled():
+            raise RuntimeError("TrainableDeltas must be entered under torch.inference_mode(False)")
+        comfy.model_management.load_models_gpu([self.work], force_full_load=True)
+        net = self.work.model.diffusion_model
+        self._swapped = _swap_inference_tensors(net)
+        for p in net.parameters():
+            p.requires_grad_(False)
+        return self
+
+    def __exit__(self, *exc):
+        import comfy.utils
+
+        for store, name, original in reversed(self._swapped):
+            store[name] = original
+        self._swapped = []
+        for name, adapter in self._adapters.items():
+            module = comfy.utils.get_attr(self.work.model, f"diffusion_model.{name}")
+            fns = getattr(module, "weight_function", None)
+            if fns:
+                module.weight_function = [f for f in fns if f is not adapter]
+        return False
+
+    def detached(self, dtype_like: bool = True) -> dict[str, torch.Tensor]:
+        """The trained deltas, detached, on CPU, in each layer's weight dtype."""
+        import comfy.utils
+
+        out = {}
+        for name, d in self.deltas.items():
+            w = comfy.utils.get_attr(self.work.model, f"diffusion_model.{name}.weight")
+            out[name] = d.detach().to(device="cpu", dtype=w.dtype if dtype_like else d.dtype).contiguous()
+        return out

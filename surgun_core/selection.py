@@ -1,0 +1,85 @@
+"""Choosing which weights to train, with PEFT's matching rules.
+
+* a ``str`` pattern is a full regular expression: ``re.fullmatch(pattern, name)``;
+* a list of strings matches a name that equals an entry or ends with ``"." + entry``.
+
+A matched module that is not itself a weight-bearing layer (an attention block, a transformer
+block) stands for every weight-bearing layer inside it, so ``["attn2"]`` trains the four
+projections of every cross-attention block.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Iterable, Sequence
+
+import torch
+
+from .errors import SurgUnError
+
+Patterns = str | Sequence[str]
+
+
+def match_names(names: Iterable[str], patterns: Patterns) -> list[str]:
+    """Names matched by ``patterns`` (PEFT semantics), in input order."""
+    names = list(names)
+    if isinstance(patterns, str):
+        try:
+            rx = re.compile(patterns)
+        except re.error as e:
+            raise SurgUnError(
+                f"[SurgUn] block pattern {patterns!r} is not a valid regular expression ({e}). "
+                "Fix the expression, or give a list of block names instead."
+            ) from None
+        return [n for n in names if rx.fullmatch(n)]
+    entries = [p for p in patterns if p]
+    return [n for n in names if any(n == p or n.endswith("." + p) for p in entries)]
+
+
+def parse_pattern_text(text: str) -> Patterns:
+    """Turn a node's text field into a pattern.
+
+    ``re:<regex>`` is a full regular expression; anything else is a list of exact-or-suffix
+    names separated by commas or new lines.
+    """
+    text = (text or "").strip()
+    if text.startswith("re:"):
+        return text[3:].strip()
+    return [t.strip() for t in re.split(r"[,\n]", text) if t.strip()]
+
+
+def _is_weight_layer(module: torch.nn.Module) -> bool:
+    w = getattr(module, "weight", None)
+    return isinstance(w, torch.Tensor) and w.ndim >= 2
+
+
+def select_trainable(root: torch.nn.Module, patterns: Patterns, hint_filter: str = "attn") -> list[str]:
+    """Names of the weight-bearing layers (Linear/Conv) of ``root`` selected by ``patterns``.
+
+    Raises ``SurgUnError`` when nothing matches; the message lists a few module names that exist
+    (those containing ``hint_filter`` first) so the user can correct the pattern.
+    """
+    modules = dict(root.named_modules())
+    names = [n for n in modules if n]
+    matched = match_names(names, patterns)
+    selected: list[str] = []
+    seen = set()
+    for name in matched:
+        module = modules[name]
+        if _is_weight_layer(module):
+            candidates = [name]
+        else:
+            candidates = [f"{name}.{sub}" for sub, m in module.named_modules() if sub and _is_weight_layer(m)]
+        for c in candidates:
+            if c not in seen:
+                seen.add(c)
+                selected.append(c)
+    if not selected:
+        hints = [n for n in names if hint_filter in n.rsplit(".", 1)[-1]] or names
+        shown = ", ".join(hints[:8])
+        raise SurgUnError(
+            f"[SurgUn] the block pattern {patterns!r} matches no layer of this model. "
+            f"Some names that exist: {shown}{' ...' if len(hints) > 8 else ''}. "
+            "Use a list of names/suffixes (e.g. 'attn2') or 're:<full regex>'."
+        )
+    return selected

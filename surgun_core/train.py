@@ -1,0 +1,207 @@
+"""The SurgUn training loop: seeded, deterministic, cancellable through ``on_step``."""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import torch
+
+from .errors import NonFiniteLossError, SurgUnError
+from .objective import CompetitionWeights, competition_loss
+
+log = logging.getLogger("SurgUn")
+
+# loss_fn(x0, prompts, generator) -> per-sample denoising loss, shape [B].
+# x0 are clean samples, prompts[i] names the conditioning for sample i; noise and timesteps
+# are drawn from ``generator`` so that a fixed seed gives a fixed run.
+LossFn = Callable[[torch.Tensor, Sequence[str], torch.Generator], torch.Tensor]
+# on_step(step, total, metrics); raising from it stops training (that is how Cancel works).
+OnStep = Callable[[int, int, dict], None]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int = 200
+    learning_rate: float = 1e-5
+    weights: CompetitionWeights = field(default_factory=CompetitionWeights)
+    ascent_cap: float = 2.0
+    """Guard: the target's loss is capped at this multiple of its untouched value. 0 = no guard."""
+    target_per_step: int = 1
+    distractors_per_step: int = 2
+    """Distractors drawn per step (an unbiased estimate of the mean over all); 0 = all of them."""
+    retain_per_step: int = 1
+    """Retain prompts drawn per step; 0 = all of them."""
+    max_grad_norm: float = 1.0
+    """Gradient-norm clip; 0 = off."""
+    cap_probe_batches: int = 4
+    seed: int = 0
+
+    def validate(self) -> None:
+        if not isinstance(self.steps, int) or self.steps < 1:
+            raise SurgUnError(f"[SurgUn] steps must be at least 1, got {self.steps!r}. Set steps to 1 or more (200 is a good start).")
+        lr = self.learning_rate
+        if not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
+            raise SurgUnError(f"[SurgUn] learning_rate must be a finite number > 0, got {lr!r}. Try 1e-5.")
+        if not math.isfinite(self.ascent_cap) or self.ascent_cap < 0:
+            raise SurgUnError(f"[SurgUn] ascent_cap must be >= 0 (0 = no guard), got {self.ascent_cap!r}. Try 2.0.")
+        if self.ascent_cap != 0 and self.ascent_cap <= 1:
+            raise SurgUnError(
+                f"[SurgUn] ascent_cap must be above 1 (a multiple of the target's starting loss), got {self.ascent_cap!r}; "
+                "at or below 1 the ascent would stop before it starts. Try 2.0, or 0 for no guard."
+            )
+        for name in ("target_per_step", "distractors_per_step", "retain_per_step", "cap_probe_batches"):
+            v = getattr(self, name)
+            lo = 1 if name == "target_per_step" else 0
+            if not isinstance(v, int) or v < lo:
+                raise SurgUnError(f"[SurgUn] {name} must be an integer >= {lo}, got {v!r}.")
+        if not math.isfinite(self.max_grad_norm) or self.max_grad_norm < 0:
+            raise SurgUnError(f"[SurgUn] max_grad_norm must be >= 0 (0 = off), got {self.max_grad_norm!r}.")
+        self.weights.validate()
+
+
+@dataclass
+class ConceptData:
+    """Clean samples (latents) for each role, already in the model's training space."""
+
+    target_prompt: str
+    target: torch.Tensor
+    distractors: dict[str, torch.Tensor]
+    """Distractor name -> its samples; trained under ``target_prompt``."""
+    retain: dict[str, torch.Tensor]
+    """Retain prompt -> its samples; trained under that same prompt."""
+
+    def validate(self, weights: CompetitionWeights) -> None:
+        if not self.target_prompt or not self.target_prompt.strip():
+            raise SurgUnError("[SurgUn] the target prompt is empty. Type the concept to erase, e.g. 'a painting in the style of Van Gogh'.")
+        if self.target.shape[0] < 1:
+            raise SurgUnError("[SurgUn] no target samples were given.")
+        if weights.distract > 0 and not self.distractors:
+            raise SurgUnError(
+                "[SurgUn] no distractors were given while distractor_weight > 0. Add at least one distractor "
+                "(one per line, or a DISTRACTORS input), or set distractor_weight to 0."
+            )
+        if weights.retain > 0 and not self.retain:
+            raise SurgUnError(
+                "[SurgUn] no retain prompts were given while retain_weight > 0. Add a few unrelated prompts "
+                "(one per line) so the rest of the model is kept, or set retain_weight to 0."
+            )
+
+
+@dataclass
+class TrainResult:
+    history: list[dict]
+    reference_target_loss: float
+    cap: float | None
+
+
+def _draw(n: int, k: int, g: torch.Generator) -> list[int]:
+    """k distinct indices out of n (all of them when k == 0 or k >= n), in a seeded order."""
+    if k == 0 or k >= n:
+        return list(range(n))
+    return torch.randperm(n, generator=g)[:k].tolist()
+
+
+def _pick(samples: torch.Tensor, count: int, g: torch.Generator) -> torch.Tensor:
+    idx = torch.randint(0, samples.shape[0], (count,), generator=g)
+    return samples[idx]
+
+
+def reference_loss(loss_fn: LossFn, data: ConceptData, batches: int, seed: int) -> float:
+    """The untouched model's target loss on a fixed probe (fixed samples, noise and timesteps)."""
+    g = torch.Generator().manual_seed(seed + 7919)
+    vals = []
+    with torch.no_grad():
+        for _ in range(max(1, batches)):
+            x0 = data.target
+            vals.append(loss_fn(x0, [data.target_prompt] * x0.shape[0], g).mean().item())
+    return float(sum(vals) / len(vals))
+
+
+def train_competition(
+    params: Sequence[torch.Tensor],
+    data: ConceptData,
+    loss_fn: LossFn,
+    config: TrainConfig,
+    on_step: OnStep | None = None,
+) -> TrainResult:
+    """Minimise the SurgUn objective over ``params`` (leaf tensors with ``requires_grad``).
+
+    Each step draws ``target_per_step`` target samples, ``distractors_per_step`` distractors
+    (one sample each) and ``retain_per_step`` retain prompts (one sample each), evaluates all of
+    them in one batched ``loss_fn`` call, and takes one Adam step. Everything random comes from
+    a generator seeded with ``config.seed``.
+    """
+    config.validate()
+    data.validate(config.weights)
+    params = list(params)
+    if not params:
+        raise SurgUnError("[SurgUn] no trainable parameters were selected.")
+    w = config.weights
+
+    ref = reference_loss(loss_fn, data, config.cap_probe_batches, config.seed) if w.ascent > 0 else float("nan")
+    if w.ascent > 0 and not math.isfinite(ref):
+        raise NonFiniteLossError(0, {"target": ref})
+    cap = ref * config.ascent_cap if (w.ascent > 0 and config.ascent_cap > 0) else None
+    log.info("[SurgUn] reference target loss %.5f, ascent cap %s", ref, "off" if cap is None else f"{cap:.5f}")
+
+    opt = torch.optim.Adam(params, lr=config.learning_rate)
+    g = torch.Generator().manual_seed(config.seed)
+    distractor_names = list(data.distractors)
+    retain_names = list(data.retain)
+    history: list[dict] = []
+
+    for step in range(config.steps):
+        chunks: list[torch.Tensor] = []
+        prompts: list[str] = []
+        spans: dict[str, list[tuple[int, int]]] = {"target": [], "distractor": [], "retain": []}
+
+        def add(role: str, x: torch.Tensor, prompt: str) -> None:
+            start = len(prompts)
+            chunks.append(x)
+            prompts.extend([prompt] * x.shape[0])
+            spans[role].append((start, len(prompts)))
+
+        if w.ascent > 0:
+            add("target", _pick(data.target, config.target_per_step, g), data.target_prompt)
+        if w.distract > 0:
+            for i in _draw(len(distractor_names), config.distractors_per_step, g):
+                add("distractor", _pick(data.distractors[distractor_names[i]], 1, g), data.target_prompt)
+        if w.retain > 0:
+            for i in _draw(len(retain_names), config.retain_per_step, g):
+                add("retain", _pick(data.retain[retain_names[i]], 1, g), retain_names[i])
+
+        losses = loss_fn(torch.cat(chunks), prompts, g)
+
+        def role_loss(role: str) -> torch.Tensor | None:
+            if not spans[role]:
+                return None
+            return torch.stack([losses[a:b].mean() for a, b in spans[role]])
+
+        l_t = role_loss("target")
+        l_d = role_loss("distractor")
+        l_r = role_loss("retain")
+        loss, parts = competition_loss(
+            None if l_t is None else l_t.mean(), l_d, None if l_r is None else l_r.mean(), w, cap
+        )
+        if not all(math.isfinite(v) for v in parts.values()):
+            raise NonFiniteLossError(step + 1, parts)
+
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if config.max_grad_norm > 0:
+            gn = torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
+        else:
+            gn = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params if p.grad is not None]))
+        if not torch.isfinite(gn):
+            raise NonFiniteLossError(step + 1, {**parts, "grad_norm": float(gn)})
+        opt.step()
+
+        metrics = {"step": step + 1, **parts, "grad_norm": float(gn)}
+        history.append(metrics)
+        if on_step is not None:
+            on_step(step + 1, config.steps, metrics)
+
+    return TrainResult(history=history, reference_target_loss=ref, cap=cap)
