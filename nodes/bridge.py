@@ -168,6 +168,25 @@ def _swap_inference_tensors(root: torch.nn.Module) -> list:
     return swapped
 
 
+def _checkpointed(forward):
+    """Run ``forward`` under gradient checkpointing, on clones of its tensor inputs.
+
+    Blocks such as Flux's add into their inputs in place; the recomputation during backward
+    must see the original inputs, so each call works on its own copies.
+    """
+    import torch.utils.checkpoint
+
+    def fn(*args, **kwargs):
+        args = tuple(a.clone() if torch.is_tensor(a) else a for a in args)
+        kwargs = {k: (v.clone() if torch.is_tensor(v) else v) for k, v in kwargs.items()}
+        return forward(*args, **kwargs)
+
+    def run(*args, **kwargs):
+        return torch.utils.checkpoint.checkpoint(fn, *args, use_reentrant=False, **kwargs)
+
+    return run
+
+
 class TrainableDeltas(contextlib.AbstractContextManager):
     """Additive deltas on selected layers of a *clone* of ``model_patcher``, ready for autograd.
 
@@ -178,7 +197,7 @@ class TrainableDeltas(contextlib.AbstractContextManager):
     Must run with ``torch.inference_mode(False)``.
     """
 
-    def __init__(self, model_patcher, module_names: Sequence[str]):
+    def __init__(self, model_patcher, module_names: Sequence[str], checkpoint_units: str | None = None):
         import comfy.utils
 
         if model_patcher.is_dynamic():
@@ -202,6 +221,9 @@ class TrainableDeltas(contextlib.AbstractContextManager):
             self._adapters[name] = DeltaAdapter(delta)
             self.work.add_weight_wrapper(key, self._adapters[name])
         self._swapped: list = []
+        self._was_training = False
+        self.checkpoint_units = checkpoint_units
+        self._checkpointed: list[torch.nn.Module] = []
 
     def __enter__(self):
         import comfy.model_management
@@ -209,15 +231,31 @@ class TrainableDeltas(contextlib.AbstractContextManager):
         if torch.is_inference_mode_enabled():
             raise RuntimeError("TrainableDeltas must be entered under torch.inference_mode(False)")
         comfy.model_management.load_models_gpu([self.work], force_full_load=True)
+        # ComfyUI's switch for differentiable code paths (e.g. Flux's rope has a fused op without autograd)
+        self._was_training = comfy.model_management.in_training
+        comfy.model_management.in_training = True
         net = self.work.model.diffusion_model
         self._swapped = _swap_inference_tensors(net)
         for p in net.parameters():
             p.requires_grad_(False)
+        if self.checkpoint_units:
+            import re
+
+            rx = re.compile(self.checkpoint_units)
+            for name, module in net.named_modules():
+                if rx.fullmatch(name):
+                    module.forward = _checkpointed(module.forward)
+                    self._checkpointed.append(module)
         return self
 
     def __exit__(self, *exc):
+        import comfy.model_management
         import comfy.utils
 
+        comfy.model_management.in_training = self._was_training
+        for module in self._checkpointed:
+            del module.forward  # drop the instance attribute: the class's forward is back
+        self._checkpointed = []
         for store, name, original in reversed(self._swapped):
             store[name] = original
         self._swapped = []

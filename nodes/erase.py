@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import logging
 import time
 from dataclasses import dataclass, field
@@ -132,7 +133,7 @@ def erase_concept(model_patcher, clip, req: EraseRequest, node_id: str | None = 
         progress.say(f"step {step}/{total} {shown}", force=step == total)
 
     with torch.inference_mode(False):
-        with TrainableDeltas(model_patcher, modules) as td:
+        with TrainableDeltas(model_patcher, modules, arch.checkpoint_units) as td:
             process_in = td.work.model.process_latent_in
             to_model = lambda x: _normal(process_in(_normal(x.to(device))))  # noqa: E731
             data = ConceptData(
@@ -171,7 +172,7 @@ def check_compatible(model_patcher, weights: ErasedWeights) -> None:
 
     family = detect_family(model_patcher)
     made_for = weights.metadata.get("family")
-    label = weights.path or "these erased weights"
+    label = os.path.basename(weights.path) if weights.path else "these erased weights"
     if made_for != family.id:
         raise SurgUnError(
             f"[SurgUn] {label} were made for {weights.metadata.get('family_name', made_for)!r} "

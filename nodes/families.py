@@ -24,6 +24,9 @@ class Architecture:
     """Granularity -> full regex of the block units BlockLocalizer probes one at a time."""
     sampler: str = "euler"
     scheduler: str = "normal"
+    checkpoint_units: str | None = None
+    """Full regex of the blocks run under gradient checkpointing while training (None = none).
+    Needed where blocks add into their inputs in place (Flux) and saves memory on large DiTs."""
 
 
 UNET = Architecture(
@@ -53,6 +56,7 @@ MMDIT = Architecture(
         "transformer_block": r"joint_blocks\.\d+",
     },
     scheduler="simple",
+    checkpoint_units=r"joint_blocks\.\d+",
 )
 
 # Flux: double blocks keep separate text (txt_attn) and image (img_attn) projections; single
@@ -69,6 +73,7 @@ FLUX = Architecture(
         "transformer_block": r"(double_blocks|single_blocks)\.\d+",
     },
     scheduler="simple",
+    checkpoint_units=r"(double_blocks|single_blocks)\.\d+",
 )
 
 PRESETS = ["cross_attention", "self_attention", "all_attention"]

@@ -46,6 +46,7 @@ class StubServer:
         self.messages: list = []
 
         self.node_replace_manager = _NoReplacements()
+        self.progress_listeners: list = []
 
     def send_sync(self, event, data, sid=None):
         self.messages.append((event, data))
@@ -103,6 +104,26 @@ class Comfy:
 _COMFY: Comfy | None = None
 
 
+def _install_progress_hook(stub: StubServer) -> None:
+    """What main.py's hijack_progress does: progress events, and Cancel checked on every update."""
+    import comfy.model_management
+    import comfy.utils
+    from comfy_execution.progress import get_progress_state
+    from comfy_execution.utils import get_executing_context
+
+    def hook(value, total, preview_image, prompt_id=None, node_id=None):
+        ctx = get_executing_context()
+        if node_id is None and ctx is not None:
+            node_id = ctx.node_id
+        for listener in list(stub.progress_listeners):
+            listener(value, total, node_id)
+        comfy.model_management.throw_exception_if_processing_interrupted()
+        get_progress_state().update_progress(node_id, value, total, preview_image)
+        stub.send_sync("progress", {"value": value, "max": total, "node": node_id}, stub.client_id)
+
+    comfy.utils.set_progress_bar_global_hook(hook)
+
+
 def comfyui_path() -> Path:
     path = os.environ.get("COMFYUI_PATH")
     if not path or not Path(path, "comfy", "model_base.py").is_file():
@@ -154,6 +175,7 @@ def start(extra_custom_node_dirs=(), root: str | None = None, verbose: bool = Fa
 
     stub = StubServer()
     comfy_server.PromptServer.instance = stub
+    _install_progress_hook(stub)
     asyncio.run(nodes.init_extra_nodes(init_custom_nodes=True, init_api_nodes=False))
     missing = [n for n in ("SurgUnTrain", "SurgUnApplyErasedWeights") if n not in nodes.NODE_CLASS_MAPPINGS]
     if missing:

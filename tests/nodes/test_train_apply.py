@@ -1,0 +1,186 @@
+"""SurgUnTrain and SurgUnApplyErasedWeights in ComfyUI's real executor, one tiny model per family."""
+
+import math
+
+import pytest
+import torch
+
+from conftest import FAMILIES, graph
+from helpers import base_weights, effective_weight, expected_cross_attention, predict
+
+
+def lora_files(comfy):
+    return sorted(p.relative_to(comfy.loras_dir).as_posix() for p in comfy.loras_dir.rglob("*.safetensors"))
+
+
+def fresh(tiny, family, seed=0, width=32):
+    with torch.inference_mode():
+        return tiny.build_model(family, seed, width)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_training_changes_only_the_selected_layers_and_never_the_input(comfy, tiny, family):
+    res = comfy.run(graph(family, steps=3))
+    assert res.success, res.error_text()
+    source = res.outputs["1"][0][0]
+    erased, weights = res.outputs["2"][0][0], res.outputs["2"][1][0]
+
+    names = [n for n, _ in source.model.diffusion_model.named_modules()]
+    expected = expected_cross_attention(names, family)
+    assert expected and sorted(weights.modules) == sorted(expected)
+    assert sorted(erased.patches) == sorted(f"diffusion_model.{n}.weight" for n in expected)
+    assert all(weights.deltas[k].abs().max() > 0 for k in weights.deltas)
+
+    # every other weight of the erased model is the input's, bit for bit
+    before = base_weights(source)
+    for key, w in before.items():
+        module = key.rsplit(".", 1)[0]
+        if key.endswith(".weight") and module in expected:
+            delta = weights.deltas[f"diffusion_model.{module}.diff"].float()
+            assert torch.allclose(effective_weight(erased, module), w.float() + delta, atol=1e-6)
+    assert source.patches == {}
+
+    # the input MODEL is bit-identical to a fresh build of the same tiny model
+    reference = fresh(tiny, family).model.diffusion_model.state_dict()
+    assert before.keys() == reference.keys()
+    assert all(torch.equal(before[k], reference[k]) for k in reference)
+    # and no training adapter is left on the shared network
+    assert all(not getattr(m, "weight_function", []) for m in source.model.diffusion_model.modules())
+    assert not any(p.requires_grad for p in source.model.diffusion_model.parameters())
+
+
+def test_metadata_records_the_run(comfy):
+    res = comfy.run(graph("sd1", steps=2, seed=5))
+    w = res.outputs["2"][1][0]
+    m = w.metadata
+    assert m["family"] == "sd1" and m["prediction"] == "eps"
+    assert m["target"] == "a painting by zorblax"
+    assert m["distractors"] == ["a painting by monet", "a painting by hokusai", "a photo of a red car"]
+    assert m["retain"] == ["a photo of a dog", "a city street"]
+    assert m["hyperparameters"]["steps"] == 2 and m["hyperparameters"]["seed"] == 5
+    assert sorted(m["blocks"]["modules"]) == sorted(w.modules)
+    assert m["pack_version"] and math.isfinite(m["reference_target_loss"])
+
+
+def test_same_inputs_give_identical_weights(comfy):
+    a = comfy.run(graph("sd1", steps=3, seed=11, learning_rate=2e-3)).outputs["2"][1][0]
+    comfy.executor.caches.outputs.clean_unused() if hasattr(comfy.executor.caches.outputs, "clean_unused") else None
+    b = comfy.run(graph("sd1", steps=3, seed=11, learning_rate=2e-3, filename_prefix=" ")).outputs["2"][1][0]
+    assert a is not b
+    assert all(torch.equal(a.deltas[k], b.deltas[k]) for k in a.deltas)
+
+
+@pytest.mark.parametrize("family", ["sd1", "sd3", "flux"])
+def test_saved_file_through_stock_lora_loader_reproduces_the_node_output(comfy, tiny, family):
+    prefix = f"surgun/{family}_repro"
+    res = comfy.run(graph(family, steps=3, filename_prefix=prefix))
+    assert res.success, res.error_text()
+    files = [f for f in lora_files(comfy) if f.startswith(prefix)]
+    assert len(files) == 1
+    erased, weights = res.outputs["2"][0][0], res.outputs["2"][1][0]
+    assert weights.path.endswith(files[0])
+
+    stock = comfy.run({
+        "1": {"class_type": "SurgUnTestTinyModel", "inputs": {"family": family, "seed": 0}},
+        "3": {"class_type": "LoraLoaderModelOnly", "inputs": {"model": ["1", 0], "lora_name": files[0], "strength_model": 1.0}},
+        "4": {"class_type": "SurgUnApplyErasedWeights", "inputs": {"model": ["1", 0], "weights_file": files[0], "strength": 1.0}},
+        "k": {"class_type": "SurgUnTestKeep", "inputs": {"a": ["3", 0], "b": ["4", 0]}},
+    })
+    assert stock.success, stock.error_text()
+    clip = res.outputs["1"][1][0]
+    bridge = comfy.node_module("SurgUnTrain", "bridge")
+    node_out = predict(erased, clip, "a painting by zorblax", bridge)
+    stock_out = predict(stock.outputs["3"][0][0], clip, "a painting by zorblax", bridge)
+    apply_out = predict(stock.outputs["4"][0][0], clip, "a painting by zorblax", bridge)
+    plain_out = predict(res.outputs["1"][0][0], clip, "a painting by zorblax", bridge)
+    assert torch.equal(node_out, stock_out)
+    assert torch.equal(node_out, apply_out)
+    assert not torch.equal(node_out, plain_out)
+
+
+def test_strength_zero_is_identity_and_half_is_half(comfy):
+    prefix = "surgun/strength"
+    res = comfy.run(graph("sd1", steps=3, filename_prefix=prefix))
+    file = [f for f in lora_files(comfy) if f.startswith(prefix)][0]
+    weights = res.outputs["2"][1][0]
+    out = comfy.run({
+        "1": {"class_type": "SurgUnTestTinyModel", "inputs": {"family": "sd1", "seed": 0}},
+        "0": {"class_type": "SurgUnApplyErasedWeights", "inputs": {"model": ["1", 0], "weights_file": file, "strength": 0.0}},
+        "h": {"class_type": "SurgUnApplyErasedWeights", "inputs": {"model": ["1", 0], "weights_file": file, "strength": 0.5}},
+        "s": {"class_type": "LoraLoaderModelOnly", "inputs": {"model": ["1", 0], "lora_name": file, "strength_model": 0.5}},
+        "k": {"class_type": "SurgUnTestKeep", "inputs": {"a": ["0", 0], "b": ["h", 0], "c": ["s", 0]}},
+    })
+    assert out.success, out.error_text()
+    source, zero, half, stock_half = (out.outputs[k][0][0] for k in ("1", "0", "h", "s"))
+    assert zero is source  # strength 0 returns the input model itself
+    clip = out.outputs["1"][1][0]
+    bridge = comfy.node_module("SurgUnTrain", "bridge")
+    assert torch.equal(predict(zero, clip, "x", bridge), predict(source, clip, "x", bridge))
+    base = base_weights(source)
+    for module in weights.modules:
+        delta = weights.deltas[f"diffusion_model.{module}.diff"].float()
+        assert torch.allclose(effective_weight(half, module), base[f"{module}.weight"].float() + 0.5 * delta, atol=1e-7)
+    assert torch.equal(predict(half, clip, "x", bridge), predict(stock_half, clip, "x", bridge))
+
+
+def test_erased_weights_socket_drives_apply_node(comfy):
+    g = graph("sd1", steps=2)
+    g["5"] = {"class_type": "SurgUnApplyErasedWeights", "inputs": {
+        "model": ["1", 0], "weights_file": "(none: use the erased_weights input)", "strength": 1.0, "erased_weights": ["2", 1]}}
+    g["k"] = {"class_type": "SurgUnTestKeep", "inputs": {"a": ["5", 0]}}
+    res = comfy.run(g)
+    assert res.success, res.error_text()
+    assert res.outputs["5"][0][0].patches.keys() == res.outputs["2"][0][0].patches.keys()
+
+
+def test_progress_and_loss_reach_the_ui(comfy):
+    res = comfy.run(graph("sd1", steps=3, sample_steps=2))
+    assert res.success
+    progress = [d for e, d in res.messages if e == "progress" and d["node"] == "2"]
+    # 6 prompts x 2 sampler steps + 3 training steps, in order, ending at the total
+    assert [p["value"] for p in progress][-1] == progress[-1]["max"] == 6 * 2 + 3
+    texts = [d["text"] for e, d in res.messages if e == "progress_text" and d["node"] == "2"]
+    assert any(t.startswith("step 3/3") and "loss=" in t for t in texts)
+    ui = [d for e, d in res.messages if e == "executed" and d.get("node") == "2"]
+    assert ui and "erased 'a painting by zorblax'" in ui[0]["output"]["text"][0]
+
+
+def test_cancel_mid_training_leaves_no_file_and_an_intact_model(comfy, tiny):
+    import comfy.model_management as mm
+
+    def cancel_at(value, total, node_id):
+        if node_id == "2" and 6 * 2 + 2 <= value < total:  # once training has begun (updates are throttled)
+            mm.interrupt_current_processing(True)
+
+    comfy.server.progress_listeners.append(cancel_at)
+    before = set(lora_files(comfy))
+    res = comfy.run(graph("sdxl", steps=50, filename_prefix="surgun/cancelled"))
+    assert not res.success and res.error["event"] == "execution_interrupted"
+    assert set(lora_files(comfy)) == before
+    source = fresh(tiny, "sdxl")
+    net = comfy.executor.caches.outputs  # the tiny model node's output is cached; check it is intact
+    import asyncio
+    model = asyncio.run(net.get("1")).outputs[0][0]
+    now = base_weights(model)
+    ref = source.model.diffusion_model.state_dict()
+    assert all(torch.equal(now[k], ref[k]) for k in ref)
+    assert all(not getattr(m, "weight_function", []) for m in model.model.diffusion_model.modules())
+
+
+def test_nan_in_the_loss_is_caught_with_a_clear_error_and_no_file(comfy, monkeypatch):
+    erase = comfy.node_module("SurgUnTrain", "erase")
+    real = erase.denoising_loss
+    calls = {"n": 0}
+
+    def poisoned(*a, **k):
+        calls["n"] += 1
+        out = real(*a, **k)
+        return out * float("nan") if calls["n"] > 5 else out  # 4 reference probes, one good step
+
+    monkeypatch.setattr(erase, "denoising_loss", poisoned)
+    before = set(lora_files(comfy))
+    res = comfy.run(graph("sd1", steps=10, seed=77, filename_prefix="surgun/nan"))
+    assert not res.success
+    assert "non-finite at step 2" in res.error["exception_message"]
+    assert "Lower learning_rate" in res.error["exception_message"]
+    assert set(lora_files(comfy)) == before
