@@ -5,7 +5,7 @@ import torch
 
 from surgun_core import CompetitionWeights, ConceptData, TrainConfig, competition_loss, train_competition
 from surgun_core.errors import NonFiniteLossError, SurgUnError
-from conftest import eps_loss_fn
+from tiny_torch import eps_loss_fn
 
 
 def t(v):

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from conftest import graph
-from helpers import base_weights
+from surgun_graphs import graph
+from surgun_checks import base_weights
 
 
 def files(comfy):

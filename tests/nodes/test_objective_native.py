@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from conftest import FAMILIES
+from surgun_graphs import FAMILIES
 
 NATIVE = {"sd1": "eps", "sd2v": "v", "sdxl": "eps", "sd3": "flow", "flux": "flow"}
 

@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from conftest import FAMILIES, graph
-from helpers import base_weights, effective_weight, expected_cross_attention, predict
+from surgun_graphs import FAMILIES, graph
+from surgun_checks import base_weights, effective_weight, expected_cross_attention, predict
 
 
 def lora_files(comfy):

@@ -1,0 +1,43 @@
+"""Tiny pure-torch stand-ins for a text-conditioned denoiser (no ComfyUI here)."""
+
+import torch
+
+
+class TinyDenoiser(torch.nn.Module):
+    """eps-predictor on 8-d vectors, conditioned by a prompt embedding through a 'cross-attention' layer."""
+
+    def __init__(self, prompts, dim=8, ctx=6, seed=0):
+        super().__init__()
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            self._build(prompts, dim, ctx)
+
+    def _build(self, prompts, dim, ctx):
+        g = torch.Generator().manual_seed(12345)
+        self.prompts = {p: i for i, p in enumerate(prompts)}
+        self.register_buffer("table", torch.randn(len(prompts), ctx, generator=g))
+        self.block = torch.nn.Module()
+        self.block.attn2 = torch.nn.Module()
+        self.block.attn2.to_k = torch.nn.Linear(ctx, 16)
+        self.block.attn2.to_v = torch.nn.Linear(ctx, 16)
+        self.block.attn1 = torch.nn.Module()
+        self.block.attn1.to_q = torch.nn.Linear(dim + 1, 16)
+        self.block.norm = torch.nn.LayerNorm(16)
+        self.out = torch.nn.Linear(16, dim)
+
+    def forward(self, x, sigma, prompts):
+        c = self.table[[self.prompts[p] for p in prompts]]
+        h = self.block.norm(self.block.attn1.to_q(torch.cat([x, sigma[:, None]], dim=1)))
+        h = h * torch.sigmoid(self.block.attn2.to_k(c)) + self.block.attn2.to_v(c)
+        return self.out(h)  # unbounded in the trained weights, so unguarded ascent can run away
+
+
+def eps_loss_fn(model):
+    def loss_fn(x0, prompts, g):
+        noise = torch.randn(x0.shape, generator=g)
+        sigma = torch.rand(x0.shape[0], generator=g) * 2 + 0.05
+        xt = x0 + sigma[:, None] * noise
+        return ((model(xt, sigma, list(prompts)) - noise) ** 2).mean(dim=1)
+    return loss_fn
+
+
