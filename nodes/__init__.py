@@ -6,6 +6,7 @@ from comfy_api.latest import ComfyExtension, io
 class SurgUnExtension(ComfyExtension):
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
         from .apply_node import SurgUnApplyErasedWeights
+        from .distractor_node import SurgUnDistractorBuilder
         from .train_node import SurgUnTrain
 
-        return [SurgUnTrain, SurgUnApplyErasedWeights]
+        return [SurgUnDistractorBuilder, SurgUnTrain, SurgUnApplyErasedWeights]

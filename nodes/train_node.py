@@ -50,7 +50,8 @@ class SurgUnTrain(io.ComfyNode):
                 io.Model.Input("model", tooltip="The model to erase from. It is never modified: training runs on a clone."),
                 io.Clip.Input("clip", tooltip="The text encoder of the same checkpoint; encodes every prompt below."),
                 io.String.Input("target", default="", placeholder="a painting in the style of Van Gogh",
-                                tooltip="Prompt of the concept to erase. Required; there is no off value."),
+                                tooltip="Prompt of the concept to erase. Required, unless a DISTRACTORS input is connected: "
+                                        "then empty means the builder's target prompt."),
                 io.String.Input("distractors", multiline=True, default="",
                                 placeholder="a painting in the style of Claude Monet\na painting in the style of Hokusai",
                                 tooltip="Competing concepts, one prompt per line: the target prompt is trained toward their images. "
@@ -114,6 +115,8 @@ class SurgUnTrain(io.ComfyNode):
         if distractor_set is not None:
             distractor_prompts = tuple(distractor_set.prompts)
             extra["distractor_builder"] = distractor_set.metadata()
+            if not (target or "").strip():
+                target = distractor_set.target_prompt
         chosen_blocks = ()
         if block_set is not None:
             chosen_blocks = tuple(block_set.names)
