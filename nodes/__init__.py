@@ -7,6 +7,7 @@ class SurgUnExtension(ComfyExtension):
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
         from .apply_node import SurgUnApplyErasedWeights
         from .distractor_node import SurgUnDistractorBuilder
+        from .localize_node import SurgUnBlockLocalizer
         from .train_node import SurgUnTrain
 
-        return [SurgUnDistractorBuilder, SurgUnTrain, SurgUnApplyErasedWeights]
+        return [SurgUnDistractorBuilder, SurgUnBlockLocalizer, SurgUnTrain, SurgUnApplyErasedWeights]

@@ -1,0 +1,91 @@
+import json
+
+import pytest
+import torch
+
+from surgun_core.errors import SurgUnError
+from surgun_core.localize import BlockRow, SelectConfig, localize, report_image, select_blocks
+from surgun_core.scores import erase_score, pixel_embed, retain_score, ssim
+
+
+def images(n=4, seed=0, side=32):
+    g = torch.Generator().manual_seed(seed)
+    # smooth random images (structure for SSIM to see)
+    x = torch.rand(n, 3, side // 4, side // 4, generator=g)
+    return torch.nn.functional.interpolate(x, size=(side, side), mode="bilinear", align_corners=False).permute(0, 2, 3, 1)
+
+
+def test_identical_images_erase_zero_retain_one():
+    a = images()
+    e = erase_score(pixel_embed(a), pixel_embed(a), pixel_embed(images(seed=5)))
+    assert e["erase"] == pytest.approx(0.0, abs=1e-6)
+    r = retain_score(pixel_embed(a), pixel_embed(a), a, a)
+    assert r["retain"] == pytest.approx(1.0, abs=1e-5)
+    assert ssim(a, a).tolist() == pytest.approx([1.0] * 4, abs=1e-5)
+
+
+def test_shuffled_images_get_low_retain():
+    a, b = images(seed=0), images(seed=1)
+    same = retain_score(pixel_embed(a), pixel_embed(a), a, a)["retain"]
+    shuffled = retain_score(pixel_embed(a.flip(0)), pixel_embed(a), a.flip(0), a)["retain"]
+    other = retain_score(pixel_embed(b), pixel_embed(a), b, a)["retain"]
+    assert shuffled < 0.5 * same and other < 0.5 * same
+
+
+def test_erase_rewards_moving_toward_the_distractors():
+    target, distractor = images(seed=0), images(seed=9)
+    halfway = 0.5 * target + 0.5 * distractor
+    away_only = images(seed=3)
+    e_half = erase_score(pixel_embed(halfway), pixel_embed(target), pixel_embed(distractor))
+    assert e_half["toward"] > 0.1 and e_half["away"] > 0
+    e_full = erase_score(pixel_embed(distractor), pixel_embed(target), pixel_embed(distractor))
+    assert e_full["erase"] > e_half["erase"] > 0
+    assert erase_score(pixel_embed(away_only), pixel_embed(target), pixel_embed(distractor))["toward"] < e_full["toward"]
+
+
+def rows(table):
+    return [BlockRow(block=b, erase=e, retain=r) for b, e, r in table]
+
+
+def test_selection_ranks_erasers_by_retain():
+    rs = rows([("a", 0.9, 0.2), ("b", 0.8, 0.9), ("c", 0.1, 0.99), ("d", 0.7, 0.85), ("e", 0.6, 0.86)])
+    threshold, cutoff = select_blocks(rs, SelectConfig(keep=2, erase_quantile=0.5))
+    assert threshold == pytest.approx(0.7)
+    assert [r.block for r in rs if r.chosen] == ["b", "d"]  # c retains best but does not erase
+    assert cutoff == pytest.approx(0.85)
+
+
+def test_near_ties_are_reported_and_user_threshold_wins():
+    rs = rows([("a", 0.9, 0.80), ("b", 0.9, 0.795), ("c", 0.9, 0.5)])
+    select_blocks(rs, SelectConfig(keep=1, erase_quantile=0.0, near_tie=0.01))
+    assert [r.chosen for r in rs] == [True, False, False] and [r.near_tie for r in rs] == [False, True, False]
+    rs = rows([("a", 0.2, 0.9), ("b", 0.6, 0.5)])
+    select_blocks(rs, SelectConfig(keep=2, erase_threshold=0.5))
+    assert [r.block for r in rs if r.chosen] == ["b"]  # only b reaches the absolute threshold
+    with pytest.raises(SurgUnError, match="no block reaches the erase threshold"):
+        select_blocks(rows([("a", 0.2, 0.9)]), SelectConfig(keep=1, erase_threshold=0.5))
+
+
+@pytest.mark.parametrize("n, keep, match", [(0, 1, "no candidate blocks"), (3, 4, "keep=4 but there are 3")])
+def test_selection_errors(n, keep, match):
+    with pytest.raises(SurgUnError, match=match):
+        SelectConfig(keep=keep).validate(n)
+
+
+def test_localize_end_to_end_with_callbacks_and_report():
+    ref = {"target": images(seed=0), "retain": images(seed=1), "distractors": images(seed=2)}
+    # block "good" erases and keeps retain; "bad" erases and wrecks retain; "idle" does nothing
+    outcomes = {
+        "good": {"target": ref["distractors"], "retain": ref["retain"]},
+        "bad": {"target": ref["distractors"], "retain": images(seed=7)},
+        "idle": {"target": ref["target"], "retain": ref["retain"]},
+    }
+    seen = []
+    res = localize(["good", "bad", "idle"], lambda b: outcomes[b], pixel_embed, ref, SelectConfig(keep=1, erase_quantile=0.5),
+                   "pixel", on_block=lambda i, n, row: seen.append((i, n, row.block)))
+    assert res.chosen == ["good"]
+    assert seen == [(1, 3, "good"), (2, 3, "bad"), (3, 3, "idle")]
+    table = {r["block"]: r for r in json.loads(res.to_json())["blocks"]}
+    assert table["idle"]["erase"] == pytest.approx(0.0, abs=1e-6) and table["good"]["retain"] == pytest.approx(1.0, abs=1e-5)
+    img = report_image(res)
+    assert img.shape[0] == 1 and img.shape[-1] == 3 and img.shape[1] == 60 + 3 * 22
