@@ -6,8 +6,9 @@ from comfy_api.latest import ComfyExtension, io
 class SurgUnExtension(ComfyExtension):
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
         from .apply_node import SurgUnApplyErasedWeights
+        from .compare_node import SurgUnEraseRetainCompare
         from .distractor_node import SurgUnDistractorBuilder
         from .localize_node import SurgUnBlockLocalizer
         from .train_node import SurgUnTrain
 
-        return [SurgUnDistractorBuilder, SurgUnBlockLocalizer, SurgUnTrain, SurgUnApplyErasedWeights]
+        return [SurgUnDistractorBuilder, SurgUnBlockLocalizer, SurgUnTrain, SurgUnApplyErasedWeights, SurgUnEraseRetainCompare]

@@ -107,6 +107,31 @@ def sample_latents(
     )
 
 
+def decode_images(vae, latents: torch.Tensor) -> torch.Tensor:
+    """Latents (as KSampler returns them) -> IMAGE ``[N, H, W, 3]`` in 0..1 on CPU."""
+    images = vae.decode(latents)
+    if images.ndim == 5:  # some VAEs return a time axis
+        images = images.reshape(-1, *images.shape[-3:])
+    return images.float().clamp(0, 1).cpu()
+
+
+def image_embedder(clip_vision):
+    """(embed(images) -> [N, D], name): CLIP-vision image embeddings, or the pixel fallback."""
+    from ..surgun_core.scores import PIXEL_FALLBACK, pixel_embed
+
+    if clip_vision is None:
+        return pixel_embed, PIXEL_FALLBACK
+
+    def embed(images: torch.Tensor) -> torch.Tensor:
+        out = clip_vision.encode_image(images)
+        e = getattr(out, "image_embeds", None)
+        if e is None:
+            e = out["image_embeds"]
+        return e.float().cpu()
+
+    return embed, "CLIP vision image embeddings"
+
+
 def objective_weight(model_sampling, sigma: torch.Tensor) -> torch.Tensor:
     """Per-sample weight that turns ``|x0_hat - x0|^2`` into the native MSE.
 

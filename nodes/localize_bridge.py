@@ -12,11 +12,10 @@ import torch
 from ..surgun_core.errors import SurgUnError
 from ..surgun_core.localize import LocalizeResult, SelectConfig, localize
 from ..surgun_core.objective import CompetitionWeights
-from ..surgun_core.scores import PIXEL_FALLBACK, pixel_embed
 from ..surgun_core.selection import match_names, parse_pattern_text, select_trainable
 from ..surgun_core.train import ConceptData, TrainConfig, train_competition
 from ..surgun_core.weights import delta_key
-from .bridge import PromptBank, TrainableDeltas, denoising_loss, latent_shape_for, sample_latents
+from .bridge import PromptBank, TrainableDeltas, decode_images, denoising_loss, image_embedder, latent_shape_for, sample_latents
 from .families import detect_family
 from .progress import NodeProgress
 
@@ -73,27 +72,6 @@ def candidate_blocks(model_patcher, family, granularity: str, block_filter: str,
     return units
 
 
-def _decode(vae, latents: torch.Tensor) -> torch.Tensor:
-    images = vae.decode(latents)
-    if images.ndim == 5:  # some VAEs return a time axis
-        images = images.reshape(-1, *images.shape[-3:])
-    return images.float().clamp(0, 1).cpu()
-
-
-def image_embedder(clip_vision):
-    if clip_vision is None:
-        return pixel_embed, PIXEL_FALLBACK
-
-    def embed(images: torch.Tensor) -> torch.Tensor:
-        out = clip_vision.encode_image(images)
-        e = getattr(out, "image_embeds", None)
-        if e is None:
-            e = out["image_embeds"]
-        return e.float().cpu()
-
-    return embed, "CLIP vision image embeddings"
-
-
 def run_localizer(model_patcher, clip, vae, clip_vision, req: LocalizeRequest, node_id: str | None = None) -> tuple[LocalizeResult, BlockSet]:
     if vae is None:
         raise SurgUnError("[SurgUn] Block Localizer needs a VAE to decode its probe renders to pixels; connect the VAE of your checkpoint.")
@@ -123,9 +101,9 @@ def run_localizer(model_patcher, clip, vae, clip_vision, req: LocalizeRequest, n
     t0 = time.perf_counter()
     latents = {p: render(model_patcher, p, i) for i, p in enumerate(prompts)}
     reference = {
-        "target": _decode(vae, latents[req.target]),
-        "retain": torch.cat([_decode(vae, latents[r]) for r in req.retain]),
-        "distractors": torch.cat([_decode(vae, latents[d]) for d in req.distractors]),
+        "target": decode_images(vae, latents[req.target]),
+        "retain": torch.cat([decode_images(vae, latents[r]) for r in req.retain]),
+        "distractors": torch.cat([decode_images(vae, latents[d]) for d in req.distractors]),
     }
     reference_s = time.perf_counter() - t0
 
@@ -148,8 +126,8 @@ def run_localizer(model_patcher, clip, vae, clip_vision, req: LocalizeRequest, n
         t = time.perf_counter()
         patched, _ = comfy.sd.load_lora_for_models(model_patcher, None, {delta_key(n): d for n, d in deltas.items()}, 1.0, 0)
         out = {
-            "target": _decode(vae, render(patched, req.target, 0)),
-            "retain": torch.cat([_decode(vae, render(patched, r, prompts.index(r))) for r in req.retain]),
+            "target": decode_images(vae, render(patched, req.target, 0)),
+            "retain": torch.cat([decode_images(vae, render(patched, r, prompts.index(r))) for r in req.retain]),
         }
         out["update_s"], out["render_s"] = update_s, time.perf_counter() - t
         return out

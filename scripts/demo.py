@@ -85,13 +85,16 @@ def main() -> None:
     import headless
     import make_tiny_checkpoint
 
+    import hashlib
+
     cache = Path(os.environ.get("SURGUN_CACHE", Path.home() / ".cache" / "surgun"))
-    ckpt = cache / "demo" / "surgun_tiny_sd15.safetensors"
+    maker = hashlib.sha256(Path(make_tiny_checkpoint.__file__).read_bytes()).hexdigest()[:8]
+    ckpt = cache / "demo" / f"surgun_tiny_sd15_{maker}.safetensors"  # rebuilt when the maker changes
     if not ckpt.exists():
         print(f"[SurgUn demo] writing a tiny random SD1.5-layout checkpoint to {ckpt} (one time)")
         make_tiny_checkpoint.build(ckpt)
     comfy = headless.start()
-    shutil.copy(ckpt, comfy.models_dir / "checkpoints" / ckpt.name)
+    shutil.copy(ckpt, comfy.models_dir / "checkpoints" / "surgun_tiny_sd15.safetensors")
 
     print("[SurgUn demo] running CheckpointLoaderSimple -> SurgUnTrain -> KSampler -> VAEDecode -> SaveImage")
     res = comfy.run(build_graph(args.steps))

@@ -69,7 +69,8 @@ def build(out: Path, seed: int = 0) -> Path:
     _reinit(clip.cond_stage_model, seed + 1)
 
     # SD VAE layout; the decoder is slim (ComfyUI reads its width from decoder.conv_in)
-    vae = comfy.sd.VAE(sd={"decoder.conv_in.weight": torch.zeros(128, 4, 3, 3), "post_quant_conv.weight": torch.zeros(4, 4, 1, 1)})
+    vae = comfy.sd.VAE(sd={"decoder.conv_in.weight": torch.zeros(128, 4, 3, 3), "post_quant_conv.weight": torch.zeros(4, 4, 1, 1),
+                           "decoder.up.3.upsample.conv.weight": torch.zeros(128, 128, 3, 3)})  # 8x, like SD
     _reinit(vae.first_stage_model, seed + 2)
 
     base.half()

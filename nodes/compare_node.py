@@ -1,0 +1,105 @@
+"""SurgUnEraseRetainCompare: before/after images and pixel-grounded erase/retain scores."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+from comfy_api.latest import io, ui
+
+from ..surgun_core.errors import SurgUnError
+from ..surgun_core.scores import erase_score, retain_score
+from .bridge import PromptBank, decode_images, image_embedder, latent_shape_for, sample_latents
+from .erase import split_lines
+from .families import detect_family
+from .progress import NodeProgress
+from .sockets import DistractorsSocket
+
+
+def grid(rows: list[torch.Tensor]) -> torch.Tensor:
+    """Rows of IMAGE batches (same size) -> one IMAGE ``[1, H*rows, W*cols, 3]``."""
+    cols = max(r.shape[0] for r in rows)
+    h, w = rows[0].shape[1:3]
+    out = torch.ones((len(rows) * h, cols * w, 3))
+    for i, r in enumerate(rows):
+        for j in range(r.shape[0]):
+            out[i * h:(i + 1) * h, j * w:(j + 1) * w] = r[j]
+    return out.unsqueeze(0)
+
+
+class SurgUnEraseRetainCompare(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="SurgUnEraseRetainCompare",
+            display_name="SurgUn Erase/Retain Compare",
+            category="SurgUn",
+            description=(
+                "Renders the target and retain prompts with the original and the erased model (same seeds), shows them "
+                "side by side and scores them in pixels: erase (target images moved away, and toward the distractors) "
+                "and retain (retain images unchanged: embedding cosine and SSIM)."
+            ),
+            inputs=[
+                io.Model.Input("original", tooltip="The model before erasure."),
+                io.Model.Input("erased", tooltip="The model after erasure (SurgUn Train's MODEL, or one with erased weights applied)."),
+                io.Clip.Input("clip", tooltip="The text encoder of the checkpoint."),
+                io.Vae.Input("vae", tooltip="Decodes the renders to pixels."),
+                io.String.Input("target", default="", placeholder="a painting in the style of Van Gogh",
+                                tooltip="Prompt of the erased concept. Required, unless DISTRACTORS is connected (then empty = its target)."),
+                io.String.Input("retain_prompts", multiline=True, default="",
+                                tooltip="Unrelated prompts that should look the same before and after, one per line. Empty = no retain score."),
+                io.String.Input("distractors", multiline=True, default="",
+                                tooltip="Distractor prompts, one per line, for the 'toward' part of the erase score. Empty = away only."),
+                io.Int.Input("images_per_prompt", default=4, min=1, max=16, tooltip="Images per prompt (same seeds before and after)."),
+                io.Int.Input("steps", default=20, min=1, max=200, tooltip="Sampler steps."),
+                io.Int.Input("size", default=512, min=16, max=4096, step=16, tooltip="Side of the renders in pixels."),
+                io.Float.Input("cfg", default=5.0, min=0.0, max=30.0, step=0.1, tooltip="CFG scale (1.0 for Flux)."),
+                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, tooltip="Seed of the renders."),
+                io.ClipVision.Input("clip_vision", optional=True, tooltip="Optional: score with CLIP-vision image embeddings instead of the pixel fallback."),
+                DistractorsSocket.Input("distractor_set", optional=True, tooltip="Distractors from SurgUn Distractor Builder (replace the text field)."),
+            ],
+            outputs=[
+                io.Image.Output(display_name="grid", tooltip="Rows: target before, target after, then each retain prompt before/after."),
+                io.String.Output(display_name="scores_json", tooltip="Erase and retain scores (overall and per retain prompt) as JSON."),
+            ],
+            hidden=[io.Hidden.unique_id],
+        )
+
+    @classmethod
+    def execute(cls, original, erased, clip, vae, target, retain_prompts, distractors, images_per_prompt, steps, size,
+                cfg, seed, clip_vision=None, distractor_set=None) -> io.NodeOutput:
+        distractor_prompts = split_lines(distractors)
+        if distractor_set is not None:
+            distractor_prompts = tuple(distractor_set.prompts)
+            target = (target or "").strip() or distractor_set.target_prompt
+        target = (target or "").strip()
+        if not target:
+            raise SurgUnError("[SurgUn] target is empty. Type the prompt of the erased concept.")
+        family = detect_family(original)
+        if detect_family(erased).id != family.id:
+            raise SurgUnError(f"[SurgUn] original ({family.name}) and erased ({detect_family(erased).name}) are different model families.")
+        retain = split_lines(retain_prompts)
+        bank = PromptBank(clip, original, latent_shape_for(original, size), original.load_device)
+        n_renders = 2 * (1 + len(retain)) + len(distractor_prompts)
+        progress = NodeProgress(n_renders * steps, cls.hidden.unique_id)
+
+        def render(model, prompt, index):
+            lat = sample_latents(model, bank, prompt, images_per_prompt, steps, cfg, seed + index,
+                                 family.arch.sampler, family.arch.scheduler, on_step=progress.tick)
+            return decode_images(vae, lat)
+
+        embed, embed_name = image_embedder(clip_vision)
+        before_t, after_t = render(original, target, 0), render(erased, target, 0)
+        d_emb = torch.cat([embed(render(original, d, 1000 + i)) for i, d in enumerate(distractor_prompts)]) if distractor_prompts else None
+        scores = {"embedding": embed_name, "target": target, **erase_score(embed(after_t), embed(before_t), d_emb), "retain_prompts": {}}
+        rows = [before_t, after_t]
+        for i, r in enumerate(retain):
+            b, a = render(original, r, i + 1), render(erased, r, i + 1)
+            scores["retain_prompts"][r] = retain_score(embed(a), embed(b), a, b)
+            rows += [b, a]
+        if retain:
+            per = scores["retain_prompts"].values()
+            scores["retain"] = sum(p["retain"] for p in per) / len(retain)
+        text = json.dumps(scores, indent=1)
+        summary = f"erase {scores['erase']:.4f}" + (f", retain {scores['retain']:.4f}" if retain else "") + f" ({embed_name})"
+        return io.NodeOutput(grid(rows), text, ui=ui.PreviewText(summary))
