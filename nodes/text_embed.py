@@ -1,4 +1,4 @@
-"""Text embeddings from a ComfyUI CLIP object, for distractor selection."""
+"""Text embeddings from a ComfyUI CLIP object, for distractor selection (cached per encoder)."""
 
 from __future__ import annotations
 
@@ -26,17 +26,53 @@ def encoder_identity(clip) -> str:
     return f"{type(model).__name__}:{h.hexdigest()[:16]}"
 
 
-def clip_encoder(clip, on_prompt: Callable[[], None] | None = None) -> Callable[[list[str]], torch.Tensor]:
-    """``encode(prompts) -> [N, D]``: CLIP's pooled embedding (mean of the tokens when a model has none)."""
+def _mean_tokens(cond: torch.Tensor) -> torch.Tensor:
+    return cond.float().mean(dim=-2).cpu()
+
+
+def clip_encoder(clip, on_prompt: Callable[[], None] | None = None, batch: int = 32) -> Callable[[list[str]], torch.Tensor]:
+    """``encode(prompts) -> [N, D]``: the mean of CLIP's output tokens for each prompt.
+
+    Prompts are encoded ``batch`` at a time by handing them to ComfyUI as the sections of one
+    long prompt (ComfyUI encodes sections as one batch). Whether that layout splits back into
+    per-prompt outputs is checked once per encoder against a single-prompt encoding; where it
+    does not (text encoders that concatenate differently, long prompts), prompts are encoded
+    one by one. Either way every prompt gets the same embedding.
+    """
+    state = {"batched": None}
+
+    def single(p: str) -> torch.Tensor:
+        return _mean_tokens(clip.encode_from_tokens(clip.tokenize(p))[0])
+
+    def batched(chunk: list[str]) -> torch.Tensor | None:
+        toks = [clip.tokenize(p) for p in chunk]
+        keys = list(toks[0])
+        if not all(isinstance(t[k], list) and len(t[k]) == 1 for t in toks for k in keys):
+            return None
+        merged = {k: [t[k][0] for t in toks] for k in keys}
+        cond = clip.encode_from_tokens(merged)
+        if cond.shape[-2] % len(chunk):
+            return None
+        return _mean_tokens(cond[0].reshape(len(chunk), cond.shape[-2] // len(chunk), cond.shape[-1]))
 
     def encode(prompts: list[str]) -> torch.Tensor:
         rows = []
-        for p in prompts:
-            cond, pooled = clip.encode_from_tokens(clip.tokenize(p), return_pooled=True)
-            rows.append((pooled[0] if pooled is not None else cond[0].mean(0)).float().cpu())
+        for start in range(0, len(prompts), batch):
+            chunk = prompts[start:start + batch]
+            out = None
+            if len(chunk) > 1 and state["batched"] is not False:
+                out = batched(chunk)
+                if out is not None and state["batched"] is None:
+                    state["batched"] = torch.allclose(out[-1], single(chunk[-1]), rtol=1e-3, atol=1e-4)
+                    if not state["batched"]:
+                        out = None
+            if out is None:
+                out = torch.stack([single(p) for p in chunk])
+            rows.append(out)
             if on_prompt is not None:
-                on_prompt()
-        return torch.stack(rows)
+                for _ in chunk:
+                    on_prompt()
+        return torch.cat(rows)
 
     return encode
 

@@ -80,6 +80,24 @@ class Comfy:
             name = name.rsplit(".", 1)[0] + "." + submodule
         return sys.modules[name]
 
+    def object_info(self, names) -> dict:
+        """Node definitions as the server's /object_info reports them (for the given node ids)."""
+        import nodes
+        from comfy_api.internal import _ComfyNodeInternal
+
+        out = {}
+        for name in names:
+            cls = nodes.NODE_CLASS_MAPPINGS[name]
+            if issubclass(cls, _ComfyNodeInternal):
+                out[name] = cls.GET_NODE_INFO_V1()
+                continue
+            types = cls.INPUT_TYPES()
+            out[name] = {
+                "input": types, "input_order": {k: list(v) for k, v in types.items()}, "output": list(cls.RETURN_TYPES),
+                "output_name": list(getattr(cls, "RETURN_NAMES", cls.RETURN_TYPES)),
+            }
+        return out
+
     def run(self, prompt: dict, client_id: str = "surgun-test") -> RunResult:
         import execution
 
