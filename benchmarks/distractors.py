@@ -46,8 +46,7 @@ def main() -> None:
     import tiny
 
     text_embed = comfy_env.node_module("SurgUnDistractorBuilder", "text_embed")
-    pack = text_embed.__name__.rsplit(".nodes.", 1)[0]
-    dist = sys.modules[pack + ".surgun_core.distractors"]
+    dist = comfy_env.pack_module("surgun_core.distractors")
     DistractorParams, EmbeddingCache, admissible_mask = dist.DistractorParams, dist.EmbeddingCache, dist.admissible_mask
     apply_template, build_distractor_set, load_pool = dist.apply_template, dist.build_distractor_set, dist.load_pool
     mean_pairwise_distance = dist.mean_pairwise_distance

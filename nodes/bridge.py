@@ -20,6 +20,7 @@ from typing import Callable, Sequence
 import torch
 
 from ..surgun_core.errors import SurgUnError
+from ..surgun_core.train import ConceptData
 
 log = logging.getLogger("SurgUn")
 
@@ -169,14 +170,38 @@ def denoising_loss(model_patcher, bank: PromptBank, x0: torch.Tensor, prompts: S
     return err * objective_weight(ms, sigma)
 
 
+def esd_loss(deltas: "TrainableDeltas", bank: PromptBank, x0: torch.Tensor, prompts: Sequence[str],
+             generator: torch.Generator, eta: float = 1.0) -> torch.Tensor:
+    """ESD's negative-guidance regression, per sample, with the family's native weighting.
+
+    The frozen model's guided prediction ``x0(empty) - eta * (x0(c) - x0(empty))`` is the
+    target of the trained model's ``x0(c)`` at the same noisy input.
+    """
+    base = deltas.work.model
+    ms = base.model_sampling
+    device = bank.device
+    sigma = draw_sigmas(ms, x0.shape[0], generator).to(device)
+    noise = torch.randn(x0.shape, generator=generator).to(device=device, dtype=x0.dtype)
+    xt = ms.noise_scaling(sigma, noise, x0.to(device))
+    with deltas.original():
+        cond = base.apply_model(xt, sigma, **bank.batch(prompts)).float()
+        uncond = base.apply_model(xt, sigma, **bank.batch([""] * len(prompts))).float()
+        target = uncond - eta * (cond - uncond)
+    pred = base.apply_model(xt, sigma, **bank.batch(prompts)).float()
+    return (pred - target).pow(2).flatten(1).mean(1) * objective_weight(ms, sigma)
+
+
 class DeltaAdapter(torch.nn.Module):
     """A ComfyUI weight wrapper: ``W -> W + delta`` with a trainable fp32 ``delta``."""
 
     def __init__(self, delta: torch.Tensor):
         super().__init__()
         self.delta = delta
+        self.active = True
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        if not self.active:
+            return weight
         return weight + self.delta.to(device=weight.device, dtype=weight.dtype)
 
 
@@ -291,6 +316,18 @@ class TrainableDeltas(contextlib.AbstractContextManager):
                 module.weight_function = [f for f in fns if f is not adapter]
         return False
 
+    @contextlib.contextmanager
+    def original(self):
+        """Inside: the clone computes with the original weights (adapters off), without gradients."""
+        for a in self._adapters.values():
+            a.active = False
+        try:
+            with torch.no_grad():
+                yield
+        finally:
+            for a in self._adapters.values():
+                a.active = True
+
     def detached(self, dtype_like: bool = True) -> dict[str, torch.Tensor]:
         """The trained deltas, detached, on CPU, in each layer's weight dtype."""
         import comfy.utils
@@ -300,3 +337,47 @@ class TrainableDeltas(contextlib.AbstractContextManager):
             w = comfy.utils.get_attr(self.work.model, f"diffusion_model.{name}.weight")
             out[name] = d.detach().to(device="cpu", dtype=w.dtype if dtype_like else d.dtype).contiguous()
         return out
+
+
+def _normal(t: torch.Tensor) -> torch.Tensor:
+    """A tensor usable by autograd (inference tensors are not)."""
+    return t.clone() if t.is_inference() else t
+
+
+def train_deltas(
+    model_patcher,
+    bank: PromptBank,
+    samples: ConceptData,
+    modules: Sequence[str],
+    config,
+    checkpoint_units: str | None = None,
+    on_step=None,
+    loss: str = "denoise",
+    esd_eta: float = 1.0,
+):
+    """Train additive deltas on ``modules`` of a clone of ``model_patcher``.
+
+    ``samples`` holds latents as ComfyUI's sampler returns them (they are moved to the
+    model's space here). ``loss`` is the native denoising objective or ESD's regression.
+    Returns ``(deltas by module name, TrainResult)``; the input model is untouched.
+    """
+    from ..surgun_core.train import train_competition
+
+    device = bank.device
+    with torch.inference_mode(False):
+        with TrainableDeltas(model_patcher, modules, checkpoint_units) as td:
+            process_in = td.work.model.process_latent_in
+            to_model = lambda x: _normal(process_in(_normal(x.to(device))))  # noqa: E731
+            data = ConceptData(
+                samples.target_prompt, to_model(samples.target),
+                {k: to_model(v) for k, v in samples.distractors.items()},
+                {k: to_model(v) for k, v in samples.retain.items()},
+            )
+            if loss == "esd":
+                fn = lambda x0, ps, g: esd_loss(td, bank, x0, ps, g, esd_eta)  # noqa: E731
+            elif loss == "denoise":
+                fn = lambda x0, ps, g: denoising_loss(td.work, bank, x0, ps, g)  # noqa: E731
+            else:
+                raise SurgUnError(f"[SurgUn] unknown training loss {loss!r}.")
+            result = train_competition(list(td.deltas.values()), data, fn, config, on_step)
+            return td.detached(), result

@@ -14,9 +14,9 @@ import torch
 from ..surgun_core import __version__
 from ..surgun_core.errors import SurgUnError
 from ..surgun_core.selection import parse_pattern_text, select_trainable
-from ..surgun_core.train import ConceptData, TrainConfig, TrainResult, train_competition
+from ..surgun_core.train import ConceptData, TrainConfig, TrainResult
 from ..surgun_core.weights import ErasedWeights, delta_key
-from .bridge import PromptBank, TrainableDeltas, denoising_loss, latent_shape_for, sample_latents
+from .bridge import PromptBank, latent_shape_for, sample_latents, train_deltas
 from .families import detect_family
 from .progress import NodeProgress
 
@@ -94,11 +94,6 @@ def resolve_modules(model_patcher, family, req: EraseRequest) -> tuple[list[str]
     return select_trainable(model_patcher.model.diffusion_model, pattern), pattern
 
 
-def _normal(t: torch.Tensor) -> torch.Tensor:
-    """A tensor usable by autograd (inference tensors are not)."""
-    return t.clone() if t.is_inference() else t
-
-
 def erase_concept(model_patcher, clip, req: EraseRequest, node_id: str | None = None) -> tuple[ErasedWeights, TrainResult]:
     """Sample training data with the untouched model, train the competition objective on a
     clone, and return the erased weights (deltas + metadata). Nothing is written to disk."""
@@ -132,22 +127,8 @@ def erase_concept(model_patcher, clip, req: EraseRequest, node_id: str | None = 
         shown = " ".join(f"{k}={metrics[k]:.4f}" for k in ("loss", "target", "distractor", "retain") if k in metrics)
         progress.say(f"step {step}/{total} {shown}", force=step == total)
 
-    with torch.inference_mode(False):
-        with TrainableDeltas(model_patcher, modules, arch.checkpoint_units) as td:
-            process_in = td.work.model.process_latent_in
-            to_model = lambda x: _normal(process_in(_normal(x.to(device))))  # noqa: E731
-            data = ConceptData(
-                target_prompt=req.target,
-                target=to_model(samples[req.target]),
-                distractors={d: to_model(samples[d]) for d in req.distractors},
-                retain={r: to_model(samples[r]) for r in req.retain},
-            )
-            result = train_competition(
-                list(td.deltas.values()), data,
-                lambda x0, ps, g: denoising_loss(td.work, bank, x0, ps, g),
-                req.train, on_step,
-            )
-            deltas = td.detached()
+    data = ConceptData(req.target, samples[req.target], {d: samples[d] for d in req.distractors}, {r: samples[r] for r in req.retain})
+    deltas, result = train_deltas(model_patcher, bank, data, modules, req.train, arch.checkpoint_units, on_step)
 
     metadata = {
         "pack": "SurgUn", "pack_version": __version__,

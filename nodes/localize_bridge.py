@@ -13,9 +13,9 @@ from ..surgun_core.errors import SurgUnError
 from ..surgun_core.localize import LocalizeResult, SelectConfig, localize
 from ..surgun_core.objective import CompetitionWeights
 from ..surgun_core.selection import match_names, parse_pattern_text, select_trainable
-from ..surgun_core.train import ConceptData, TrainConfig, train_competition
+from ..surgun_core.train import ConceptData, TrainConfig
 from ..surgun_core.weights import delta_key
-from .bridge import PromptBank, TrainableDeltas, decode_images, denoising_loss, image_embedder, latent_shape_for, sample_latents
+from .bridge import PromptBank, decode_images, image_embedder, latent_shape_for, sample_latents, train_deltas
 from .families import detect_family
 from .progress import NodeProgress
 
@@ -112,16 +112,9 @@ def run_localizer(model_patcher, clip, vae, clip_vision, req: LocalizeRequest, n
 
         modules = select_trainable(model_patcher.model.diffusion_model, [block])
         t = time.perf_counter()
-        with torch.inference_mode(False):
-            with TrainableDeltas(model_patcher, modules, arch.checkpoint_units) as td:
-                to_model = lambda x: td.work.model.process_latent_in(x.to(device).clone()).clone()  # noqa: E731
-                data = ConceptData(req.target, to_model(latents[req.target]),
-                                   {d: to_model(latents[d]) for d in req.distractors},
-                                   {r: to_model(latents[r]) for r in req.retain})
-                train_competition(list(td.deltas.values()), data,
-                                  lambda x0, ps, g: denoising_loss(td.work, bank, x0, ps, g), train_cfg,
-                                  lambda *a: progress.tick())
-                deltas = td.detached()
+        data = ConceptData(req.target, latents[req.target], {d: latents[d] for d in req.distractors},
+                           {r: latents[r] for r in req.retain})
+        deltas, _ = train_deltas(model_patcher, bank, data, modules, train_cfg, arch.checkpoint_units, lambda *a: progress.tick())
         update_s = time.perf_counter() - t
         t = time.perf_counter()
         patched, _ = comfy.sd.load_lora_for_models(model_patcher, None, {delta_key(n): d for n, d in deltas.items()}, 1.0, 0)

@@ -80,6 +80,13 @@ class Comfy:
             name = name.rsplit(".", 1)[0] + "." + submodule
         return sys.modules[name]
 
+    def pack_module(self, name: str):
+        """A module of this pack as ComfyUI loaded it, e.g. ``pack_module("surgun_core.methods")``."""
+        import importlib
+
+        pack = self.node_module("SurgUnTrain").__name__.rsplit(".nodes.", 1)[0]
+        return importlib.import_module(f"{pack}.{name}")
+
     def object_info(self, names) -> dict:
         """Node definitions as the server's /object_info reports them (for the given node ids)."""
         import nodes

@@ -34,7 +34,7 @@ def _reinit(module, seed: int) -> None:
 
     with torch.random.fork_rng(), torch.no_grad():
         torch.manual_seed(seed)
-        for name, p in module.named_parameters():
+        for p in module.parameters():
             p.copy_(torch.randn_like(p) * 0.02)
         for m in module.modules():
             for cls in type(m).__mro__:

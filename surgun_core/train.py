@@ -109,6 +109,38 @@ def _pick(samples: torch.Tensor, count: int, g: torch.Generator) -> torch.Tensor
     return samples[idx]
 
 
+def _draw_batch(data: ConceptData, config: TrainConfig, distractor_names: list[str], retain_names: list[str],
+                g: torch.Generator) -> tuple[torch.Tensor, list[str], dict[str, list[tuple[int, int]]]]:
+    """One step's samples: target, drawn distractors (one sample each), drawn retain prompts."""
+    w = config.weights
+    chunks: list[torch.Tensor] = []
+    prompts: list[str] = []
+    spans: dict[str, list[tuple[int, int]]] = {"target": [], "distractor": [], "retain": []}
+
+    def add(role: str, x: torch.Tensor, prompt: str) -> None:
+        start = len(prompts)
+        chunks.append(x)
+        prompts.extend([prompt] * x.shape[0])
+        spans[role].append((start, len(prompts)))
+
+    if w.ascent > 0:
+        add("target", _pick(data.target, config.target_per_step, g), data.target_prompt)
+    if w.distract > 0:
+        for i in _draw(len(distractor_names), config.distractors_per_step, g):
+            add("distractor", _pick(data.distractors[distractor_names[i]], 1, g), data.target_prompt)
+    if w.retain > 0:
+        for i in _draw(len(retain_names), config.retain_per_step, g):
+            add("retain", _pick(data.retain[retain_names[i]], 1, g), retain_names[i])
+    return torch.cat(chunks), prompts, spans
+
+
+def _role_loss(losses: torch.Tensor, spans: list[tuple[int, int]]) -> torch.Tensor | None:
+    """One loss per drawn item of a role (mean over its samples), or None if the role is off."""
+    if not spans:
+        return None
+    return torch.stack([losses[a:b].mean() for a, b in spans])
+
+
 def reference_loss(loss_fn: LossFn, data: ConceptData, batches: int, seed: int) -> float:
     """The untouched model's target loss on a fixed probe (fixed samples, noise and timesteps)."""
     g = torch.Generator().manual_seed(seed + 7919)
@@ -154,35 +186,9 @@ def train_competition(
     history: list[dict] = []
 
     for step in range(config.steps):
-        chunks: list[torch.Tensor] = []
-        prompts: list[str] = []
-        spans: dict[str, list[tuple[int, int]]] = {"target": [], "distractor": [], "retain": []}
-
-        def add(role: str, x: torch.Tensor, prompt: str) -> None:
-            start = len(prompts)
-            chunks.append(x)
-            prompts.extend([prompt] * x.shape[0])
-            spans[role].append((start, len(prompts)))
-
-        if w.ascent > 0:
-            add("target", _pick(data.target, config.target_per_step, g), data.target_prompt)
-        if w.distract > 0:
-            for i in _draw(len(distractor_names), config.distractors_per_step, g):
-                add("distractor", _pick(data.distractors[distractor_names[i]], 1, g), data.target_prompt)
-        if w.retain > 0:
-            for i in _draw(len(retain_names), config.retain_per_step, g):
-                add("retain", _pick(data.retain[retain_names[i]], 1, g), retain_names[i])
-
-        losses = loss_fn(torch.cat(chunks), prompts, g)
-
-        def role_loss(role: str) -> torch.Tensor | None:
-            if not spans[role]:
-                return None
-            return torch.stack([losses[a:b].mean() for a, b in spans[role]])
-
-        l_t = role_loss("target")
-        l_d = role_loss("distractor")
-        l_r = role_loss("retain")
+        x0, prompts, spans = _draw_batch(data, config, distractor_names, retain_names, g)
+        losses = loss_fn(x0, prompts, g)
+        l_t, l_d, l_r = (_role_loss(losses, spans[role]) for role in ("target", "distractor", "retain"))
         loss, parts = competition_loss(
             None if l_t is None else l_t.mean(), l_d, None if l_r is None else l_r.mean(), w, cap
         )

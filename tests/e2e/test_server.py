@@ -4,8 +4,6 @@ import asyncio
 import json
 import uuid
 
-import pytest
-
 NODES = ["SurgUnTrain", "SurgUnApplyErasedWeights"]
 
 

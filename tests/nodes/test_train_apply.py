@@ -168,8 +168,8 @@ def test_cancel_mid_training_leaves_no_file_and_an_intact_model(comfy, tiny):
 
 
 def test_nan_in_the_loss_is_caught_with_a_clear_error_and_no_file(comfy, monkeypatch):
-    erase = comfy.node_module("SurgUnTrain", "erase")
-    real = erase.denoising_loss
+    bridge = comfy.node_module("SurgUnTrain", "bridge")
+    real = bridge.denoising_loss
     calls = {"n": 0}
 
     def poisoned(*a, **k):
@@ -177,7 +177,7 @@ def test_nan_in_the_loss_is_caught_with_a_clear_error_and_no_file(comfy, monkeyp
         out = real(*a, **k)
         return out * float("nan") if calls["n"] > 5 else out  # 4 reference probes, one good step
 
-    monkeypatch.setattr(erase, "denoising_loss", poisoned)
+    monkeypatch.setattr(bridge, "denoising_loss", poisoned)
     before = set(lora_files(comfy))
     res = comfy.run(graph("sd1", steps=10, seed=77, filename_prefix="surgun/nan"))
     assert not res.success
