@@ -347,7 +347,7 @@ def _normal(t: torch.Tensor) -> torch.Tensor:
 def train_deltas(
     model_patcher,
     bank: PromptBank,
-    samples: ConceptData,
+    samples: ConceptData | Sequence[ConceptData],
     modules: Sequence[str],
     config,
     checkpoint_units: str | None = None,
@@ -358,7 +358,7 @@ def train_deltas(
     """Train additive deltas on ``modules`` of a clone of ``model_patcher``.
 
     ``samples`` holds latents as ComfyUI's sampler returns them (they are moved to the
-    model's space here). ``loss`` is the native denoising objective or ESD's regression.
+    model's space here); several groups may be given (see ``train_competition``). ``loss`` is the native denoising objective or ESD's regression.
     Returns ``(deltas by module name, TrainResult)``; the input model is untouched.
     """
     from ..surgun_core.train import train_competition
@@ -368,11 +368,12 @@ def train_deltas(
         with TrainableDeltas(model_patcher, modules, checkpoint_units) as td:
             process_in = td.work.model.process_latent_in
             to_model = lambda x: _normal(process_in(_normal(x.to(device))))  # noqa: E731
-            data = ConceptData(
-                samples.target_prompt, to_model(samples.target),
-                {k: to_model(v) for k, v in samples.distractors.items()},
-                {k: to_model(v) for k, v in samples.retain.items()},
-            )
+            groups = [samples] if isinstance(samples, ConceptData) else list(samples)
+            data = [
+                ConceptData(s.target_prompt, to_model(s.target), {k: to_model(v) for k, v in s.distractors.items()},
+                            {k: to_model(v) for k, v in s.retain.items()})
+                for s in groups
+            ]
             if loss == "esd":
                 fn = lambda x0, ps, g: esd_loss(td, bank, x0, ps, g, esd_eta)  # noqa: E731
             elif loss == "denoise":

@@ -154,7 +154,7 @@ def reference_loss(loss_fn: LossFn, data: ConceptData, batches: int, seed: int) 
 
 def train_competition(
     params: Sequence[torch.Tensor],
-    data: ConceptData,
+    data: ConceptData | Sequence[ConceptData],
     loss_fn: LossFn,
     config: TrainConfig,
     on_step: OnStep | None = None,
@@ -165,15 +165,23 @@ def train_competition(
     (one sample each) and ``retain_per_step`` retain prompts (one sample each), evaluates all of
     them in one batched ``loss_fn`` call, and takes one Adam step. Everything random comes from
     a generator seeded with ``config.seed``.
+
+    ``data`` may be several groups (a concept that spans several target prompts, e.g. a style
+    over every object); each step then draws one group uniformly.
     """
     config.validate()
-    data.validate(config.weights)
+    groups = [data] if isinstance(data, ConceptData) else list(data)
+    if not groups:
+        raise SurgUnError("[SurgUn] no training data was given.")
+    for group in groups:
+        group.validate(config.weights)
     params = list(params)
     if not params:
         raise SurgUnError("[SurgUn] no trainable parameters were selected.")
     w = config.weights
 
-    ref = reference_loss(loss_fn, data, config.cap_probe_batches, config.seed) if w.ascent > 0 else float("nan")
+    ref = (sum(reference_loss(loss_fn, d, config.cap_probe_batches, config.seed) for d in groups) / len(groups)
+           if w.ascent > 0 else float("nan"))
     if w.ascent > 0 and not math.isfinite(ref):
         raise NonFiniteLossError(0, {"target": ref})
     cap = ref * config.ascent_cap if (w.ascent > 0 and config.ascent_cap > 0) else None
@@ -181,12 +189,11 @@ def train_competition(
 
     opt = torch.optim.Adam(params, lr=config.learning_rate)
     g = torch.Generator().manual_seed(config.seed)
-    distractor_names = list(data.distractors)
-    retain_names = list(data.retain)
     history: list[dict] = []
 
     for step in range(config.steps):
-        x0, prompts, spans = _draw_batch(data, config, distractor_names, retain_names, g)
+        data = groups[0] if len(groups) == 1 else groups[int(torch.randint(len(groups), (1,), generator=g))]
+        x0, prompts, spans = _draw_batch(data, config, list(data.distractors), list(data.retain), g)
         losses = loss_fn(x0, prompts, g)
         l_t, l_d, l_r = (_role_loss(losses, spans[role]) for role in ("target", "distractor", "retain"))
         loss, parts = competition_loss(

@@ -188,3 +188,22 @@ def test_missing_roles_are_refused(concept_setup):
     with pytest.raises(SurgUnError, match="target prompt is empty"):
         ConceptData(**{**data, "target_prompt": "  "}).validate(w)
     ConceptData(**{**data, "retain": {}}).validate(CompetitionWeights(retain=0.0))
+
+
+def test_several_target_groups_are_all_trained(concept_setup):
+    """A concept over several prompts: each step draws one group; every group's prompt is used."""
+    model, data = concept_setup
+    other = {**data, "target_prompt": "a photo of a dog", "target": data["target"] - 4.0}
+    ps = _params(model)
+    for p in ps:
+        p.requires_grad_(True)
+    seen = []
+    base = eps_loss_fn(model)
+
+    def spy(x0, prompts, g):
+        seen.extend(prompts)
+        return base(x0, prompts, g)
+
+    res = train_competition(ps, [ConceptData(**data), ConceptData(**other)], spy, TrainConfig(steps=20, seed=2))
+    assert len(res.history) == 20 and math.isfinite(res.reference_target_loss)
+    assert data["target_prompt"] in seen and "a photo of a dog" in seen
