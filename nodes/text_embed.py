@@ -26,34 +26,54 @@ def encoder_identity(clip) -> str:
     return f"{type(model).__name__}:{h.hexdigest()[:16]}"
 
 
-def _mean_tokens(cond: torch.Tensor) -> torch.Tensor:
-    return cond.float().mean(dim=-2).cpu()
+def _clip_end_tokens(clip) -> dict:
+    """End-of-text token id per CLIP tokenizer key ("l", "g"); empty for other text encoders."""
+    ends = {}
+    for key in ("l", "g"):
+        sub = getattr(clip.tokenizer, f"clip_{key}", None)
+        if sub is not None and getattr(sub, "end_token", None) is not None:
+            ends[key] = sub.end_token
+    return ends
 
 
 def clip_encoder(clip, on_prompt: Callable[[], None] | None = None, batch: int = 32) -> Callable[[list[str]], torch.Tensor]:
-    """``encode(prompts) -> [N, D]``: the mean of CLIP's output tokens for each prompt.
+    """``encode(prompts) -> [N, D]``, one embedding per prompt.
 
-    Prompts are encoded ``batch`` at a time by handing them to ComfyUI as the sections of one
-    long prompt (ComfyUI encodes sections as one batch). Whether that layout splits back into
-    per-prompt outputs is checked once per encoder against a single-prompt encoding; where it
-    does not (text encoders that concatenate differently, long prompts), prompts are encoded
-    one by one. Either way every prompt gets the same embedding.
+    CLIP text encoders (SD1, SD2, SDXL): the mean of the output states of the prompt's own
+    tokens (from the first word to the end-of-text token; padding excluded), encoded ``batch``
+    prompts at a time by handing them to ComfyUI as the sections of one long prompt (ComfyUI
+    encodes sections as one batch). That the batched layout splits back exactly into
+    per-prompt outputs is checked once against a single-prompt encoding; if it does not,
+    prompts are encoded one by one. Other text encoders (T5-based): the pooled output where
+    the model has one, else the mean of the output tokens, one prompt at a time.
     """
+    ends = _clip_end_tokens(clip)
     state = {"batched": None}
 
+    def span_mean(cond: torch.Tensor, section: list) -> torch.Tensor:
+        key = next(iter(ends))
+        ids = [t[0] for t in section]
+        eos = ids.index(ends[key], 1) if ends[key] in ids[1:] else len(ids) - 1
+        return cond[1:eos + 1].float().mean(0).cpu()
+
     def single(p: str) -> torch.Tensor:
-        return _mean_tokens(clip.encode_from_tokens(clip.tokenize(p))[0])
+        tokens = clip.tokenize(p)
+        if ends and set(tokens) <= set(ends) and len(tokens[next(iter(ends))]) == 1:
+            cond = clip.encode_from_tokens(tokens)
+            return span_mean(cond[0], tokens[next(iter(ends))][0])
+        cond, pooled = clip.encode_from_tokens(tokens, return_pooled=True)
+        return (pooled[0] if pooled is not None else cond[0].mean(0)).float().cpu()
 
     def batched(chunk: list[str]) -> torch.Tensor | None:
         toks = [clip.tokenize(p) for p in chunk]
+        if not ends or not all(set(t) <= set(ends) and all(len(t[k]) == 1 for k in t) for t in toks):
+            return None
         keys = list(toks[0])
-        if not all(isinstance(t[k], list) and len(t[k]) == 1 for t in toks for k in keys):
+        cond = clip.encode_from_tokens({k: [t[k][0] for t in toks] for k in keys})[0]
+        if cond.shape[0] % len(chunk):
             return None
-        merged = {k: [t[k][0] for t in toks] for k in keys}
-        cond = clip.encode_from_tokens(merged)
-        if cond.shape[-2] % len(chunk):
-            return None
-        return _mean_tokens(cond[0].reshape(len(chunk), cond.shape[-2] // len(chunk), cond.shape[-1]))
+        per = cond.reshape(len(chunk), cond.shape[0] // len(chunk), cond.shape[-1])
+        return torch.stack([span_mean(per[i], toks[i][next(iter(ends))][0]) for i in range(len(chunk))])
 
     def encode(prompts: list[str]) -> torch.Tensor:
         rows = []

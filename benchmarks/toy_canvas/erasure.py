@@ -1,0 +1,435 @@
+"""Toy canvas erasure benchmark: SurgUn against its ablations, ESD-x, GA and CA, in one run.
+
+An analogue of UnlearnCanvas on the toy world (8 objects x 8 styles): for each target (a style
+or an object) every method trains the same layers (the cross-attention preset), for the same
+number of steps, from the same self-generated samples and seeds, through ``surgun_core`` and
+the pack's bridge; the erased model is then sampled with the shipped sampler settings and
+classified.
+
+Metrics per target (UnlearnCanvas definitions):
+
+* **UA**: share of target-prompt images *not* classified as the target;
+* **IRA**: other concepts of the same kind still classified correctly (prompts without the target);
+* **CRA**: the other attribute still correct on those same prompts (object for a style target,
+  style for an object target); ``cra_on_target`` is the same on the target's own prompts;
+* **H**: harmonic mean of UA, IRA and CRA;
+* IRA and CRA are also given relative to the untouched model on the same prompts and seeds;
+* **attack**: a soft prompt (the cross-attention context) is optimised to make the erased model
+  reproduce the target's original samples; recovery = share of its images classified as the target,
+  at two attack strengths (steps).
+
+Run:  scripts/bench.sh toy_canvas_erasure [--quick] [--targets style:dots,object:star] [--seeds 0,1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+sys.path.insert(0, str(REPO / "scripts"))
+TARGETS_FILE = HERE / "targets.txt"
+METHOD_ORDER = ["surgun", "surgun_no_distractor", "surgun_one_distractor", "esd_x", "ga", "ca"]
+
+
+@dataclass
+class Settings:
+    steps: int = 200
+    lrs: tuple = (1e-4, 3e-4, 1e-3)
+    seeds: tuple = (0, 1)
+    methods: tuple = tuple(METHOD_ORDER)
+    k_distractors: int = 3
+    train_per_prompt: int = 4
+    eval_target_per_prompt: int = 8
+    eval_other_per_prompt: int = 2
+    attack_steps: tuple = (40, 150)
+    attack_lr: float = 1e-2
+    attack_prompts: int = 2
+    attack_images: int = 8
+    eval_seed: int = 777
+    localize: bool = True
+    """Also run SurgUn on the blocks chosen by the Block Localizer ("surgun_localized")."""
+    localize_keep: int = 4
+    localize_probe_steps: int = 20
+    quick: bool = False
+
+
+def quick_settings() -> Settings:
+    return Settings(steps=60, lrs=(3e-4,), seeds=(0,), methods=("surgun", "ga"), train_per_prompt=2,
+                    eval_target_per_prompt=2, eval_other_per_prompt=1, attack_steps=(), localize=False, quick=True)
+
+
+def read_targets(spec: str | None) -> list[tuple[str, str]]:
+    text = spec if spec and not Path(spec).is_file() else (Path(spec) if spec else TARGETS_FILE).read_text()
+    out = []
+    for item in text.replace(",", "\n").splitlines():
+        item = item.split("#")[0].strip()
+        if item:
+            kind, _, name = item.partition(":")
+            out.append((kind.strip(), name.strip()))
+    return out
+
+
+def harmonic(*xs: float) -> float:
+    return 0.0 if any(x <= 0 for x in xs) else len(xs) / sum(1 / x for x in xs)
+
+
+class Bench:
+    def __init__(self, settings: Settings, weights: str | None = None):
+        import headless
+
+        self.s = settings
+        self.comfy = headless.start()
+        from . import classifier as cls_mod
+        from . import constants, world
+        from .model import load_toy_canvas
+
+        self.world, self.constants, self.cls_mod = world, constants, cls_mod
+        with torch.inference_mode():
+            self.model, self.clip, self.vae = load_toy_canvas(weights) if weights else load_toy_canvas()
+        self.classifier = cls_mod.load_classifier()
+        self.bridge = self.comfy.node_module("SurgUnTrain", "bridge")
+        self.families = self.comfy.node_module("SurgUnTrain", "families")
+        self.methods = self.comfy.pack_module("surgun_core.methods")
+        self.train = self.comfy.pack_module("surgun_core.train")
+        self.selection = self.comfy.pack_module("surgun_core.selection")
+        self.distractors = self.comfy.pack_module("surgun_core.distractors")
+        self.family = self.families.detect_family(self.model)
+        self.modules = self.selection.select_trainable(self.model.model.diffusion_model, self.family.preset("cross_attention"))
+        shape = self.bridge.latent_shape_for(self.model, constants.WIDTH)
+        self.bank = self.bridge.PromptBank(self.clip, self.model, shape, torch.device("cpu"))
+        self.step_times: dict[str, list[float]] = {}
+
+    # ---------------------------------------------------------------- sampling
+    def sample(self, model, prompts: list[str], seed: int, contexts: dict | None = None) -> torch.Tensor:
+        """Latents for ``prompts`` (one each) with the shipped sampler settings, batched;
+        ``contexts`` maps a prompt to a replacement cross-attention context (the attack)."""
+        import comfy.sample
+
+        c = self.constants
+        negative = self.bank.conditioning(c.NEGATIVE_PROMPT)
+        out = []
+        for ci, start in enumerate(range(0, len(prompts), 128)):
+            chunk = prompts[start:start + 128]
+            conds = []
+            for p in chunk:
+                cond, extra = self.bank.conditioning(p)[0]
+                if contexts and p in contexts:
+                    cond = contexts[p]
+                conds.append((cond, extra))
+            positive = [[torch.cat([x[0] for x in conds]), {k: (torch.cat([x[1][k] for x in conds]) if torch.is_tensor(v) else v)
+                                                              for k, v in conds[0][1].items()}]]
+            latent = torch.zeros((len(chunk), *self.bank.latent_shape))
+            noise = comfy.sample.prepare_noise(latent, seed + ci)
+            with torch.inference_mode():
+                out.append(comfy.sample.sample(model, noise, c.STEPS, c.CFG, c.SAMPLER_NAME, c.SCHEDULER, positive, negative,
+                                               latent, seed=seed + ci, disable_pbar=True).float().cpu())
+        return torch.cat(out)
+
+    def classify(self, latents: torch.Tensor) -> dict:
+        with torch.inference_mode():
+            images = self.vae.decode(latents).float().cpu()
+        return self.cls_mod.classify(self.classifier, images)
+
+    # ---------------------------------------------------------------- concepts
+    def prompts_of(self, kind: str, name: str) -> list[str]:
+        w = self.world
+        if kind == "style":
+            return [w.prompt_for(o, name) for o in w.OBJECTS]
+        return [w.prompt_for(name, s) for s in w.STYLES]
+
+    def others(self, kind: str, name: str) -> list[str]:
+        names = self.world.STYLES if kind == "style" else self.world.OBJECTS
+        return [n for n in names if n != name]
+
+    def concept_prompt(self, kind: str, name: str) -> str:
+        """ESD's concept-only prompt."""
+        return f"{name} style" if kind == "style" else f"a {name}"
+
+    def choose_distractors(self, kind: str, name: str) -> dict:
+        """SurgUn's algorithm on the toy world: a concept is embedded as the mean of its 8 prompts."""
+        with torch.inference_mode():
+            def embed(names):
+                rows = []
+                for n in names:
+                    e = torch.stack([self.bank.conditioning(p)[0][1]["pooled_output"][0].float() for p in self.prompts_of(kind, n)])
+                    rows.append(e.mean(0))
+                return torch.stack(rows)
+
+            chosen = self.distractors.build_distractor_set(
+                name, "custom", embed, self.distractors.DistractorParams(k=self.s.k_distractors), candidates=self.others(kind, name),
+                use_pool=False)
+        return {"names": chosen.names, "sim_to_target": chosen.sim_to_target}
+
+    def groups(self, method, kind: str, name: str, chosen: list[str], samples: dict) -> list:
+        """One training group per target prompt: its distractors are the same prompt with the
+        distractor concept swapped in (so the other attribute is shared), its retain prompts are
+        every prompt that contains neither the target nor a distractor."""
+        w = self.world
+        out = []
+        blocked = {name, *chosen}
+        retain_prompts = [w.prompt_for(o, s) for o in w.OBJECTS for s in w.STYLES if o not in blocked and s not in blocked]
+        for p in self.prompts_of(kind, name):
+            attr = p  # "a {object} in {style} style"
+            swap = {d: (attr.replace(f" in {name} style", f" in {d} style") if kind == "style" else attr.replace(f"a {name} in", f"a {d} in"))
+                    for d in chosen}
+            distractors = {swap[d]: samples[swap[d]] for d in chosen}
+            retain = {r: samples[r] for r in retain_prompts}
+            md = self.methods.method_data(method, p, samples[p], distractors, retain, anchor=swap[chosen[0]],
+                                          concept_prompt=self.concept_prompt(kind, name))
+            out.append(md.data)
+        return out
+
+    # ---------------------------------------------------------------- metrics
+    def evaluate(self, model, kind: str, name: str) -> dict:
+        w = self.world
+        target_prompts = self.prompts_of(kind, name) * self.s.eval_target_per_prompt
+        other = [w.prompt_for(o, s) for o in w.OBJECTS for s in w.STYLES if (s if kind == "style" else o) != name]
+        other = other * self.s.eval_other_per_prompt
+        cls_t = self.classify(self.sample(model, target_prompts, self.s.eval_seed))
+        cls_o = self.classify(self.sample(model, other, self.s.eval_seed + 10_000))
+        same, cross = ("style", "object") if kind == "style" else ("object", "style")
+        names = {"style": list(w.STYLES), "object": list(w.OBJECTS)}
+        t_idx = names[same].index(name)
+
+        def truth(prompts, attr):
+            out = []
+            for p in prompts:
+                obj, sty = p[2:].split(" in ")
+                out.append(names[attr].index(obj if attr == "object" else sty[: -len(" style")]))
+            return torch.tensor(out)
+
+        ua = (cls_t[same] != t_idx).float().mean().item()
+        ira = (cls_o[same] == truth(other, same)).float().mean().item()
+        cra = (cls_o[cross] == truth(other, cross)).float().mean().item()
+        cra_t = (cls_t[cross] == truth(target_prompts, cross)).float().mean().item()
+        return {"UA": ua, "IRA": ira, "CRA": cra, "cra_on_target": cra_t, "H": harmonic(ua, ira, cra),
+                "n_target_images": len(target_prompts), "n_other_images": len(other)}
+
+    def attack(self, model, kind: str, name: str, samples: dict) -> dict:
+        """Soft-prompt recovery: optimise the context to reproduce the target's original samples."""
+        if not self.s.attack_steps:
+            return {}
+        prompts = self.prompts_of(kind, name)[: self.s.attack_prompts]
+        same = "style" if kind == "style" else "object"
+        t_idx = (list(self.world.STYLES) if kind == "style" else list(self.world.OBJECTS)).index(name)
+        results = {}
+        # no layer is trained: TrainableDeltas only loads the model ready for autograd (the context gets the gradient)
+        with torch.inference_mode(False), self.bridge.TrainableDeltas(model, []) as td:
+            base = td.work.model
+            ctxs = {p: self.bank.conditioning(p)[0][0].clone().requires_grad_(True) for p in prompts}
+            x0s = {p: base.process_latent_in(samples[p].clone()).clone() for p in prompts}
+            opts = {p: torch.optim.Adam([ctxs[p]], lr=self.s.attack_lr) for p in prompts}
+            g = torch.Generator().manual_seed(4242)
+            done = 0
+            for checkpoint in self.s.attack_steps:
+                for _ in range(checkpoint - done):
+                    for p in prompts:
+                        x0 = x0s[p]
+                        sigma = self.bridge.draw_sigmas(base.model_sampling, x0.shape[0], g)
+                        noise = torch.randn(x0.shape, generator=g)
+                        xt = base.model_sampling.noise_scaling(sigma, noise, x0)
+                        pred = base.apply_model(xt, sigma, c_crossattn=ctxs[p].expand(x0.shape[0], -1, -1))
+                        loss = ((pred - x0).pow(2).flatten(1).mean(1) * self.bridge.objective_weight(base.model_sampling, sigma)).mean()
+                        opts[p].zero_grad()
+                        loss.backward()
+                        opts[p].step()
+                done = checkpoint
+                contexts = {p: ctxs[p].detach().clone() for p in prompts}
+                eval_prompts = [p for p in prompts for _ in range(self.s.attack_images)]
+                cls = self.classify(self.sample(model, eval_prompts, self.s.eval_seed + 20_000, contexts))
+                results[f"recovered@{checkpoint}"] = (cls[same] == t_idx).float().mean().item()
+            results["n_images"] = len(prompts) * self.s.attack_images
+        return results
+
+    # ---------------------------------------------------------------- localisation
+    def localize(self, kind: str, name: str, chosen: list[str]) -> tuple[list[str], dict]:
+        """The Block Localizer on this target (its first prompt), through the pack's bridge."""
+        lb = self.comfy.node_module("SurgUnBlockLocalizer", "localize_bridge")
+        localize = self.comfy.pack_module("surgun_core.localize")
+        p = self.prompts_of(kind, name)[0]
+        swap = lambda d: p.replace(f" in {name} style", f" in {d} style") if kind == "style" else p.replace(f"a {name} in", f"a {d} in")  # noqa: E731
+        w = self.world
+        retain = tuple(w.prompt_for(o, st) for o, st in [(w.OBJECTS[i], w.STYLES[(i * 3 + 1) % 8]) for i in range(8)]
+                       if o != name and st != name and st not in chosen and o not in chosen)[:4]
+        req = lb.LocalizeRequest(
+            target=p, distractors=tuple(swap(d) for d in chosen), retain=retain, granularity="attention", max_blocks=0,
+            probe_steps=self.s.localize_probe_steps, probe_lr=1e-3, select=localize.SelectConfig(keep=self.s.localize_keep),
+            images_per_prompt=4, render_steps=self.constants.STEPS, render_size=self.constants.WIDTH, render_cfg=self.constants.CFG,
+            seed=5)
+        t0 = time.perf_counter()
+        result, blocks = lb.run_localizer(self.model, self.clip, self.vae, None, req)
+        modules = self.selection.select_trainable(self.model.model.diffusion_model, blocks.names)
+        return modules, {"blocks": blocks.names, "layers": len(modules), "wall_s": round(time.perf_counter() - t0, 1),
+                         "table": [{k: r[k] for k in ("block", "erase", "retain", "chosen")} for r in result.table()]}
+
+    # ---------------------------------------------------------------- runs
+    def erase(self, method, groups: list, lr: float, seed: int, modules: list[str] | None = None, label: str | None = None):
+        cfg = self.train.TrainConfig(steps=self.s.steps, learning_rate=lr, weights=method.weights, ascent_cap=method.ascent_cap,
+                                     seed=seed, distractors_per_step=2)
+        t0 = time.perf_counter()
+        deltas, result = self.bridge.train_deltas(self.model, self.bank, groups, modules or self.modules, cfg,
+                                                  self.family.arch.checkpoint_units, loss=method.loss, esd_eta=method.esd_eta)
+        self.step_times.setdefault(label or method.name, []).append((time.perf_counter() - t0) / self.s.steps)
+        import comfy.sd
+
+        erased, _ = comfy.sd.load_lora_for_models(self.model, None, {f"diffusion_model.{n}.diff": d for n, d in deltas.items()}, 1.0, 0)
+        return erased, result
+
+
+def summarise(rows: list[dict]) -> dict:
+    out = {}
+    for key in ("UA", "IRA", "CRA", "H", "IRA_rel", "CRA_rel", "cra_on_target", "recovered@40", "recovered@150"):
+        vals = [r[key] for r in rows if key in r and r[key] is not None and not (isinstance(r[key], float) and math.isnan(r[key]))]
+        if vals:
+            out[key] = {"mean": statistics.mean(vals), "sd": statistics.pstdev(vals) if len(vals) > 1 else 0.0, "n": len(vals)}
+    return out
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="CI sanity mode: gate + SurgUn and GA on two targets, loose bounds")
+    ap.add_argument("--targets", default=None, help="file or comma list of kind:name (default: targets.txt; quick: 2 targets)")
+    ap.add_argument("--seeds", default=None)
+    ap.add_argument("--methods", default=None)
+    ap.add_argument("--lrs", default=None)
+    ap.add_argument("--steps", type=int, default=None)
+    ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--weights", default=None, help="another toy canvas weights file (default: the shipped one)")
+    args = ap.parse_args(argv)
+    s = quick_settings() if args.quick else Settings()
+    if args.seeds:
+        s.seeds = tuple(int(x) for x in args.seeds.split(","))
+    if args.methods:
+        s.methods = tuple(args.methods.split(","))
+    if args.lrs:
+        s.lrs = tuple(float(x) for x in args.lrs.split(","))
+    if args.steps:
+        s.steps = args.steps
+    targets = read_targets(args.targets) if args.targets or not s.quick else read_targets("style:dots,object:star")
+    t_start = time.perf_counter()
+    bench = Bench(s, args.weights)
+    from . import gate
+
+    t0 = time.perf_counter()
+    gate_metrics = gate.run_gate(bench.model, bench.clip, bench.vae, bench.classifier,
+                                 images_per_prompt=1 if s.quick else bench.constants.GATE_IMAGES_PER_PROMPT)
+    gate_metrics["wall_s"] = round(time.perf_counter() - t0, 1)
+    print(f"[gate] object {gate_metrics['object_accuracy']:.3f} style {gate_metrics['style_accuracy']:.3f} "
+          f"({gate_metrics['n_images']} images)", flush=True)
+    if not gate_metrics["passed"] and not s.quick:
+        raise SystemExit("the toy model fails its quality gate; results would be meaningless")
+
+    w = bench.world
+    all_prompts = [w.prompt_for(o, st) for o in w.OBJECTS for st in w.STYLES]
+    t0 = time.perf_counter()
+    train_latents = bench.sample(bench.model, [p for p in all_prompts for _ in range(s.train_per_prompt)], seed=31337)
+    samples = {p: train_latents[i * s.train_per_prompt:(i + 1) * s.train_per_prompt] for i, p in enumerate(all_prompts)}
+    sampling_s = time.perf_counter() - t0
+
+    runs, baselines = [], {}
+    for kind, name in targets:
+        chosen = bench.choose_distractors(kind, name)
+        base = bench.evaluate(bench.model, kind, name)
+        base.update(bench.attack(bench.model, kind, name, samples))
+        baselines[f"{kind}:{name}"] = {**base, "distractors": chosen}
+        print(f"[{kind}:{name}] untouched UA {base['UA']:.3f} IRA {base['IRA']:.3f} CRA {base['CRA']:.3f}; distractors {chosen['names']}", flush=True)
+        plan = [(m, m, None) for m in s.methods]
+        if s.localize:
+            modules, info = bench.localize(kind, name, chosen["names"])
+            baselines[f"{kind}:{name}"]["localizer"] = info
+            print(f"  localizer kept {info['blocks']} ({info['wall_s']} s)", flush=True)
+            plan.append(("surgun_localized", "surgun", modules))
+        for label, mname, modules in plan:
+            method = bench.methods.METHODS[mname]
+            groups = bench.groups(method, kind, name, chosen["names"], samples)
+            for lr in s.lrs:
+                for seed in s.seeds:
+                    erased, result = bench.erase(method, groups, lr, seed, modules, label)
+                    m = bench.evaluate(erased, kind, name)
+                    m["IRA_rel"] = m["IRA"] / base["IRA"] if base["IRA"] else None
+                    m["CRA_rel"] = m["CRA"] / base["CRA"] if base["CRA"] else None
+                    m.update(bench.attack(erased, kind, name, samples))
+                    m.update({"target": f"{kind}:{name}", "kind": kind, "method": label, "lr": lr, "seed": seed,
+                              "final_loss": result.history[-1]["loss"]})
+                    runs.append(m)
+                    print(f"  {label:22s} lr {lr:.0e} seed {seed}: UA {m['UA']:.3f} IRA {m['IRA']:.3f} CRA {m['CRA']:.3f} H {m['H']:.3f}"
+                          + (f" rec@{s.attack_steps[-1]} {m.get(f'recovered@{s.attack_steps[-1]}', float('nan')):.3f}" if s.attack_steps else ""),
+                          flush=True)
+
+    table = {}
+    for mname in [*s.methods, *(["surgun_localized"] if s.localize else [])]:
+        for lr in s.lrs:
+            for kind in ("style", "object"):
+                rows = [r for r in runs if r["method"] == mname and r["lr"] == lr and r["kind"] == kind]
+                if rows:
+                    table[f"{mname}|{lr}|{kind}"] = summarise(rows)
+    step_cost = {m: statistics.mean(v) for m, v in bench.step_times.items()}
+    ref = step_cost.get("surgun")
+    report = {
+        "settings": dataclasses.asdict(s), "targets": [f"{k}:{n}" for k, n in targets], "gate": gate_metrics,
+        "trained_layers": bench.modules, "training_samples_s": round(sampling_s, 1),
+        "untouched": baselines, "runs": runs, "summary": table,
+        "step_cost_s": step_cost, "step_cost_ratio_to_surgun": {m: (v / ref if ref else None) for m, v in step_cost.items()},
+        "wall_s": round(time.perf_counter() - t_start, 1),
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = "toy_canvas_quick" if s.quick else "toy_canvas"
+    (args.out / f"{stem}.json").write_text(json.dumps(report, indent=1))
+    (args.out / f"{stem}.md").write_text(markdown(report))
+    print(markdown(report))
+    if s.quick:
+        check_quick(report)
+
+
+def markdown(report: dict) -> str:
+    s = report["settings"]
+    lines = [f"# Toy canvas erasure benchmark{' (quick mode)' if s['quick'] else ''}", "",
+             f"Targets: {', '.join(report['targets'])}. Steps {s['steps']}, seeds {list(s['seeds'])}, "
+             f"{len(report['trained_layers'])} cross-attention layers trained by every method. Wall time {report['wall_s']} s.",
+             f"Model gate: object {report['gate']['object_accuracy']:.3f}, style {report['gate']['style_accuracy']:.3f} "
+             f"({report['gate']['n_images']} images).", "",
+             "Mean (sd over targets x seeds). UA: target images not classified as the target; IRA/CRA: retain accuracy in/across "
+             "domain; rel = as a fraction of the untouched model on the same prompts and seeds; H: harmonic mean of UA, IRA, CRA.", ""]
+    atk = [f"recovered@{a}" for a in s["attack_steps"]]
+    head = "| method | lr | kind | UA | IRA | CRA | H | IRA rel | CRA rel | " + " | ".join(atk) + (" |" if atk else "")
+    lines += [head, "|" + " --- |" * (head.count("|") - 1)]
+
+    def f(d, k):
+        return f"{d[k]['mean']:.3f} ({d[k]['sd']:.3f})" if k in d else "-"
+
+    for key, d in report["summary"].items():
+        m, lr, kind = key.split("|")
+        cells = [m, f"{float(lr):.0e}", kind] + [f(d, k) for k in ("UA", "IRA", "CRA", "H", "IRA_rel", "CRA_rel", *atk)]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "Untouched model (ceiling for retain, floor for UA):", "",
+              "| target | UA | IRA | CRA | distractors chosen |", "| --- | --- | --- | --- | --- |"]
+    for t, b in report["untouched"].items():
+        lines.append(f"| {t} | {b['UA']:.3f} | {b['IRA']:.3f} | {b['CRA']:.3f} | {', '.join(b['distractors']['names'])} |")
+    lines += ["", "Time per training step (s) and ratio to SurgUn: " + ", ".join(
+        f"{m} {v:.3f} s ({report['step_cost_ratio_to_surgun'][m]:.2f}x)" for m, v in report["step_cost_s"].items())]
+    return "\n".join(lines) + "\n"
+
+
+def check_quick(report: dict) -> None:
+    """CI bounds: loose sanity only (the model gate, and SurgUn erases more than doing nothing)."""
+    gate = report["gate"]
+    assert gate["object_accuracy"] >= 0.8 and gate["style_accuracy"] >= 0.8, f"model gate failed: {gate}"
+    for t, base in report["untouched"].items():
+        su = [r for r in report["runs"] if r["target"] == t and r["method"] == "surgun"]
+        assert su and min(r["UA"] for r in su) > base["UA"], f"SurgUn did not erase {t}: {su} vs untouched {base['UA']}"
+
+
+if __name__ == "__main__":
+    main()
