@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts"))
 sys.path.insert(0, str(REPO / "tests" / "fixtures" / "custom_nodes" / "surgun_test_nodes"))
 
@@ -42,8 +43,9 @@ def main() -> None:
     import comfy.sd
     import comfy.sd1_clip
     import comfy.supported_models_base
-    import make_tiny_checkpoint
     import tiny
+
+    from surgun_core.init import reinit_
 
     text_embed = comfy_env.node_module("SurgUnDistractorBuilder", "text_embed")
     dist = comfy_env.pack_module("surgun_core.distractors")
@@ -59,7 +61,7 @@ def main() -> None:
 
     def full_clip():
         clip = comfy.sd.CLIP(target=comfy.supported_models_base.ClipTarget(comfy.sd1_clip.SD1Tokenizer, comfy.sd1_clip.SD1ClipModel))
-        make_tiny_checkpoint._reinit(clip.cond_stage_model, 1)
+        reinit_(clip.cond_stage_model, 1)
         return clip
 
     results = {"k": K, "targets_per_kind": TARGETS_PER_KIND, "random_draws": RANDOM_DRAWS, "encoders": {}}

@@ -17,6 +17,11 @@ import time
 from pathlib import Path
 
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for surgun_core
+
+from surgun_core.init import reinit_  # noqa: E402
+
+
 def _comfy_on_path() -> None:
     root = os.environ.get("COMFYUI_PATH")
     if not root:
@@ -26,21 +31,6 @@ def _comfy_on_path() -> None:
     import comfy.options
 
     comfy.options.enable_args_parsing()
-
-
-def _reinit(module, seed: int) -> None:
-    """comfy.ops layers skip initialisation: run torch's initialisers, seeded."""
-    import torch
-
-    with torch.random.fork_rng(), torch.no_grad():
-        torch.manual_seed(seed)
-        for p in module.parameters():
-            p.copy_(torch.randn_like(p) * 0.02)
-        for m in module.modules():
-            for cls in type(m).__mro__:
-                if cls.__module__.startswith("torch.nn") and "reset_parameters" in cls.__dict__:
-                    cls.reset_parameters(m)
-                    break
 
 
 def build(out: Path, seed: int = 0) -> Path:
@@ -62,16 +52,16 @@ def build(out: Path, seed: int = 0) -> Path:
     )
     config = comfy.supported_models.SD15(unet)
     base = config.get_model({})
-    _reinit(base.diffusion_model, seed)
+    reinit_(base.diffusion_model, seed)
     model = comfy.model_patcher.ModelPatcher(base, load_device=cpu, offload_device=cpu)
 
     clip = comfy.sd.CLIP(target=comfy.supported_models_base.ClipTarget(comfy.sd1_clip.SD1Tokenizer, comfy.sd1_clip.SD1ClipModel))
-    _reinit(clip.cond_stage_model, seed + 1)
+    reinit_(clip.cond_stage_model, seed + 1)
 
     # SD VAE layout; the decoder is slim (ComfyUI reads its width from decoder.conv_in)
     vae = comfy.sd.VAE(sd={"decoder.conv_in.weight": torch.zeros(128, 4, 3, 3), "post_quant_conv.weight": torch.zeros(4, 4, 1, 1),
                            "decoder.up.3.upsample.conv.weight": torch.zeros(128, 128, 3, 3)})  # 8x, like SD
-    _reinit(vae.first_stage_model, seed + 2)
+    reinit_(vae.first_stage_model, seed + 2)
 
     base.half()
     clip.cond_stage_model.half()
