@@ -156,13 +156,13 @@ def report_image(result: LocalizeResult, width: int = 900, bar_h: int = 18):
     from PIL import Image, ImageDraw
 
     rows = result.rows
-    label_w, pad = 330, 6
-    plot_w = (width - label_w - 3 * pad) // 2
+    label_w, pad, num_w = 330, 6, 52
+    plot_w = (width - label_w - 3 * pad - 2 * num_w) // 2
     height = 60 + len(rows) * (bar_h + 4)
     img = Image.new("RGB", (width, height), "white")
     d = ImageDraw.Draw(img)
     d.text((pad, 6), f"SurgUn Block Localizer ({result.embedding})", fill="black")
-    x_erase, x_retain = label_w, label_w + plot_w + pad
+    x_erase, x_retain = label_w, label_w + plot_w + num_w + pad
     d.text((x_erase, 24), "erase ->", fill=(180, 40, 40))
     d.text((x_retain, 24), "retain ->", fill=(40, 90, 180))
     e_max = max([abs(r.erase) for r in rows] + [abs(result.erase_threshold), 1e-6])
@@ -172,8 +172,10 @@ def report_image(result: LocalizeResult, width: int = 900, bar_h: int = 18):
         d.text((pad, y + 2), f"{mark} {r.block[-46:]}", fill="black" if r.chosen else (90, 90, 90))
         ew = int(plot_w * max(0.0, r.erase) / e_max)
         d.rectangle([x_erase, y, x_erase + ew, y + bar_h], fill=(200, 60, 60) if r.chosen else (230, 170, 170))
+        d.text((x_erase + plot_w + 4, y + 3), f"{r.erase:.3g}", fill="black")
         rw = int(plot_w * min(1.0, max(0.0, r.retain)))
         d.rectangle([x_retain, y, x_retain + rw, y + bar_h], fill=(60, 110, 200) if r.chosen else (170, 190, 230))
+        d.text((x_retain + plot_w + 4, y + 3), f"{r.retain:.4f}", fill="black")
         y += bar_h + 4
     tx = x_erase + int(plot_w * max(0.0, result.erase_threshold) / e_max)
     d.line([tx, 40, tx, height - 4], fill="black", width=1)
