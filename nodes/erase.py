@@ -26,6 +26,7 @@ log = logging.getLogger("SurgUn")
 @dataclass(frozen=True)
 class EraseRequest:
     target: str
+    """The target prompt, or several phrasings of the concept, one per line (each trained as a group)."""
     distractors: tuple[str, ...]
     retain: tuple[str, ...]
     train: TrainConfig
@@ -39,6 +40,10 @@ class EraseRequest:
     samples_per_prompt: int = 2
     sample_cfg: float = 5.0
     extra_metadata: Mapping = field(default_factory=dict)
+
+    @property
+    def targets(self) -> tuple[str, ...]:
+        return split_lines(self.target)
 
 
 def split_lines(text: str) -> tuple[str, ...]:
@@ -54,17 +59,18 @@ def split_lines(text: str) -> tuple[str, ...]:
 
 def validate_request(req: EraseRequest) -> None:
     """Every input error that can be found before any work is done."""
-    if not req.target or not req.target.strip():
+    if not req.targets:
         raise SurgUnError(
             "[SurgUn] target is empty. Type the prompt whose concept should be erased, e.g. "
             "'a painting in the style of Van Gogh'."
         )
-    target = req.target.strip().lower()
-    clash = [d for d in req.distractors if d.strip().lower() == target]
+    targets = {t.lower() for t in req.targets}
+    clash = [d for d in (*req.distractors, *req.retain) if d.strip().lower() in targets]
     if clash:
+        where = "distractors" if clash[0] in req.distractors else "retain_prompts"
         raise SurgUnError(
-            f"[SurgUn] the target {req.target!r} is also listed among the distractors. A distractor must be a "
-            "different concept; remove that line from distractors."
+            f"[SurgUn] the target {clash[0]!r} is also listed among the {where}. It must be a different concept; "
+            f"remove that line from {where}."
         )
     if req.train.weights.distract > 0 and not req.distractors:
         raise SurgUnError(
@@ -106,7 +112,7 @@ def erase_concept(model_patcher, clip, req: EraseRequest, node_id: str | None = 
 
     device = model_patcher.load_device
     bank = PromptBank(clip, model_patcher, latent_shape_for(model_patcher, req.sample_size), device)
-    prompts = [req.target, *req.distractors, *req.retain]
+    prompts = [*req.targets, *req.distractors, *req.retain]
     progress = NodeProgress(len(prompts) * req.sample_steps + req.train.steps, node_id)
     arch = family.arch
 
@@ -127,13 +133,14 @@ def erase_concept(model_patcher, clip, req: EraseRequest, node_id: str | None = 
         shown = " ".join(f"{k}={metrics[k]:.4f}" for k in ("loss", "target", "distractor", "retain") if k in metrics)
         progress.say(f"step {step}/{total} {shown}", force=step == total)
 
-    data = ConceptData(req.target, samples[req.target], {d: samples[d] for d in req.distractors}, {r: samples[r] for r in req.retain})
+    data = [ConceptData(t, samples[t], {d: samples[d] for d in req.distractors}, {r: samples[r] for r in req.retain})
+            for t in req.targets]
     deltas, result = train_deltas(model_patcher, bank, data, modules, req.train, arch.checkpoint_units, on_step)
 
     metadata = {
         "pack": "SurgUn", "pack_version": __version__,
         "family": family.id, "family_name": family.name, "prediction": family.prediction,
-        "target": req.target, "distractors": list(req.distractors), "retain": list(req.retain),
+        "target": req.targets[0], "targets": list(req.targets), "distractors": list(req.distractors), "retain": list(req.retain),
         "blocks": {"preset": req.block_preset, "pattern": pattern, "modules": modules},
         "hyperparameters": dataclasses.asdict(req.train),
         "sampling": {"size": req.sample_size, "steps": req.sample_steps, "per_prompt": req.samples_per_prompt,
@@ -143,7 +150,7 @@ def erase_concept(model_patcher, clip, req: EraseRequest, node_id: str | None = 
         "timing_s": {"sampling": round(t_sample, 3), "total": round(time.monotonic() - t0, 3)},
         **dict(req.extra_metadata),
     }
-    log.info("[SurgUn] erased %r from %s: %d layers, %d steps in %.1fs", req.target, family.name, len(modules), req.train.steps, time.monotonic() - t0)
+    log.info("[SurgUn] erased %r from %s: %d layers, %d steps in %.1fs", req.targets[0], family.name, len(modules), req.train.steps, time.monotonic() - t0)
     return ErasedWeights({delta_key(n): d for n, d in deltas.items()}, metadata), result
 
 

@@ -49,9 +49,9 @@ class SurgUnTrain(io.ComfyNode):
             inputs=[
                 io.Model.Input("model", tooltip="The model to erase from. It is never modified: training runs on a clone."),
                 io.Clip.Input("clip", tooltip="The text encoder of the same checkpoint; encodes every prompt below."),
-                io.String.Input("target", default="", placeholder="a painting in the style of Van Gogh",
-                                tooltip="Prompt of the concept to erase. Required, unless a DISTRACTORS input is connected: "
-                                        "then empty means the builder's target prompt."),
+                io.String.Input("target", multiline=True, default="", placeholder="a painting in the style of Van Gogh",
+                                tooltip="Prompt of the concept to erase; several phrasings of it may be given, one per line. Required, "
+                                        "unless a DISTRACTORS input is connected: then empty means the builder's target prompt."),
                 io.String.Input("distractors", multiline=True, default="",
                                 placeholder="a painting in the style of Claude Monet\na painting in the style of Hokusai",
                                 tooltip="Competing concepts, one prompt per line: the target prompt is trained toward their images. "
@@ -122,7 +122,7 @@ class SurgUnTrain(io.ComfyNode):
             chosen_blocks = tuple(block_set.names)
             extra["block_localizer"] = block_set.metadata()
         request = EraseRequest(
-            target=(target or "").strip(),
+            target=target or "",
             distractors=distractor_prompts,
             retain=split_lines(retain_prompts),
             train=TrainConfig(
@@ -142,7 +142,7 @@ class SurgUnTrain(io.ComfyNode):
             log.info("[SurgUn] saved erased weights to %s", path)
         final = result.history[-1]
         summary = (
-            f"erased {request.target!r}: {len(weights.deltas)} layers, {weights.num_params():,} weights, "
+            f"erased {request.targets[0]!r}{f' (+{len(request.targets) - 1} phrasings)' if len(request.targets) > 1 else ''}: {len(weights.deltas)} layers, {weights.num_params():,} weights, "
             f"{steps} steps, final loss {final['loss']:.4f}"
             + (f"\nsaved {os.path.basename(weights.path)}" if weights.path else "\nnot saved (empty filename_prefix)")
         )

@@ -24,6 +24,7 @@ def intact(res, tiny, family="sd1"):
     [
         (dict(target="  "), "target is empty"),
         (dict(distractors="a painting by monet\nA painting by Zorblax"), "also listed among the distractors"),
+        (dict(retain_prompts="a photo of a dog\na painting by zorblax"), "also listed among the retain_prompts"),
         (dict(distractors=""), "distractors is empty (0 distractors received)"),
         (dict(retain_prompts=""), "retain_prompts is empty while retain_weight > 0"),
         (dict(block_pattern="attn9"), "matches no layer"),

@@ -184,3 +184,12 @@ def test_nan_in_the_loss_is_caught_with_a_clear_error_and_no_file(comfy, monkeyp
     assert "non-finite at step 2" in res.error["exception_message"]
     assert "Lower learning_rate" in res.error["exception_message"]
     assert set(lora_files(comfy)) == before
+
+
+def test_several_target_phrasings_are_all_sampled_and_trained(comfy):
+    res = comfy.run(graph("sd1", steps=4, target="a painting by zorblax\nzorblax artwork\n\n", sample_steps=2))
+    assert res.success, res.error_text()
+    meta = res.outputs["2"][1][0].metadata
+    assert meta["targets"] == ["a painting by zorblax", "zorblax artwork"] and meta["target"] == "a painting by zorblax"
+    progress = [d for e, d in res.messages if e == "progress" and d["node"] == "2"]
+    assert progress[-1]["max"] == 7 * 2 + 4  # 2 targets + 3 distractors + 2 retain prompts sampled, then 4 steps
