@@ -1,12 +1,17 @@
-"""The main job: erase a concept end to end through ComfyUI's real executor, no download.
+"""The main job: erase a concept from the bundled toy canvas model through ComfyUI's real
+executor (no download), then write the before/after grid and the numbers.
 
-Model: a tiny SD1.5-layout checkpoint made on the fly with random weights (it draws noise, so
-the grid shows the mechanics, not a meaningful erasure). The graph is the one a user builds:
+The toy canvas model (benchmarks/toy_canvas, 6.7M-parameter pixel-space UNet with a tiny CLIP,
+trained on a procedural world of 8 shapes x 8 styles) knows prompts such as
+"a star in neon style". The graph is the one a user builds:
 
-    CheckpointLoaderSimple -> SurgUnTrain -> KSampler -> VAEDecode -> SaveImage
-                           \\-------------> KSampler -> VAEDecode -> SaveImage   (before)
+    SurgUnToyCanvasLoader -> SurgUnTrain -> SurgUnEraseRetainCompare -> SaveImage
 
-Writes into --out: the erased weights file, before/after images, grid.png and numbers.json.
+SurgUnTrain gets the target style under every object (8 target lines), distractors chosen by
+SurgUn's distractor algorithm among the other styles (each under every object), and retain
+prompts from the remaining styles. The erased MODEL is then scored with the benchmark's
+classifier: UA (target images no longer in the target style), IRA (other styles kept) and
+CRA (objects kept), before and after.
 """
 
 from __future__ import annotations
@@ -15,115 +20,95 @@ import argparse
 import json
 import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
 sys.path.insert(0, str(HERE))
-
-TARGET = "a painting by zorblax"
-DISTRACTORS = ["a painting by claude monet", "a painting by katsushika hokusai", "a painting by frida kahlo", "a photo of a red car"]
-RETAIN = ["a photo of a dog", "a city street at night"]
+sys.path.insert(0, str(REPO))
 
 
-def sample_nodes(prefix: str, model_ref: list, prompt_node: str, seed_node_id: str) -> dict:
-    return {
-        f"{seed_node_id}k": {"class_type": "KSampler", "inputs": {
-            "model": model_ref, "seed": 7, "steps": 6, "cfg": 4.0, "sampler_name": "euler", "scheduler": "normal",
-            "positive": [prompt_node, 0], "negative": ["neg", 0], "latent_image": ["lat", 0], "denoise": 1.0}},
-        f"{seed_node_id}d": {"class_type": "VAEDecode", "inputs": {"samples": [f"{seed_node_id}k", 0], "vae": ["ckpt", 2]}},
-        f"{seed_node_id}s": {"class_type": "SaveImage", "inputs": {"images": [f"{seed_node_id}d", 0], "filename_prefix": prefix}},
-    }
-
-
-def build_graph(steps: int) -> dict:
-    g = {
-        "ckpt": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "surgun_tiny_sd15.safetensors"}},
-        "train": {"class_type": "SurgUnTrain", "inputs": {
-            "model": ["ckpt", 0], "clip": ["ckpt", 1], "target": TARGET, "distractors": "\n".join(DISTRACTORS),
-            "retain_prompts": "\n".join(RETAIN), "blocks": "cross_attention", "block_pattern": "", "steps": steps,
-            "learning_rate": 1e-4, "ascent_weight": 1.0, "distractor_weight": 1.0, "retain_weight": 1.0,
-            "ascent_cap": 2.0, "seed": 0, "sample_size": 128, "sample_steps": 8, "samples_per_prompt": 2,
-            "sample_cfg": 4.0, "filename_prefix": "surgun/demo"}},
-        "lat": {"class_type": "EmptyLatentImage", "inputs": {"width": 128, "height": 128, "batch_size": 2}},
-        "neg": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["ckpt", 1], "text": ""}},
-        "pt": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["ckpt", 1], "text": TARGET}},
-        "pr": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["ckpt", 1], "text": RETAIN[0]}},
-    }
-    g.update(sample_nodes("before_target", ["ckpt", 0], "pt", "bt"))
-    g.update(sample_nodes("after_target", ["train", 0], "pt", "at"))
-    g.update(sample_nodes("before_retain", ["ckpt", 0], "pr", "br"))
-    g.update(sample_nodes("after_retain", ["train", 0], "pr", "ar"))
-    return g
-
-
-def grid(rows: list[tuple[str, list[Path]]], out: Path) -> None:
-    from PIL import Image, ImageDraw
-
-    images = [[Image.open(p).convert("RGB") for p in paths] for _, paths in rows]
-    w, h = images[0][0].size
-    label_w = 150
-    cols = max(len(r) for r in images)
-    canvas = Image.new("RGB", (label_w + cols * w, len(rows) * h), "white")
-    draw = ImageDraw.Draw(canvas)
-    for r, ((label, _), imgs) in enumerate(zip(rows, images)):
-        draw.text((6, r * h + h // 2 - 6), label, fill="black")
-        for c, img in enumerate(imgs):
-            canvas.paste(img, (label_w + c * w, r * h))
-    canvas.save(out)
+def toy_nodes_dir() -> Path:
+    """A custom_nodes folder holding only the toy canvas loader package."""
+    root = Path(tempfile.mkdtemp(prefix="surgun-toy-nodes-"))
+    (root / "surgun_toy_canvas").symlink_to(REPO / "benchmarks" / "toy_canvas" / "comfy_nodes", target_is_directory=True)
+    return root
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description="Erase a concept end to end through ComfyUI's executor (no download).")
+    ap = argparse.ArgumentParser(description="Erase a style from the bundled toy canvas model through ComfyUI's executor.")
     ap.add_argument("--out", type=Path, default=Path("surgun-demo"), help="output folder (default: ./surgun-demo)")
-    ap.add_argument("--steps", type=int, default=60, help="SurgUnTrain steps (default 60)")
+    ap.add_argument("--style", default="neon", help="the style to erase (default: neon)")
+    ap.add_argument("--steps", type=int, default=200, help="SurgUnTrain steps (default 200)")
+    ap.add_argument("--lr", type=float, default=3e-4, help="SurgUnTrain learning rate (default 3e-4)")
+    ap.add_argument("--weights", default="", help="another toy canvas weights file (default: the bundled one)")
     args = ap.parse_args()
     t0 = time.monotonic()
 
-    import os
-
     import headless
-    import make_tiny_checkpoint
 
-    import hashlib
+    comfy = headless.start([toy_nodes_dir()])
+    from benchmarks.toy_canvas import erasure, world
 
-    cache = Path(os.environ.get("SURGUN_CACHE", Path.home() / ".cache" / "surgun"))
-    maker = hashlib.sha256(Path(make_tiny_checkpoint.__file__).read_bytes()).hexdigest()[:8]
-    ckpt = cache / "demo" / f"surgun_tiny_sd15_{maker}.safetensors"  # rebuilt when the maker changes
-    if not ckpt.exists():
-        print(f"[SurgUn demo] writing a tiny random SD1.5-layout checkpoint to {ckpt} (one time)")
-        make_tiny_checkpoint.build(ckpt)
-    comfy = headless.start()
-    shutil.copy(ckpt, comfy.models_dir / "checkpoints" / "surgun_tiny_sd15.safetensors")
+    if args.style not in world.STYLES:
+        sys.exit(f"[SurgUn demo] unknown style {args.style!r}; the toy world has {', '.join(world.STYLES)}")
+    bench = erasure.Bench(erasure.Settings(eval_target_per_prompt=4, eval_other_per_prompt=1), args.weights or None)
+    chosen = bench.choose_distractors("style", args.style)["names"]
+    targets = [world.prompt_for(o, args.style) for o in world.OBJECTS]
+    distractors = [world.prompt_for(o, d) for d in chosen for o in world.OBJECTS]
+    rest = [s for s in world.STYLES if s != args.style and s not in chosen]
+    # 16 retain prompts: the remaining styles, each under four objects (the first four rows show one of each style)
+    retain = [world.prompt_for(world.OBJECTS[(i + 2 * j) % 8], s) for j in range(4) for i, s in enumerate(rest)]
+    show = world.prompt_for("star", args.style)
 
-    print("[SurgUn demo] running CheckpointLoaderSimple -> SurgUnTrain -> KSampler -> VAEDecode -> SaveImage")
-    res = comfy.run(build_graph(args.steps))
+    graph = {
+        "ld": {"class_type": "SurgUnToyCanvasLoader", "inputs": {"weights_path": args.weights}},
+        "tr": {"class_type": "SurgUnTrain", "inputs": {
+            "model": ["ld", 0], "clip": ["ld", 1], "target": "\n".join(targets), "distractors": "\n".join(distractors),
+            "retain_prompts": "\n".join(retain), "blocks": "cross_attention", "block_pattern": "", "steps": args.steps,
+            "learning_rate": args.lr, "ascent_weight": 1.0, "distractor_weight": 1.0, "retain_weight": 1.0, "ascent_cap": 2.0,
+            "seed": 0, "sample_size": 32, "sample_steps": bench.constants.STEPS, "samples_per_prompt": 2,
+            "sample_cfg": bench.constants.CFG, "filename_prefix": "surgun/demo"}},
+        "cmp": {"class_type": "SurgUnEraseRetainCompare", "inputs": {
+            "original": ["ld", 0], "erased": ["tr", 0], "clip": ["ld", 1], "vae": ["ld", 2], "target": show,
+            "retain_prompts": "\n".join(retain[:4]), "distractors": "\n".join(distractors[:8]), "images_per_prompt": 8,
+            "steps": bench.constants.STEPS, "size": 32, "cfg": bench.constants.CFG, "seed": 0}},
+        "up": {"class_type": "ImageScaleBy", "inputs": {"image": ["cmp", 0], "upscale_method": "nearest-exact", "scale_by": 4.0}},
+        "sv": {"class_type": "SaveImage", "inputs": {"images": ["up", 0], "filename_prefix": "surgun_demo_grid"}},
+    }
+    print(f"[SurgUn demo] erasing '{args.style}' style; distractor styles {chosen}; "
+          "graph SurgUnToyCanvasLoader -> SurgUnTrain -> SurgUnEraseRetainCompare -> SaveImage", flush=True)
+    res = comfy.run(graph)
     if not res.success:
         sys.exit(f"[SurgUn demo] the graph failed: {res.error_text()}")
+    erased, weights = res.outputs["tr"][0][0], res.outputs["tr"][1][0]
+    scores = json.loads(res.outputs["cmp"][1][0])
+
+    print("[SurgUn demo] scoring before/after with the toy canvas classifier", flush=True)
+    before = bench.evaluate(bench.model, "style", args.style)
+    after = bench.evaluate(erased, "style", args.style)
 
     args.out.mkdir(parents=True, exist_ok=True)
-    weights = res.outputs["train"][1][0]
+    grid = sorted((comfy.root / "output").glob("surgun_demo_grid_*.png"))[-1]
+    shutil.copy(grid, args.out / "grid.png")
     shutil.copy(weights.path, args.out / Path(weights.path).name)
-    output_dir = comfy.root / "output"
-    rows = []
-    for prefix in ("before_target", "after_target", "before_retain", "after_retain"):
-        paths = sorted(output_dir.glob(f"{prefix}_*.png"))
-        for p in paths:
-            shutil.copy(p, args.out / p.name)
-        rows.append((prefix.replace("_", " "), [args.out / p.name for p in paths]))
-    grid(rows, args.out / "grid.png")
-
-    meta = weights.metadata
     numbers = {
-        "model": "tiny random SD1.5-layout checkpoint made on the fly (draws noise)",
-        "target": TARGET, "distractors": DISTRACTORS, "retain": RETAIN,
-        "layers_trained": len(weights.deltas), "weights_in_file": weights.num_params(),
-        "target_loss_untouched": meta["reference_target_loss"], "ascent_cap_value": meta["ascent_cap_value"],
-        "final_step": meta["final"], "timing_s": {**meta["timing_s"], "whole_demo": round(time.monotonic() - t0, 1)},
+        "model": "toy canvas (benchmarks/toy_canvas), bundled weights" if not args.weights else args.weights,
+        "erased": f"{args.style} style", "distractor_styles": chosen, "targets": targets, "retain_prompts": retain,
+        "steps": args.steps, "learning_rate": args.lr, "layers_trained": len(weights.deltas),
+        "before": before, "after": after,
+        "pixel_scores_for": show, "pixel_scores": {k: scores[k] for k in ("erase", "away", "toward", "retain") if k in scores},
+        "grid_rows": ["target before", "target after"] + [f"{r} before/after" for r in retain[:4]],
+        "wall_s": round(time.monotonic() - t0, 1),
     }
     (args.out / "numbers.json").write_text(json.dumps(numbers, indent=2))
-    print(json.dumps(numbers, indent=2))
-    print(f"[SurgUn demo] wrote {args.out}/grid.png, numbers.json and {Path(weights.path).name}")
+    print(f"  UA  (target images not '{args.style}'): {before['UA']:.3f} -> {after['UA']:.3f}  ({before['n_target_images']} images)")
+    print(f"  IRA (other styles kept):            {before['IRA']:.3f} -> {after['IRA']:.3f}  ({before['n_other_images']} images)")
+    print(f"  CRA (objects kept, other prompts):  {before['CRA']:.3f} -> {after['CRA']:.3f}")
+    print(f"  objects kept on the target prompts: {before['cra_on_target']:.3f} -> {after['cra_on_target']:.3f}")
+    print(f"[SurgUn demo] wrote {args.out}/grid.png, numbers.json and {Path(weights.path).name} in {numbers['wall_s']} s")
 
 
 if __name__ == "__main__":
