@@ -12,6 +12,17 @@ from ..surgun_core.distractors import EmbeddingCache
 CACHE = EmbeddingCache()
 
 
+def _cache() -> EmbeddingCache:
+    """The process-wide cache, persisted under ComfyUI's user directory (surgun/embeddings)."""
+    if CACHE.directory is None:
+        import os
+
+        import folder_paths
+
+        CACHE.directory = os.path.join(folder_paths.get_user_directory(), "surgun", "embeddings")
+    return CACHE
+
+
 def encoder_identity(clip) -> str:
     """A fingerprint of the text encoder's weights (and of any patches applied to them)."""
     model = clip.cond_stage_model
@@ -99,4 +110,4 @@ def clip_encoder(clip, on_prompt: Callable[[], None] | None = None, batch: int =
 
 def cached_embedder(clip, on_prompt: Callable[[], None] | None = None) -> tuple[str, Callable[[list[str]], torch.Tensor]]:
     ident = encoder_identity(clip)
-    return ident, CACHE.embedder(ident, clip_encoder(clip, on_prompt))
+    return ident, _cache().embedder(ident, clip_encoder(clip, on_prompt))

@@ -183,6 +183,7 @@ def start(extra_custom_node_dirs=(), root: str | None = None, verbose: bool = Fa
     folder_paths.set_output_directory(str(scratch / "output"))
     folder_paths.set_input_directory(str(scratch / "input"))
     folder_paths.set_temp_directory(str(scratch / "temp"))
+    folder_paths.set_user_directory(str(scratch / "user"))
 
     # the pack is loaded from a custom_nodes folder, as ComfyUI-Manager installs it
     pack_parent = scratch / "custom_nodes"

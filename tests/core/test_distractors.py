@@ -147,3 +147,20 @@ def test_cache_encodes_a_pool_once_per_encoder():
     assert n_first > 500 and n_second == 1  # only the new target's prompt
     build_distractor_set("Frida Kahlo", "artist", cache.embedder("enc-2", raw), DistractorParams(k=8))
     assert sum(len(c) for c in raw.calls) - n_first - n_second > 500
+
+
+def test_cache_persists_across_restarts(tmp_path):
+    raw = hash_embed()
+    first = EmbeddingCache(directory=str(tmp_path))
+    build_distractor_set("Claude Monet", "artist", first.embedder("enc/1", raw), DistractorParams(k=8))
+    calls = sum(len(c) for c in raw.calls)
+    assert [p.name for p in tmp_path.iterdir()] == ["enc_1.safetensors"]
+    restarted = EmbeddingCache(directory=str(tmp_path))
+    again = build_distractor_set("Claude Monet", "artist", restarted.embedder("enc/1", raw), DistractorParams(k=8))
+    assert sum(len(c) for c in raw.calls) == calls  # nothing encoded again
+    assert restarted.size("enc/1") == calls
+    first_set = build_distractor_set("Claude Monet", "artist", EmbeddingCache().embedder("x", hash_embed()), DistractorParams(k=8))
+    assert again.names == first_set.names
+    (tmp_path / "enc_1.safetensors").write_bytes(b"damaged")
+    EmbeddingCache(directory=str(tmp_path)).embedder("enc/1", raw)(["a new prompt"])  # a damaged file is rebuilt
+    assert sum(len(c) for c in raw.calls) == calls + 1
