@@ -3,8 +3,8 @@
 * :class:`PromptBank` encodes each prompt once with the connected CLIP and turns it into the
   per-sample model conditioning ComfyUI's sampler would build (cross-attention context, SDXL's
   size vector, SD3's pooled vector, Flux's guidance...).
-* :func:`sample_latents` makes the training samples with the untouched model, through
-  ComfyUI's own sampler.
+* :func:`sample_prompts` makes the training samples with the untouched model, through
+  ComfyUI's own sampler, several prompts per batch.
 * :func:`denoising_loss` is each family's native objective (eps, v or flow), computed through
   ``model.model.model_sampling`` as a weighted x0 error that equals the native MSE.
 * :class:`TrainableDeltas` trains additive deltas on a clone of the model through ComfyUI's
@@ -79,10 +79,45 @@ def latent_shape_for(model_patcher, size: int) -> tuple[int, int, int]:
     return (fmt.latent_channels, side, side)
 
 
-def sample_latents(
+def _batchable(conds: list) -> bool:
+    """Whether single-prompt conditionings can be stacked into one batch."""
+    first_c, first_x = conds[0][0]
+    for c, x in (cond[0] for cond in conds):
+        if c.shape[1:] != first_c.shape[1:] or x.keys() != first_x.keys():
+            return False
+        for k, v in x.items():
+            w = first_x[k]
+            if torch.is_tensor(v) != torch.is_tensor(w) or (torch.is_tensor(v) and v.shape[1:] != w.shape[1:]) or (not torch.is_tensor(v) and v != w):
+                return False
+    return all(len(cond) == 1 for cond in conds)
+
+
+def _stack(conds: list, count: int) -> list:
+    """[[cond, extras]] per prompt -> one conditioning with ``count`` rows per prompt, in order."""
+    c = torch.cat([cond[0][0].repeat(count, *([1] * (cond[0][0].ndim - 1))) for cond in conds])
+    extras = {}
+    for k, v in conds[0][0][1].items():
+        extras[k] = torch.cat([cond[0][1][k].repeat(count, *([1] * (v.ndim - 1))) for cond in conds]) if torch.is_tensor(v) else v
+    return [[c, extras]]
+
+
+def plan_batches(bank: PromptBank, prompts: Sequence[str], count: int, max_batch: int = 16) -> list[list[str]]:
+    """Group the distinct prompts into sampler batches of at most ``max_batch`` images, keeping
+    together only prompts whose conditionings stack (same token length and extras)."""
+    per_batch = max(1, max_batch // max(1, count))
+    batches: list[list[str]] = []
+    for p in dict.fromkeys(prompts):
+        if batches and len(batches[-1]) < per_batch and _batchable([bank.conditioning(q) for q in (*batches[-1], p)]):
+            batches[-1].append(p)
+        else:
+            batches.append([p])
+    return batches
+
+
+def sample_prompts(
     model_patcher,
     bank: PromptBank,
-    prompt: str,
+    batches: list[list[str]],
     count: int,
     steps: int,
     cfg: float,
@@ -90,22 +125,27 @@ def sample_latents(
     sampler: str,
     scheduler: str,
     on_step: Callable[[], None] | None = None,
-) -> torch.Tensor:
-    """``count`` samples of ``prompt`` from the (untouched) model, as KSampler returns them."""
+) -> dict[str, torch.Tensor]:
+    """``count`` samples of each prompt of ``batches`` (see :func:`plan_batches`), as KSampler
+    returns them. Batch ``i`` uses noise seed ``seed + i``: the same call gives the same samples."""
     import comfy.sample
 
-    latent = torch.zeros((count, *bank.latent_shape))
-    noise = comfy.sample.prepare_noise(latent, seed)
     negative = bank.conditioning("")
 
     def callback(step, x0, x, total):
         if on_step is not None:
             on_step()
 
-    return comfy.sample.sample(
-        model_patcher, noise, steps, cfg, sampler, scheduler, bank.conditioning(prompt), negative, latent,
-        seed=seed, callback=callback, disable_pbar=True,
-    )
+    out: dict[str, torch.Tensor] = {}
+    for i, batch in enumerate(batches):
+        latent = torch.zeros((count * len(batch), *bank.latent_shape))
+        noise = comfy.sample.prepare_noise(latent, seed + i)
+        positive = _stack([bank.conditioning(p) for p in batch], count)
+        result = comfy.sample.sample(model_patcher, noise, steps, cfg, sampler, scheduler, positive, negative, latent,
+                                     seed=seed + i, callback=callback, disable_pbar=True)
+        for j, p in enumerate(batch):
+            out[p] = result[j * count:(j + 1) * count]
+    return out
 
 
 def decode_images(vae, latents: torch.Tensor) -> torch.Tensor:

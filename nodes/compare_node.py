@@ -9,7 +9,7 @@ from comfy_api.latest import io, ui
 
 from ..surgun_core.errors import SurgUnError
 from ..surgun_core.scores import erase_score, retain_score
-from .bridge import PromptBank, decode_images, image_embedder, latent_shape_for, sample_latents
+from .bridge import PromptBank, decode_images, image_embedder, latent_shape_for, plan_batches, sample_prompts
 from .erase import split_lines
 from .families import detect_family
 from .progress import NodeProgress
@@ -80,21 +80,24 @@ class SurgUnEraseRetainCompare(io.ComfyNode):
             raise SurgUnError(f"[SurgUn] original ({family.name}) and erased ({detect_family(erased).name}) are different model families.")
         retain = split_lines(retain_prompts)
         bank = PromptBank(clip, original, latent_shape_for(original, size), original.load_device)
-        n_renders = 2 * (1 + len(retain)) + len(distractor_prompts)
-        progress = NodeProgress(n_renders * steps, cls.hidden.unique_id)
+        # identical batches (hence identical noise) before and after
+        shown = plan_batches(bank, [target, *retain], images_per_prompt)
+        others = plan_batches(bank, distractor_prompts, images_per_prompt) if distractor_prompts else []
+        progress = NodeProgress((2 * len(shown) + len(others)) * steps, cls.hidden.unique_id)
 
-        def render(model, prompt, index):
-            lat = sample_latents(model, bank, prompt, images_per_prompt, steps, cfg, seed + index,
+        def render(model, batches, batch_seed) -> dict:
+            lat = sample_prompts(model, bank, batches, images_per_prompt, steps, cfg, batch_seed,
                                  family.arch.sampler, family.arch.scheduler, on_step=progress.tick)
-            return decode_images(vae, lat)
+            return {p: decode_images(vae, x) for p, x in lat.items()}
 
         embed, embed_name = image_embedder(clip_vision)
-        before_t, after_t = render(original, target, 0), render(erased, target, 0)
-        d_emb = torch.cat([embed(render(original, d, 1000 + i)) for i, d in enumerate(distractor_prompts)]) if distractor_prompts else None
-        scores = {"embedding": embed_name, "target": target, **erase_score(embed(after_t), embed(before_t), d_emb), "retain_prompts": {}}
-        rows = [before_t, after_t]
-        for i, r in enumerate(retain):
-            b, a = render(original, r, i + 1), render(erased, r, i + 1)
+        before, after = render(original, shown, seed), render(erased, shown, seed)
+        d_emb = torch.cat([embed(x) for x in render(original, others, seed + 1000).values()]) if others else None
+        scores = {"embedding": embed_name, "target": target,
+                  **erase_score(embed(after[target]), embed(before[target]), d_emb), "retain_prompts": {}}
+        rows = [before[target], after[target]]
+        for r in retain:
+            b, a = before[r], after[r]
             scores["retain_prompts"][r] = retain_score(embed(a), embed(b), a, b)
             rows += [b, a]
         if retain:

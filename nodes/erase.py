@@ -9,14 +9,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Mapping
 
-import torch
 
 from ..surgun_core import __version__
 from ..surgun_core.errors import SurgUnError
 from ..surgun_core.selection import parse_pattern_text, select_trainable
 from ..surgun_core.train import ConceptData, TrainConfig, TrainResult
 from ..surgun_core.weights import ErasedWeights, delta_key
-from .bridge import PromptBank, latent_shape_for, sample_latents, train_deltas
+from .bridge import PromptBank, latent_shape_for, plan_batches, sample_prompts, train_deltas
 from .families import detect_family
 from .progress import NodeProgress
 
@@ -113,19 +112,12 @@ def erase_concept(model_patcher, clip, req: EraseRequest, node_id: str | None = 
     device = model_patcher.load_device
     bank = PromptBank(clip, model_patcher, latent_shape_for(model_patcher, req.sample_size), device)
     prompts = [*req.targets, *req.distractors, *req.retain]
-    progress = NodeProgress(len(prompts) * req.sample_steps + req.train.steps, node_id)
+    batches = plan_batches(bank, prompts, req.samples_per_prompt)
+    progress = NodeProgress(len(batches) * req.sample_steps + req.train.steps, node_id)
     arch = family.arch
-
-    samples: dict[str, torch.Tensor] = {}
-    for i, prompt in enumerate(prompts):
-        if prompt in samples:
-            continue
-        progress.say(f"sampling {i + 1}/{len(prompts)}: {prompt[:60]}", force=True)
-        lat = sample_latents(
-            model_patcher, bank, prompt, req.samples_per_prompt, req.sample_steps, req.sample_cfg,
-            req.train.seed + i, arch.sampler, arch.scheduler, on_step=progress.tick,
-        )
-        samples[prompt] = lat
+    progress.say(f"sampling {len(prompts)} prompts x {req.samples_per_prompt} in {len(batches)} batches", force=True)
+    samples = sample_prompts(model_patcher, bank, batches, req.samples_per_prompt, req.sample_steps, req.sample_cfg,
+                             req.train.seed, arch.sampler, arch.scheduler, on_step=progress.tick)
     t_sample = time.monotonic() - t0
 
     def on_step(step: int, total: int, metrics: dict) -> None:

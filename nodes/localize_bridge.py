@@ -15,7 +15,7 @@ from ..surgun_core.objective import CompetitionWeights
 from ..surgun_core.selection import match_names, parse_pattern_text, select_trainable
 from ..surgun_core.train import ConceptData, TrainConfig
 from ..surgun_core.weights import delta_key
-from .bridge import PromptBank, decode_images, image_embedder, latent_shape_for, sample_latents, train_deltas
+from .bridge import PromptBank, decode_images, image_embedder, latent_shape_for, plan_batches, sample_prompts, train_deltas
 from .families import detect_family
 from .progress import NodeProgress
 
@@ -90,20 +90,25 @@ def run_localizer(model_patcher, clip, vae, clip_vision, req: LocalizeRequest, n
     device = model_patcher.load_device
     bank = PromptBank(clip, model_patcher, latent_shape_for(model_patcher, req.render_size), device)
     arch = family.arch
-    prompts = [req.target, *req.distractors, *req.retain]
-    renders_per_probe = 1 + len(req.retain)
-    progress = NodeProgress(len(prompts) * req.render_steps + len(blocks) * (req.probe_steps + renders_per_probe * req.render_steps), node_id)
+    # the same batches (hence the same noise) for the reference and every probe render
+    scored = plan_batches(bank, [req.target, *req.retain], req.images_per_prompt)
+    others = plan_batches(bank, req.distractors, req.images_per_prompt)
+    progress = NodeProgress((len(scored) + len(others)) * req.render_steps
+                            + len(blocks) * (req.probe_steps + len(scored) * req.render_steps), node_id)
 
-    def render(model, prompt: str, index: int) -> torch.Tensor:
-        return sample_latents(model, bank, prompt, req.images_per_prompt, req.render_steps, req.render_cfg,
-                              req.seed + index, arch.sampler, arch.scheduler, on_step=progress.tick)
+    def render(model, batches, seed) -> dict:
+        return sample_prompts(model, bank, batches, req.images_per_prompt, req.render_steps, req.render_cfg,
+                              seed, arch.sampler, arch.scheduler, on_step=progress.tick)
+
+    def images(latents: dict, prompts) -> torch.Tensor:
+        return torch.cat([decode_images(vae, latents[p]) for p in prompts])
 
     t0 = time.perf_counter()
-    latents = {p: render(model_patcher, p, i) for i, p in enumerate(prompts)}
+    latents = {**render(model_patcher, scored, req.seed), **render(model_patcher, others, req.seed + 1000)}
     reference = {
-        "target": decode_images(vae, latents[req.target]),
-        "retain": torch.cat([decode_images(vae, latents[r]) for r in req.retain]),
-        "distractors": torch.cat([decode_images(vae, latents[d]) for d in req.distractors]),
+        "target": images(latents, [req.target]),
+        "retain": images(latents, req.retain),
+        "distractors": images(latents, req.distractors),
     }
     reference_s = time.perf_counter() - t0
 
@@ -118,10 +123,8 @@ def run_localizer(model_patcher, clip, vae, clip_vision, req: LocalizeRequest, n
         update_s = time.perf_counter() - t
         t = time.perf_counter()
         patched, _ = comfy.sd.load_lora_for_models(model_patcher, None, {delta_key(n): d for n, d in deltas.items()}, 1.0, 0)
-        out = {
-            "target": decode_images(vae, render(patched, req.target, 0)),
-            "retain": torch.cat([decode_images(vae, render(patched, r, prompts.index(r))) for r in req.retain]),
-        }
+        probe_latents = render(patched, scored, req.seed)
+        out = {"target": images(probe_latents, [req.target]), "retain": images(probe_latents, req.retain)}
         out["update_s"], out["render_s"] = update_s, time.perf_counter() - t
         return out
 

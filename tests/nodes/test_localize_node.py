@@ -65,7 +65,7 @@ def test_report_has_one_bar_row_per_probed_block(comfy):
 def test_cancel_mid_probe(comfy, tiny):
     import comfy.model_management as mm
 
-    reference_ticks = 4 * 2  # 4 prompts x 2 render steps
+    reference_ticks = 2 * 2  # reference renders: 2 batches (scored prompts, distractors) x 2 render steps
 
     def cancel(value, total, node_id):
         if node_id == "L" and reference_ticks + 3 <= value < total:

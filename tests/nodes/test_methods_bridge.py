@@ -12,8 +12,8 @@ def setup(comfy, tiny):
     with torch.inference_mode():
         mp, clip = tiny.build_model("sd1"), tiny.build_clip()
         bank = bridge.PromptBank(clip, mp, bridge.latent_shape_for(mp, 32), torch.device("cpu"))
-        lat = {p: bridge.sample_latents(mp, bank, p, 2, 2, 3.0, i, "euler", "normal")
-               for i, p in enumerate(["a painting by zorblax", "a painting by monet", "a photo of a car", "a photo of a dog", "zorblax"])}
+        prompts = ["a painting by zorblax", "a painting by monet", "a photo of a car", "a photo of a dog", "zorblax"]
+        lat = bridge.sample_prompts(mp, bank, bridge.plan_batches(bank, prompts, 2), 2, 2, 3.0, 0, "euler", "normal")
     modules = [n for n, _ in mp.model.diffusion_model.named_modules() if n.endswith("attn2.to_k")]
     return bridge, methods, train, mp, bank, lat, modules
 

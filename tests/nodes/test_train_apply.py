@@ -137,8 +137,8 @@ def test_progress_and_loss_reach_the_ui(comfy):
     res = comfy.run(graph("sd1", steps=3, sample_steps=2))
     assert res.success
     progress = [d for e, d in res.messages if e == "progress" and d["node"] == "2"]
-    # 6 prompts x 2 sampler steps + 3 training steps, in order, ending at the total
-    assert [p["value"] for p in progress][-1] == progress[-1]["max"] == 6 * 2 + 3
+    # 6 prompts x 2 images sampled in one batch of 12 (2 sampler steps), then 3 training steps
+    assert [p["value"] for p in progress][-1] == progress[-1]["max"] == 1 * 2 + 3
     texts = [d["text"] for e, d in res.messages if e == "progress_text" and d["node"] == "2"]
     assert any(t.startswith("step 3/3") and "loss=" in t for t in texts)
     ui = [d for e, d in res.messages if e == "executed" and d.get("node") == "2"]
@@ -149,7 +149,7 @@ def test_cancel_mid_training_leaves_no_file_and_an_intact_model(comfy, tiny):
     import comfy.model_management as mm
 
     def cancel_at(value, total, node_id):
-        if node_id == "2" and 6 * 2 + 2 <= value < total:  # once training has begun (updates are throttled)
+        if node_id == "2" and 1 * 2 + 2 <= value < total:  # once training has begun (updates are throttled)
             mm.interrupt_current_processing(True)
 
     comfy.server.progress_listeners.append(cancel_at)
@@ -192,4 +192,6 @@ def test_several_target_phrasings_are_all_sampled_and_trained(comfy):
     meta = res.outputs["2"][1][0].metadata
     assert meta["targets"] == ["a painting by zorblax", "zorblax artwork"] and meta["target"] == "a painting by zorblax"
     progress = [d for e, d in res.messages if e == "progress" and d["node"] == "2"]
-    assert progress[-1]["max"] == 7 * 2 + 4  # 2 targets + 3 distractors + 2 retain prompts sampled, then 4 steps
+    # 2 targets + 3 distractors + 2 retain prompts: 7 prompts x 2 images in one sampler batch of 14, then 4 steps
+    assert progress[-1]["max"] == 1 * 2 + 4
+    assert len(meta["targets"]) == 2 and meta["hyperparameters"]["steps"] == 4
