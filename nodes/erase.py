@@ -9,7 +9,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Mapping
 
-
 from ..surgun_core import __version__
 from ..surgun_core.errors import SurgUnError
 from ..surgun_core.selection import parse_pattern_text, select_trainable

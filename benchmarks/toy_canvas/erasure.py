@@ -55,7 +55,7 @@ class Settings:
     eval_other_per_prompt: int = 2
     attack_steps: tuple = (40, 150)
     attack_lr: float = 1e-2
-    attack_prompts: int = 2
+    attack_prompts: int = 1
     attack_images: int = 8
     eval_seed: int = 777
     localize: bool = True
@@ -297,40 +297,9 @@ def summarise(rows: list[dict]) -> dict:
     return out
 
 
-def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="CI sanity mode: gate + SurgUn and GA on two targets, loose bounds")
-    ap.add_argument("--targets", default=None, help="file or comma list of kind:name (default: targets.txt; quick: 2 targets)")
-    ap.add_argument("--seeds", default=None)
-    ap.add_argument("--methods", default=None)
-    ap.add_argument("--lrs", default=None)
-    ap.add_argument("--steps", type=int, default=None)
-    ap.add_argument("--out", type=Path, default=RESULTS)
-    ap.add_argument("--weights", default=None, help="another toy canvas weights file (default: the shipped one)")
-    args = ap.parse_args(argv)
-    s = quick_settings() if args.quick else Settings()
-    if args.seeds:
-        s.seeds = tuple(int(x) for x in args.seeds.split(","))
-    if args.methods:
-        s.methods = tuple(args.methods.split(","))
-    if args.lrs:
-        s.lrs = tuple(float(x) for x in args.lrs.split(","))
-    if args.steps:
-        s.steps = args.steps
-    targets = read_targets(args.targets) if args.targets or not s.quick else read_targets("style:dots,object:star")
-    t_start = time.perf_counter()
-    bench = Bench(s, args.weights)
-    from . import gate
-
-    t0 = time.perf_counter()
-    gate_metrics = gate.run_gate(bench.model, bench.clip, bench.vae, bench.classifier,
-                                 images_per_prompt=1 if s.quick else bench.constants.GATE_IMAGES_PER_PROMPT)
-    gate_metrics["wall_s"] = round(time.perf_counter() - t0, 1)
-    print(f"[gate] object {gate_metrics['object_accuracy']:.3f} style {gate_metrics['style_accuracy']:.3f} "
-          f"({gate_metrics['n_images']} images)", flush=True)
-    if not gate_metrics["passed"] and not s.quick:
-        raise SystemExit("the toy model fails its quality gate; results would be meaningless")
-
+def run_targets(bench: "Bench", targets: list[tuple[str, str]]) -> dict:
+    """Every method on every target (the work one process does); returns runs, baselines, timings."""
+    s = bench.s
     w = bench.world
     all_prompts = [w.prompt_for(o, st) for o in w.OBJECTS for st in w.STYLES]
     t0 = time.perf_counter()
@@ -367,6 +336,97 @@ def main(argv=None) -> None:
                     print(f"  {label:22s} lr {lr:.0e} seed {seed}: UA {m['UA']:.3f} IRA {m['IRA']:.3f} CRA {m['CRA']:.3f} H {m['H']:.3f}"
                           + (f" rec@{s.attack_steps[-1]} {m.get(f'recovered@{s.attack_steps[-1]}', float('nan')):.3f}" if s.attack_steps else ""),
                           flush=True)
+    return {"runs": runs, "untouched": baselines, "step_times": bench.step_times, "training_samples_s": round(sampling_s, 1)}
+
+
+def parse_args(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="CI sanity mode: gate + SurgUn and GA on two targets, loose bounds")
+    ap.add_argument("--targets", default=None, help="file or comma list of kind:name (default: targets.txt; quick: 2 targets)")
+    ap.add_argument("--seeds", default=None, help="comma list (default 0,1)")
+    ap.add_argument("--methods", default=None, help="comma list (default: all)")
+    ap.add_argument("--lrs", default=None, help="comma list of learning rates (the same grid for every method)")
+    ap.add_argument("--steps", type=int, default=None)
+    ap.add_argument("--jobs", type=int, default=1, help="worker processes, each taking a share of the targets (one torch thread each)")
+    ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--weights", default=None, help="another toy canvas weights file (default: the shipped one)")
+    ap.add_argument("--part", type=Path, default=None, help=argparse.SUPPRESS)  # internal: a worker writes its share here
+    return ap.parse_args(argv)
+
+
+def settings_from(args) -> Settings:
+    s = quick_settings() if args.quick else Settings()
+    if args.seeds:
+        s.seeds = tuple(int(x) for x in args.seeds.split(","))
+    if args.methods:
+        s.methods = tuple(args.methods.split(","))
+    if args.lrs:
+        s.lrs = tuple(float(x) for x in args.lrs.split(","))
+    if args.steps:
+        s.steps = args.steps
+    return s
+
+
+def forwarded(argv: list[str]) -> list[str]:
+    """The command-line options a worker inherits (everything but --jobs, --targets and --out)."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+            continue
+        if a in ("--jobs", "--targets", "--out", "--part"):
+            skip = True
+            continue
+        if a.startswith(("--jobs=", "--targets=", "--out=", "--part=")):
+            continue
+        out.append(a)
+    return out
+
+
+def main(argv=None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(argv)
+    s = settings_from(args)
+    targets = read_targets(args.targets) if args.targets or not s.quick else read_targets("style:dots,object:star")
+    if args.part:  # a worker: its share of the targets, no gate, no report
+        bench = Bench(s, args.weights)
+        args.part.write_text(json.dumps(run_targets(bench, targets)))
+        return
+    t_start = time.perf_counter()
+    bench = Bench(s, args.weights)
+    from . import gate
+
+    t0 = time.perf_counter()
+    gate_metrics = gate.run_gate(bench.model, bench.clip, bench.vae, bench.classifier,
+                                 images_per_prompt=1 if s.quick else bench.constants.GATE_IMAGES_PER_PROMPT)
+    gate_metrics["wall_s"] = round(time.perf_counter() - t0, 1)
+    print(f"[gate] object {gate_metrics['object_accuracy']:.3f} style {gate_metrics['style_accuracy']:.3f} "
+          f"({gate_metrics['n_images']} images)", flush=True)
+    if not gate_metrics["passed"] and not s.quick:
+        raise SystemExit("the toy model fails its quality gate; results would be meaningless")
+
+    if args.jobs > 1 and len(targets) > 1:
+        import subprocess
+        import tempfile
+
+        tmp = Path(tempfile.mkdtemp(prefix="toy-canvas-parts-"))
+        shares = [targets[i::args.jobs] for i in range(args.jobs) if targets[i::args.jobs]]
+        procs = []
+        for i, share in enumerate(shares):
+            cmd = [sys.executable, "-m", "benchmarks.toy_canvas.erasure", *forwarded(argv), "--part", str(tmp / f"{i}.json"),
+                   "--targets", ",".join(f"{k}:{n}" for k, n in share)]
+            procs.append(subprocess.Popen(cmd, cwd=str(REPO)))
+        if any(p.wait() != 0 for p in procs):
+            raise SystemExit("a benchmark worker failed (see its output above)")
+        parts = [json.loads((tmp / f"{i}.json").read_text()) for i in range(len(shares))]
+    else:
+        parts = [run_targets(bench, targets)]
+    runs = [r for p in parts for r in p["runs"]]
+    baselines = {k: v for p in parts for k, v in p["untouched"].items()}
+    step_times: dict[str, list[float]] = {}
+    for p in parts:
+        for m, v in p["step_times"].items():
+            step_times.setdefault(m, []).extend(v)
 
     table = {}
     for mname in [*s.methods, *(["surgun_localized"] if s.localize else [])]:
@@ -375,12 +435,12 @@ def main(argv=None) -> None:
                 rows = [r for r in runs if r["method"] == mname and r["lr"] == lr and r["kind"] == kind]
                 if rows:
                     table[f"{mname}|{lr}|{kind}"] = summarise(rows)
-    step_cost = {m: statistics.mean(v) for m, v in bench.step_times.items()}
+    step_cost = {m: statistics.mean(v) for m, v in step_times.items()}
     ref = step_cost.get("surgun")
     report = {
         "settings": dataclasses.asdict(s), "targets": [f"{k}:{n}" for k, n in targets], "gate": gate_metrics,
-        "trained_layers": bench.modules, "training_samples_s": round(sampling_s, 1),
-        "untouched": baselines, "runs": runs, "summary": table,
+        "trained_layers": bench.modules, "training_samples_s": max(p["training_samples_s"] for p in parts),
+        "untouched": baselines, "runs": runs, "summary": table, "jobs": args.jobs,
         "step_cost_s": step_cost, "step_cost_ratio_to_surgun": {m: (v / ref if ref else None) for m, v in step_cost.items()},
         "wall_s": round(time.perf_counter() - t_start, 1),
     }
