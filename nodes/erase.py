@@ -37,6 +37,9 @@ class EraseRequest:
     sample_steps: int = 20
     samples_per_prompt: int = 2
     sample_cfg: float = 5.0
+    gradient_checkpointing: bool = True
+    """Recompute block activations in the backward pass (less memory, ~30 % more compute).
+    Always on for Flux, whose blocks add into their inputs in place."""
     extra_metadata: Mapping = field(default_factory=dict)
 
     @property
@@ -126,7 +129,8 @@ def erase_concept(model_patcher, clip, req: EraseRequest, node_id: str | None = 
 
     data = [ConceptData(t, samples[t], {d: samples[d] for d in req.distractors}, {r: samples[r] for r in req.retain})
             for t in req.targets]
-    deltas, result = train_deltas(model_patcher, bank, data, modules, req.train, arch.checkpoint_units, on_step)
+    units = arch.checkpoint_units if (req.gradient_checkpointing or arch.key == "flux") else None
+    deltas, result = train_deltas(model_patcher, bank, data, modules, req.train, units, on_step)
 
     metadata = {
         "pack": "SurgUn", "pack_version": __version__,
@@ -136,6 +140,7 @@ def erase_concept(model_patcher, clip, req: EraseRequest, node_id: str | None = 
         "hyperparameters": dataclasses.asdict(req.train),
         "sampling": {"size": req.sample_size, "steps": req.sample_steps, "per_prompt": req.samples_per_prompt,
                      "cfg": req.sample_cfg, "sampler": arch.sampler, "scheduler": arch.scheduler},
+        "gradient_checkpointing": units is not None,
         "reference_target_loss": result.reference_target_loss, "ascent_cap_value": result.cap,
         "final": result.history[-1] if result.history else {},
         "timing_s": {"sampling": round(t_sample, 3), "total": round(time.monotonic() - t0, 3)},

@@ -26,7 +26,7 @@ class Architecture:
     scheduler: str = "normal"
     checkpoint_units: str | None = None
     """Full regex of the blocks run under gradient checkpointing while training (None = none).
-    Needed where blocks add into their inputs in place (Flux) and saves memory on large DiTs."""
+    Saves activation memory; required where blocks add into their inputs in place (Flux)."""
 
 
 UNET = Architecture(
@@ -40,6 +40,7 @@ UNET = Architecture(
         "attention": r"(input_blocks\.\d+|middle_block|output_blocks\.\d+)\.\d+\.transformer_blocks\.\d+\.attn[12]",
         "transformer_block": r"(input_blocks\.\d+|middle_block|output_blocks\.\d+)\.\d+\.transformer_blocks\.\d+",
     },
+    checkpoint_units=r"(input_blocks\.\d+|middle_block|output_blocks\.\d+)\.\d+\.transformer_blocks\.\d+",
 )
 
 # SD3 (MMDiT): text and image tokens attend jointly; the text stream's projections

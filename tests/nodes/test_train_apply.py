@@ -195,3 +195,13 @@ def test_several_target_phrasings_are_all_sampled_and_trained(comfy):
     # 2 targets + 3 distractors + 2 retain prompts: 7 prompts x 2 images in one sampler batch of 14, then 4 steps
     assert progress[-1]["max"] == 1 * 2 + 4
     assert len(meta["targets"]) == 2 and meta["hyperparameters"]["steps"] == 4
+
+
+@pytest.mark.parametrize("family", ["sd1", "sd3"])
+def test_gradient_checkpointing_gives_the_same_weights(comfy, family):
+    on = comfy.run(graph(family, steps=3, seed=9, learning_rate=2e-3, gradient_checkpointing=True))
+    off = comfy.run(graph(family, steps=3, seed=9, learning_rate=2e-3, gradient_checkpointing=False))
+    assert on.success and off.success, (on.error_text(), off.error_text())
+    a, b = on.outputs["2"][1][0], off.outputs["2"][1][0]
+    assert a.metadata["gradient_checkpointing"] and not b.metadata["gradient_checkpointing"]
+    assert all(torch.allclose(a.deltas[k], b.deltas[k], rtol=1e-4, atol=1e-7) for k in a.deltas)
