@@ -68,3 +68,18 @@ def test_workflow_runs_on_the_server(server, name):
     assert hist["status"]["status_str"] == "success", json.dumps(hist["status"])[:3000]
     saved = [o for o in hist["outputs"].values() if "images" in o]
     assert saved
+
+
+def test_workflows_match_the_current_node_definitions(server):
+    """Every node's stored widget values line up with the node's widgets as the server defines them
+    (a stale workflow would load with shifted values); rebuild with scripts/build_workflows.py."""
+    from workflow_format import _has_control, _ordered_inputs, _spec, is_widget
+
+    info = server.get("/object_info")
+    for path in WORKFLOWS.glob("*.json"):
+        for node in json.loads(path.read_text())["nodes"]:
+            if node["type"] not in info:
+                continue
+            spec = info[node["type"]]
+            expected = sum(1 + _has_control(_spec(spec, n)) for n in _ordered_inputs(spec) if is_widget(_spec(spec, n)))
+            assert len(node["widgets_values"]) == expected, (path.name, node["type"])
