@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import logging
 import math
 import statistics
 import sys
@@ -40,34 +41,45 @@ REPO = HERE.parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 sys.path.insert(0, str(REPO / "scripts"))
 TARGETS_FILE = HERE / "targets.txt"
+log = logging.getLogger("surgun.bench.toy_canvas")
 METHOD_ORDER = ["surgun", "surgun_no_distractor", "surgun_one_distractor", "esd_x", "ga", "ca"]
 
 
 @dataclass
 class Settings:
-    steps: int = 200
-    lrs: tuple = (1e-4, 3e-4, 1e-3)
+    steps: int = 60
+    lrs: tuple = (3e-4, 1e-3, 3e-3)
+    """One grid for every method: on this model GA already erases at 3e-4 and collapses at 3e-3,
+    ESD-x barely moves at 3e-4, so each method gets a UA-versus-retain curve over the grid."""
     seeds: tuple = (0, 1)
     methods: tuple = tuple(METHOD_ORDER)
     k_distractors: int = 3
-    train_per_prompt: int = 4
-    eval_target_per_prompt: int = 8
-    eval_other_per_prompt: int = 2
+    train_per_prompt: int = 1
+    eval_target_per_prompt: int = 2
+    eval_other_per_prompt: int = 1
+    eval_other_stride: int = 4
+    """Retain prompts (those without the target): the (object, style) pairs on every ``stride``-th diagonal."""
     attack_steps: tuple = (40, 150)
     attack_lr: float = 1e-2
     attack_prompts: int = 1
     attack_images: int = 8
+    attack_all_seeds: bool = False
+    """The attack runs on the first seed's erased model of every method and lr (it costs as much as an evaluation)."""
     eval_seed: int = 777
     localize: bool = True
     """Also run SurgUn on the blocks chosen by the Block Localizer ("surgun_localized")."""
     localize_keep: int = 4
-    localize_probe_steps: int = 20
+    localize_probe_steps: int = 10
+    localize_images_per_prompt: int = 2
+    grids: bool = True
+    """Write before/after PNG grids for the first style and the first object target (seed 0, middle lr)."""
     quick: bool = False
 
 
 def quick_settings() -> Settings:
-    return Settings(steps=60, lrs=(3e-4,), seeds=(0,), methods=("surgun", "ga"), train_per_prompt=2,
-                    eval_target_per_prompt=2, eval_other_per_prompt=1, attack_steps=(), localize=False, quick=True)
+    return Settings(steps=80, lrs=(1e-3,), seeds=(0,), methods=("surgun",), train_per_prompt=1,
+                    eval_target_per_prompt=2, eval_other_per_prompt=1, attack_steps=(), localize=False, grids=False,
+                    quick=True)
 
 
 def read_targets(spec: str | None) -> list[tuple[str, str]]:
@@ -110,6 +122,9 @@ class Bench:
         shape = self.bridge.latent_shape_for(self.model, constants.WIDTH)
         self.bank = self.bridge.PromptBank(self.clip, self.model, shape, torch.device("cpu"))
         self.step_times: dict[str, list[float]] = {}
+        self.all_targets: list[tuple[str, str]] = []
+        self.grid_dir: Path = RESULTS
+        self.progress_path: Path | None = None
 
     # ---------------------------------------------------------------- sampling
     def sample(self, model, prompts: list[str], seed: int, contexts: dict | None = None) -> torch.Tensor:
@@ -141,6 +156,15 @@ class Bench:
         with torch.inference_mode():
             images = self.vae.decode(latents).float().cpu()
         return self.cls_mod.classify(self.classifier, images)
+
+    def grid_row(self, model, kind: str, name: str) -> torch.Tensor:
+        """One grid row: the target's 8 prompts, then 4 prompts without it (retain), fixed seeds."""
+        w = self.world
+        names = w.STYLES if kind == "style" else w.OBJECTS
+        others = [n for n in names if n != name][:4]
+        retain = [w.prompt_for(w.OBJECTS[i], n) if kind == "style" else w.prompt_for(n, w.STYLES[i]) for i, n in enumerate(others)]
+        with torch.inference_mode():
+            return self.vae.decode(self.sample(model, self.prompts_of(kind, name) + retain, self.s.eval_seed)).float().cpu()
 
     # ---------------------------------------------------------------- concepts
     def prompts_of(self, kind: str, name: str) -> list[str]:
@@ -195,7 +219,9 @@ class Bench:
     def evaluate(self, model, kind: str, name: str) -> dict:
         w = self.world
         target_prompts = self.prompts_of(kind, name) * self.s.eval_target_per_prompt
-        other = [w.prompt_for(o, s) for o in w.OBJECTS for s in w.STYLES if (s if kind == "style" else o) != name]
+        # every stride-th diagonal of the object x style table: each object and each style appears about equally
+        other = [w.prompt_for(o, s) for i, o in enumerate(w.OBJECTS) for j, s in enumerate(w.STYLES)
+                 if (s if kind == "style" else o) != name and (i + j) % self.s.eval_other_stride == 0]
         other = other * self.s.eval_other_per_prompt
         cls_t = self.classify(self.sample(model, target_prompts, self.s.eval_seed))
         cls_o = self.classify(self.sample(model, other, self.s.eval_seed + 10_000))
@@ -266,7 +292,7 @@ class Bench:
         req = lb.LocalizeRequest(
             target=p, distractors=tuple(swap(d) for d in chosen), retain=retain, granularity="attention", max_blocks=0,
             probe_steps=self.s.localize_probe_steps, probe_lr=1e-3, select=localize.SelectConfig(keep=self.s.localize_keep),
-            images_per_prompt=4, render_steps=self.constants.STEPS, render_size=self.constants.WIDTH, render_cfg=self.constants.CFG,
+            images_per_prompt=self.s.localize_images_per_prompt, render_steps=self.constants.STEPS, render_size=self.constants.WIDTH, render_cfg=self.constants.CFG,
             seed=5)
         t0 = time.perf_counter()
         result, blocks = lb.run_localizer(self.model, self.clip, self.vae, None, req)
@@ -286,6 +312,29 @@ class Bench:
 
         erased, _ = comfy.sd.load_lora_for_models(self.model, None, {f"diffusion_model.{n}.diff": d for n, d in deltas.items()}, 1.0, 0)
         return erased, result
+
+
+def save_grid(rows: dict, path: Path, title: str, scale: int = 3) -> None:
+    """A labelled PNG: one row per method (ComfyUI IMAGE tensors, (N, H, W, 3) in [0, 1]),
+    upscaled ``scale``x with nearest neighbour so single pixels stay visible."""
+    from PIL import Image, ImageDraw
+
+    n, h, w, _ = next(iter(rows.values())).shape
+    cell, gap, label_w, title_h = w * scale, 2, 150, 18
+    split = 8  # target prompts | retain prompts
+    width = label_w + n * (cell + gap) + 6
+    canvas = Image.new("RGB", (width, title_h + len(rows) * (h * scale + gap)), "white")
+    draw = ImageDraw.Draw(canvas)
+    draw.text((4, 3), title, fill="black")
+    for r, (label, images) in enumerate(rows.items()):
+        y = title_h + r * (h * scale + gap)
+        draw.text((4, y + h * scale // 2 - 5), label, fill="black")
+        for i in range(images.shape[0]):
+            x = label_w + i * (cell + gap) + (6 if i >= split else 0)
+            arr = (images[i].clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+            canvas.paste(Image.fromarray(arr).resize((cell, h * scale), Image.NEAREST), (x, y))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    canvas.save(path)
 
 
 def summarise(rows: list[dict]) -> dict:
@@ -308,17 +357,20 @@ def run_targets(bench: "Bench", targets: list[tuple[str, str]]) -> dict:
     sampling_s = time.perf_counter() - t0
 
     runs, baselines = [], {}
+    grid_targets = {k: f"{k}:{n}" for k, n in reversed(bench.all_targets)} if s.grids else {}
+    grid_lr = s.lrs[len(s.lrs) // 2]
     for kind, name in targets:
+        rows = {"untouched": bench.grid_row(bench.model, kind, name)} if grid_targets.get(kind) == f"{kind}:{name}" else None
         chosen = bench.choose_distractors(kind, name)
         base = bench.evaluate(bench.model, kind, name)
         base.update(bench.attack(bench.model, kind, name, samples))
         baselines[f"{kind}:{name}"] = {**base, "distractors": chosen}
-        print(f"[{kind}:{name}] untouched UA {base['UA']:.3f} IRA {base['IRA']:.3f} CRA {base['CRA']:.3f}; distractors {chosen['names']}", flush=True)
+        log.info(f"[SurgUn] [{kind}:{name}] untouched UA {base['UA']:.3f} IRA {base['IRA']:.3f} CRA {base['CRA']:.3f}; distractors {chosen['names']}")
         plan = [(m, m, None) for m in s.methods]
         if s.localize:
             modules, info = bench.localize(kind, name, chosen["names"])
             baselines[f"{kind}:{name}"]["localizer"] = info
-            print(f"  localizer kept {info['blocks']} ({info['wall_s']} s)", flush=True)
+            log.info(f"[SurgUn]   localizer kept {info['blocks']} ({info['wall_s']} s)")
             plan.append(("surgun_localized", "surgun", modules))
         for label, mname, modules in plan:
             method = bench.methods.METHODS[mname]
@@ -329,28 +381,39 @@ def run_targets(bench: "Bench", targets: list[tuple[str, str]]) -> dict:
                     m = bench.evaluate(erased, kind, name)
                     m["IRA_rel"] = m["IRA"] / base["IRA"] if base["IRA"] else None
                     m["CRA_rel"] = m["CRA"] / base["CRA"] if base["CRA"] else None
-                    m.update(bench.attack(erased, kind, name, samples))
+                    if s.attack_all_seeds or seed == s.seeds[0]:
+                        m.update(bench.attack(erased, kind, name, samples))
                     m.update({"target": f"{kind}:{name}", "kind": kind, "method": label, "lr": lr, "seed": seed,
                               "final_loss": result.history[-1]["loss"]})
                     runs.append(m)
-                    print(f"  {label:22s} lr {lr:.0e} seed {seed}: UA {m['UA']:.3f} IRA {m['IRA']:.3f} CRA {m['CRA']:.3f} H {m['H']:.3f}"
-                          + (f" rec@{s.attack_steps[-1]} {m.get(f'recovered@{s.attack_steps[-1]}', float('nan')):.3f}" if s.attack_steps else ""),
-                          flush=True)
+                    if bench.progress_path:  # partial results survive a crash of a long run
+                        with open(bench.progress_path, "a") as f:
+                            f.write(json.dumps(m) + "\n")
+                    if rows is not None and lr == grid_lr and seed == s.seeds[0]:
+                        rows[label] = bench.grid_row(erased, kind, name)
+                    log.info(f"[SurgUn]   {label:22s} lr {lr:.0e} seed {seed}: UA {m['UA']:.3f} IRA {m['IRA']:.3f} CRA {m['CRA']:.3f} H {m['H']:.3f}"
+                          + (f" rec@{s.attack_steps[-1]} {m.get(f'recovered@{s.attack_steps[-1]}', float('nan')):.3f}" if s.attack_steps else ""))
+        if rows is not None:
+            path = bench.grid_dir / f"toy_canvas_grid_{kind}_{name}.png"
+            save_grid(rows, path, f"{kind} '{name}': 8 target prompts | 4 retain prompts; lr {grid_lr:.0e}, seed {s.seeds[0]}")
+            log.info(f"[SurgUn]   grid -> {path}")
     return {"runs": runs, "untouched": baselines, "step_times": bench.step_times, "training_samples_s": round(sampling_s, 1)}
 
 
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="CI sanity mode: gate + SurgUn and GA on two targets, loose bounds")
+    ap.add_argument("--quick", action="store_true", help="CI sanity mode: gate + SurgUn on two targets, loose bounds")
     ap.add_argument("--targets", default=None, help="file or comma list of kind:name (default: targets.txt; quick: 2 targets)")
     ap.add_argument("--seeds", default=None, help="comma list (default 0,1)")
     ap.add_argument("--methods", default=None, help="comma list (default: all)")
     ap.add_argument("--lrs", default=None, help="comma list of learning rates (the same grid for every method)")
     ap.add_argument("--steps", type=int, default=None)
     ap.add_argument("--jobs", type=int, default=1, help="worker processes, each taking a share of the targets (one torch thread each)")
-    ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--out", type=Path, default=None, help="default: benchmarks/results (quick mode: benchmarks/results/quick, not committed)")
+    ap.add_argument("--gate-images-per-prompt", type=int, default=None, help="images per prompt for the model gate (default 4; quick 1)")
     ap.add_argument("--weights", default=None, help="another toy canvas weights file (default: the shipped one)")
     ap.add_argument("--part", type=Path, default=None, help=argparse.SUPPRESS)  # internal: a worker writes its share here
+    ap.add_argument("--all-targets", default=None, help=argparse.SUPPRESS)  # internal: the whole run's targets (grid choice)
     return ap.parse_args(argv)
 
 
@@ -374,34 +437,52 @@ def forwarded(argv: list[str]) -> list[str]:
         if skip:
             skip = False
             continue
-        if a in ("--jobs", "--targets", "--out", "--part"):
+        if a in ("--jobs", "--targets", "--out", "--part", "--all-targets"):
             skip = True
             continue
-        if a.startswith(("--jobs=", "--targets=", "--out=", "--part=")):
+        if a.startswith(("--jobs=", "--targets=", "--out=", "--part=", "--all-targets=")):
             continue
         out.append(a)
     return out
 
 
+def setup_logging() -> None:
+    """Progress to stdout, whatever level ComfyUI's headless start sets on the root logger."""
+    if not log.handlers:
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+        log.propagate = False
+
+
 def main(argv=None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
+    setup_logging()
     args = parse_args(argv)
     s = settings_from(args)
-    targets = read_targets(args.targets) if args.targets or not s.quick else read_targets("style:dots,object:star")
+    args.out = args.out or (RESULTS / "quick" if s.quick else RESULTS)
+    targets = read_targets(args.targets)
+    if s.quick and not args.targets:  # the first style and the first object of the list
+        targets = [next(t for t in targets if t[0] == kind) for kind in ("style", "object")]
+    all_targets = read_targets(args.all_targets) if args.all_targets else targets
     if args.part:  # a worker: its share of the targets, no gate, no report
         bench = Bench(s, args.weights)
+        bench.all_targets, bench.grid_dir = all_targets, args.out
+        bench.progress_path = args.part.with_suffix(".jsonl")
         args.part.write_text(json.dumps(run_targets(bench, targets)))
         return
     t_start = time.perf_counter()
     bench = Bench(s, args.weights)
+    bench.all_targets, bench.grid_dir = all_targets, args.out
     from . import gate
 
     t0 = time.perf_counter()
     gate_metrics = gate.run_gate(bench.model, bench.clip, bench.vae, bench.classifier,
-                                 images_per_prompt=1 if s.quick else bench.constants.GATE_IMAGES_PER_PROMPT)
+                                 images_per_prompt=args.gate_images_per_prompt or (1 if s.quick else bench.constants.GATE_IMAGES_PER_PROMPT))
     gate_metrics["wall_s"] = round(time.perf_counter() - t0, 1)
-    print(f"[gate] object {gate_metrics['object_accuracy']:.3f} style {gate_metrics['style_accuracy']:.3f} "
-          f"({gate_metrics['n_images']} images)", flush=True)
+    log.info(f"[SurgUn] [gate] object {gate_metrics['object_accuracy']:.3f} style {gate_metrics['style_accuracy']:.3f} "
+          f"({gate_metrics['n_images']} images)")
     if not gate_metrics["passed"] and not s.quick:
         raise SystemExit("the toy model fails its quality gate; results would be meaningless")
 
@@ -410,11 +491,13 @@ def main(argv=None) -> None:
         import tempfile
 
         tmp = Path(tempfile.mkdtemp(prefix="toy-canvas-parts-"))
+        log.info(f"[SurgUn] {len(targets)} targets on {args.jobs} workers; per-run results stream to {tmp}/*.jsonl")
         shares = [targets[i::args.jobs] for i in range(args.jobs) if targets[i::args.jobs]]
         procs = []
         for i, share in enumerate(shares):
             cmd = [sys.executable, "-m", "benchmarks.toy_canvas.erasure", *forwarded(argv), "--part", str(tmp / f"{i}.json"),
-                   "--targets", ",".join(f"{k}:{n}" for k, n in share)]
+                   "--targets", ",".join(f"{k}:{n}" for k, n in share), "--out", str(args.out),
+                   "--all-targets", ",".join(f"{k}:{n}" for k, n in targets)]
             procs.append(subprocess.Popen(cmd, cwd=str(REPO)))
         if any(p.wait() != 0 for p in procs):
             raise SystemExit("a benchmark worker failed (see its output above)")
@@ -442,13 +525,15 @@ def main(argv=None) -> None:
         "trained_layers": bench.modules, "training_samples_s": max(p["training_samples_s"] for p in parts),
         "untouched": baselines, "runs": runs, "summary": table, "jobs": args.jobs,
         "step_cost_s": step_cost, "step_cost_ratio_to_surgun": {m: (v / ref if ref else None) for m, v in step_cost.items()},
+        "grids": sorted(f.name for f in args.out.glob("toy_canvas_grid_*.png")
+                        if f.stem.split("_", 3)[-1].replace("_", ":", 1) in {f"{k}:{n}" for k, n in targets}),
         "wall_s": round(time.perf_counter() - t_start, 1),
     }
     args.out.mkdir(parents=True, exist_ok=True)
     stem = "toy_canvas_quick" if s.quick else "toy_canvas"
     (args.out / f"{stem}.json").write_text(json.dumps(report, indent=1))
     (args.out / f"{stem}.md").write_text(markdown(report))
-    print(markdown(report))
+    log.info(markdown(report))
     if s.quick:
         check_quick(report)
 
@@ -479,6 +564,8 @@ def markdown(report: dict) -> str:
         lines.append(f"| {t} | {b['UA']:.3f} | {b['IRA']:.3f} | {b['CRA']:.3f} | {', '.join(b['distractors']['names'])} |")
     lines += ["", "Time per training step (s) and ratio to SurgUn: " + ", ".join(
         f"{m} {v:.3f} s ({report['step_cost_ratio_to_surgun'][m]:.2f}x)" for m, v in report["step_cost_s"].items())]
+    for g in report.get("grids", []):
+        lines += ["", f"![{g}]({g})"]
     return "\n".join(lines) + "\n"
 
 
