@@ -83,12 +83,17 @@ def quick_settings() -> Settings:
 
 
 def read_targets(spec: str | None) -> list[tuple[str, str]]:
+    """``kind:name`` items from a file (one per line, ``#`` comments) or a comma list."""
     text = spec if spec and not Path(spec).is_file() else (Path(spec) if spec else TARGETS_FILE).read_text()
     out = []
-    for item in text.replace(",", "\n").splitlines():
-        item = item.split("#")[0].strip()
-        if item:
+    for line in text.splitlines():
+        for item in line.split("#")[0].split(","):
+            item = item.strip()
+            if not item:
+                continue
             kind, _, name = item.partition(":")
+            if kind.strip() not in ("style", "object") or not name.strip():
+                raise SystemExit(f"bad target {item!r}: write kind:name with kind 'style' or 'object', e.g. style:dots")
             out.append((kind.strip(), name.strip()))
     return out
 
@@ -412,6 +417,7 @@ def parse_args(argv=None):
     ap.add_argument("--out", type=Path, default=None, help="default: benchmarks/results (quick mode: benchmarks/results/quick, not committed)")
     ap.add_argument("--gate-images-per-prompt", type=int, default=None, help="images per prompt for the model gate (default 4; quick 1)")
     ap.add_argument("--weights", default=None, help="another toy canvas weights file (default: the shipped one)")
+    ap.add_argument("--remake-md", type=Path, default=None, help="rewrite the markdown table from a results JSON and exit")
     ap.add_argument("--part", type=Path, default=None, help=argparse.SUPPRESS)  # internal: a worker writes its share here
     ap.add_argument("--all-targets", default=None, help=argparse.SUPPRESS)  # internal: the whole run's targets (grid choice)
     return ap.parse_args(argv)
@@ -460,6 +466,10 @@ def main(argv=None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     setup_logging()
     args = parse_args(argv)
+    if args.remake_md:
+        report = json.loads(args.remake_md.read_text())
+        args.remake_md.with_suffix(".md").write_text(markdown(report))
+        return
     s = settings_from(args)
     args.out = args.out or (RESULTS / "quick" if s.quick else RESULTS)
     targets = read_targets(args.targets)
@@ -538,31 +548,67 @@ def main(argv=None) -> None:
         check_quick(report)
 
 
+def best_by_h(report: dict) -> dict:
+    """Per kind and method, the grid point (lr) with the highest mean H over targets and seeds:
+    every method gets its own best learning rate from the same grid."""
+    out: dict = {}
+    for key, d in report["summary"].items():
+        m, lr, kind = key.split("|")
+        if "H" in d and (kind, m) not in out or "H" in d and d["H"]["mean"] > out[(kind, m)][1]["H"]["mean"]:
+            out[(kind, m)] = (float(lr), d)
+    return out
+
+
 def markdown(report: dict) -> str:
     s = report["settings"]
-    lines = [f"# Toy canvas erasure benchmark{' (quick mode)' if s['quick'] else ''}", "",
-             f"Targets: {', '.join(report['targets'])}. Steps {s['steps']}, seeds {list(s['seeds'])}, "
-             f"{len(report['trained_layers'])} cross-attention layers trained by every method. Wall time {report['wall_s']} s.",
-             f"Model gate: object {report['gate']['object_accuracy']:.3f}, style {report['gate']['style_accuracy']:.3f} "
-             f"({report['gate']['n_images']} images).", "",
-             "Mean (sd over targets x seeds). UA: target images not classified as the target; IRA/CRA: retain accuracy in/across "
-             "domain; rel = as a fraction of the untouched model on the same prompts and seeds; H: harmonic mean of UA, IRA, CRA.", ""]
+    runs = report["runs"]
     atk = [f"recovered@{a}" for a in s["attack_steps"]]
-    head = "| method | lr | kind | UA | IRA | CRA | H | IRA rel | CRA rel | " + " | ".join(atk) + (" |" if atk else "")
-    lines += [head, "|" + " --- |" * (head.count("|") - 1)]
+    lines = [f"# Toy canvas erasure benchmark{' (quick mode)' if s['quick'] else ''}", "",
+             f"Targets: {', '.join(report['targets'])}. Steps {s['steps']}, learning rates {list(s['lrs'])} (the same grid for "
+             f"every method), seeds {list(s['seeds'])}, {len(report['trained_layers'])} cross-attention layers trained by every "
+             f"method except `surgun_localized` (the Block Localizer's choice per target). Wall time {report['wall_s']} s "
+             f"with {report.get('jobs', 1)} worker processes.",
+             f"Model gate: object {report['gate']['object_accuracy']:.3f}, style {report['gate']['style_accuracy']:.3f} "
+             f"({report['gate']['n_images']} images).", ""]
+    if runs:
+        r0 = runs[0]
+        n_atk = next((r["n_images"] for r in runs if "n_images" in r), 0)
+        lines += [f"Per run: UA on {r0['n_target_images']} target-prompt images, IRA and CRA on {r0['n_other_images']} images of "
+                  f"prompts without the target" + (f", attack recovery on {n_atk} images (first seed only)" if atk else "") +
+                  ". Cells: mean (sd) over targets x seeds; UA: target images not classified as the target; IRA/CRA: retain "
+                  "accuracy in/across domain; rel = as a fraction of the untouched model on the same prompts and seeds; "
+                  "H: harmonic mean of UA, IRA, CRA; recovered@N: share of images classified as the target after an N-step "
+                  "soft-prompt attack (lower is better).", ""]
 
     def f(d, k):
         return f"{d[k]['mean']:.3f} ({d[k]['sd']:.3f})" if k in d else "-"
 
+    cols = ("UA", "IRA", "CRA", "H", "IRA_rel", "CRA_rel", *atk)
+    best = best_by_h(report)
+    if best and len(s["lrs"]) > 1:
+        lines += ["## Each method at its best learning rate (highest mean H on the grid)", "",
+                  "| kind | method | lr | " + " | ".join(c.replace("_", " ") for c in cols) + " |",
+                  "|" + " --- |" * (3 + len(cols))]
+        for (kind, m), (lr, d) in sorted(best.items(), key=lambda kv: (kv[0][0] != "style", -kv[1][1]["H"]["mean"])):
+            lines.append(f"| {kind} | {m} | {lr:.0e} | " + " | ".join(f(d, k) for k in cols) + " |")
+        lines += ["", "## Every grid point (UA-versus-retain curves)", ""]
+    head = "| method | lr | kind | " + " | ".join(c.replace("_", " ") for c in cols) + " |"
+    lines += [head, "|" + " --- |" * (3 + len(cols))]
     for key, d in report["summary"].items():
         m, lr, kind = key.split("|")
-        cells = [m, f"{float(lr):.0e}", kind] + [f(d, k) for k in ("UA", "IRA", "CRA", "H", "IRA_rel", "CRA_rel", *atk)]
-        lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "Untouched model (ceiling for retain, floor for UA):", "",
-              "| target | UA | IRA | CRA | distractors chosen |", "| --- | --- | --- | --- | --- |"]
+        lines.append("| " + " | ".join([m, f"{float(lr):.0e}", kind] + [f(d, k) for k in cols]) + " |")
+    lines += ["", "## Untouched model (ceiling for retain, floor for UA)", "",
+              "| target | UA | IRA | CRA | " + " | ".join(atk) + (" | " if atk else "") + "distractors chosen |",
+              "|" + " --- |" * (5 + len(atk))]
     for t, b in report["untouched"].items():
-        lines.append(f"| {t} | {b['UA']:.3f} | {b['IRA']:.3f} | {b['CRA']:.3f} | {', '.join(b['distractors']['names'])} |")
-    lines += ["", "Time per training step (s) and ratio to SurgUn: " + ", ".join(
+        lines.append(f"| {t} | {b['UA']:.3f} | {b['IRA']:.3f} | {b['CRA']:.3f} | " + "".join(f"{b.get(a, float('nan')):.3f} | " for a in atk)
+                     + f"{', '.join(b['distractors']['names'])} |")
+    loc = {t: b["localizer"] for t, b in report["untouched"].items() if "localizer" in b}
+    if loc:
+        lines += ["", "## Blocks chosen by the Block Localizer", "", "| target | blocks | probe wall time (s) |", "| --- | --- | --- |"]
+        for t, info in loc.items():
+            lines.append(f"| {t} | {', '.join(b.replace('.transformer_blocks.0', '') for b in info['blocks'])} | {info['wall_s']} |")
+    lines += ["", "Time per training step (s) and ratio to SurgUn, same layers: " + ", ".join(
         f"{m} {v:.3f} s ({report['step_cost_ratio_to_surgun'][m]:.2f}x)" for m, v in report["step_cost_s"].items())]
     for g in report.get("grids", []):
         lines += ["", f"![{g}]({g})"]

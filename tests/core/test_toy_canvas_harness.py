@@ -52,3 +52,11 @@ def test_grid_png_has_one_row_per_method(tmp_path):
     px = img.load()
     x = 150 + 5  # inside the first image cell
     assert px[x, 18 + 10] == (0, 0, 0) and px[x, 18 + 66 + 10] == (255, 255, 255)
+
+
+def test_read_targets_ignores_comments_with_commas(tmp_path):
+    f = tmp_path / "t.txt"
+    f.write_text("# a note, with commas: and colons\nstyle:dots  # dots, first\nobject:star,object:ring\n")
+    assert erasure.read_targets(str(f)) == [("style", "dots"), ("object", "star"), ("object", "ring")]
+    with pytest.raises(SystemExit, match="kind:name"):
+        erasure.read_targets("colour:red")
