@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import shutil
 import sys
 import tempfile
@@ -25,6 +26,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+log = logging.getLogger("surgun.demo")
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(REPO))
@@ -41,11 +43,16 @@ def main() -> None:
     ap = argparse.ArgumentParser(description="Erase a style from the bundled toy canvas model through ComfyUI's executor.")
     ap.add_argument("--out", type=Path, default=Path("surgun-demo"), help="output folder (default: ./surgun-demo)")
     ap.add_argument("--style", default="neon", help="the style to erase (default: neon)")
-    ap.add_argument("--steps", type=int, default=200, help="SurgUnTrain steps (default 200)")
-    ap.add_argument("--lr", type=float, default=3e-4, help="SurgUnTrain learning rate (default 3e-4)")
+    ap.add_argument("--steps", type=int, default=100, help="SurgUnTrain steps (default 100)")
+    ap.add_argument("--lr", type=float, default=1e-3, help="SurgUnTrain learning rate (default 1e-3, the middle of the benchmark's grid)")
     ap.add_argument("--weights", default="", help="another toy canvas weights file (default: the bundled one)")
     args = ap.parse_args()
     t0 = time.monotonic()
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
 
     import headless
 
@@ -54,7 +61,7 @@ def main() -> None:
 
     if args.style not in world.STYLES:
         sys.exit(f"[SurgUn demo] unknown style {args.style!r}; the toy world has {', '.join(world.STYLES)}")
-    bench = erasure.Bench(erasure.Settings(eval_target_per_prompt=4, eval_other_per_prompt=1), args.weights or None)
+    bench = erasure.Bench(erasure.Settings(eval_target_per_prompt=4, eval_other_per_prompt=1, eval_other_stride=2), args.weights or None)
     chosen = bench.choose_distractors("style", args.style)["names"]
     targets = [world.prompt_for(o, args.style) for o in world.OBJECTS]
     distractors = [world.prompt_for(o, d) for d in chosen for o in world.OBJECTS]
@@ -78,15 +85,15 @@ def main() -> None:
         "up": {"class_type": "ImageScaleBy", "inputs": {"image": ["cmp", 0], "upscale_method": "nearest-exact", "scale_by": 4.0}},
         "sv": {"class_type": "SaveImage", "inputs": {"images": ["up", 0], "filename_prefix": "surgun_demo_grid"}},
     }
-    print(f"[SurgUn demo] erasing '{args.style}' style; distractor styles {chosen}; "
-          "graph SurgUnToyCanvasLoader -> SurgUnTrain -> SurgUnEraseRetainCompare -> SaveImage", flush=True)
+    log.info(f"[SurgUn demo] erasing '{args.style}' style; distractor styles {chosen}; "
+          "graph SurgUnToyCanvasLoader -> SurgUnTrain -> SurgUnEraseRetainCompare -> SaveImage")
     res = comfy.run(graph)
     if not res.success:
         sys.exit(f"[SurgUn demo] the graph failed: {res.error_text()}")
     erased, weights = res.outputs["tr"][0][0], res.outputs["tr"][1][0]
     scores = json.loads(res.outputs["cmp"][1][0])
 
-    print("[SurgUn demo] scoring before/after with the toy canvas classifier", flush=True)
+    log.info("[SurgUn demo] scoring before/after with the toy canvas classifier")
     before = bench.evaluate(bench.model, "style", args.style)
     after = bench.evaluate(erased, "style", args.style)
 
@@ -104,11 +111,11 @@ def main() -> None:
         "wall_s": round(time.monotonic() - t0, 1),
     }
     (args.out / "numbers.json").write_text(json.dumps(numbers, indent=2))
-    print(f"  UA  (target images not '{args.style}'): {before['UA']:.3f} -> {after['UA']:.3f}  ({before['n_target_images']} images)")
-    print(f"  IRA (other styles kept):            {before['IRA']:.3f} -> {after['IRA']:.3f}  ({before['n_other_images']} images)")
-    print(f"  CRA (objects kept, other prompts):  {before['CRA']:.3f} -> {after['CRA']:.3f}")
-    print(f"  objects kept on the target prompts: {before['cra_on_target']:.3f} -> {after['cra_on_target']:.3f}")
-    print(f"[SurgUn demo] wrote {args.out}/grid.png, numbers.json and {Path(weights.path).name} in {numbers['wall_s']} s")
+    log.info(f"[SurgUn demo]   UA  (target images not '{args.style}'): {before['UA']:.3f} -> {after['UA']:.3f}  ({before['n_target_images']} images)")
+    log.info(f"[SurgUn demo]   IRA (other styles kept):            {before['IRA']:.3f} -> {after['IRA']:.3f}  ({before['n_other_images']} images)")
+    log.info(f"[SurgUn demo]   CRA (objects kept, other prompts):  {before['CRA']:.3f} -> {after['CRA']:.3f}")
+    log.info(f"[SurgUn demo]   objects kept on the target prompts: {before['cra_on_target']:.3f} -> {after['cra_on_target']:.3f}")
+    log.info(f"[SurgUn demo] wrote {args.out}/grid.png, numbers.json and {Path(weights.path).name} in {numbers['wall_s']} s")
 
 
 if __name__ == "__main__":
