@@ -39,7 +39,6 @@ import torch
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 RESULTS = REPO / "benchmarks" / "results"
-sys.path.insert(0, str(REPO / "scripts"))
 TARGETS_FILE = HERE / "targets.txt"
 log = logging.getLogger("surgun.bench.toy_canvas")
 METHOD_ORDER = ["surgun", "surgun_no_distractor", "surgun_one_distractor", "esd_x", "ga", "ca"]
@@ -98,21 +97,32 @@ def read_targets(spec: str | None) -> list[tuple[str, str]]:
     return out
 
 
+def first_per_kind(targets: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The first style and the first object of ``targets`` (those present)."""
+    return [next(t for t in targets if t[0] == kind) for kind in ("style", "object") if any(t[0] == kind for t in targets)]
+
+
+def grid_name(kind: str, name: str) -> str:
+    return f"toy_canvas_grid_{kind}_{name}.png"
+
+
 def harmonic(*xs: float) -> float:
     return 0.0 if any(x <= 0 for x in xs) else len(xs) / sum(1 / x for x in xs)
 
 
 class Bench:
     def __init__(self, settings: Settings, weights: str | None = None):
+        if str(REPO / "scripts") not in sys.path:
+            sys.path.insert(0, str(REPO / "scripts"))
         import headless
 
         self.s = settings
         self.comfy = headless.start()
         from . import classifier as cls_mod
-        from . import constants, world
+        from . import constants, gate, world
         from .model import load_toy_canvas
 
-        self.world, self.constants, self.cls_mod = world, constants, cls_mod
+        self.world, self.constants, self.cls_mod, self.gate = world, constants, cls_mod, gate
         with torch.inference_mode():
             self.model, self.clip, self.vae = load_toy_canvas(weights) if weights else load_toy_canvas()
         self.classifier = cls_mod.load_classifier()
@@ -127,35 +137,21 @@ class Bench:
         shape = self.bridge.latent_shape_for(self.model, constants.WIDTH)
         self.bank = self.bridge.PromptBank(self.clip, self.model, shape, torch.device("cpu"))
         self.step_times: dict[str, list[float]] = {}
-        self.all_targets: list[tuple[str, str]] = []
+        self.grid_targets: set[tuple[str, str]] = set()
+        """Targets that get a before/after PNG grid."""
         self.grid_dir: Path = RESULTS
         self.progress_path: Path | None = None
 
     # ---------------------------------------------------------------- sampling
     def sample(self, model, prompts: list[str], seed: int, contexts: dict | None = None) -> torch.Tensor:
-        """Latents for ``prompts`` (one each) with the shipped sampler settings, batched;
+        """Latents for ``prompts`` (one each) with the shipped sampler settings (the gate's sampler);
         ``contexts`` maps a prompt to a replacement cross-attention context (the attack)."""
-        import comfy.sample
-
-        c = self.constants
-        negative = self.bank.conditioning(c.NEGATIVE_PROMPT)
-        out = []
-        for ci, start in enumerate(range(0, len(prompts), 128)):
-            chunk = prompts[start:start + 128]
-            conds = []
-            for p in chunk:
-                cond, extra = self.bank.conditioning(p)[0]
-                if contexts and p in contexts:
-                    cond = contexts[p]
-                conds.append((cond, extra))
-            positive = [[torch.cat([x[0] for x in conds]), {k: (torch.cat([x[1][k] for x in conds]) if torch.is_tensor(v) else v)
-                                                              for k, v in conds[0][1].items()}]]
-            latent = torch.zeros((len(chunk), *self.bank.latent_shape))
-            noise = comfy.sample.prepare_noise(latent, seed + ci)
-            with torch.inference_mode():
-                out.append(comfy.sample.sample(model, noise, c.STEPS, c.CFG, c.SAMPLER_NAME, c.SCHEDULER, positive, negative,
-                                               latent, seed=seed + ci, disable_pbar=True).float().cpu())
-        return torch.cat(out)
+        conds = {}
+        for p in dict.fromkeys(prompts):
+            cond, extra = self.bank.conditioning(p)[0]
+            conds[p] = [[contexts[p] if contexts and p in contexts else cond, extra]]
+        with torch.inference_mode():
+            return self.gate.sample_latents(model, conds, self.bank.conditioning(self.constants.NEGATIVE_PROMPT), prompts, seed)
 
     def classify(self, latents: torch.Tensor) -> dict:
         with torch.inference_mode():
@@ -201,6 +197,13 @@ class Bench:
                 use_pool=False)
         return {"names": chosen.names, "sim_to_target": chosen.sim_to_target}
 
+    @staticmethod
+    def swap(prompt: str, kind: str, name: str, other: str) -> str:
+        """``prompt`` with the concept ``name`` replaced by ``other`` (the other attribute kept)."""
+        if kind == "style":
+            return prompt.replace(f" in {name} style", f" in {other} style")
+        return prompt.replace(f"a {name} in", f"a {other} in")
+
     def groups(self, method, kind: str, name: str, chosen: list[str], samples: dict) -> list:
         """One training group per target prompt: its distractors are the same prompt with the
         distractor concept swapped in (so the other attribute is shared), its retain prompts are
@@ -210,9 +213,7 @@ class Bench:
         blocked = {name, *chosen}
         retain_prompts = [w.prompt_for(o, s) for o in w.OBJECTS for s in w.STYLES if o not in blocked and s not in blocked]
         for p in self.prompts_of(kind, name):
-            attr = p  # "a {object} in {style} style"
-            swap = {d: (attr.replace(f" in {name} style", f" in {d} style") if kind == "style" else attr.replace(f"a {name} in", f"a {d} in"))
-                    for d in chosen}
+            swap = {d: self.swap(p, kind, name, d) for d in chosen}
             distractors = {swap[d]: samples[swap[d]] for d in chosen}
             retain = {r: samples[r] for r in retain_prompts}
             md = self.methods.method_data(method, p, samples[p], distractors, retain, anchor=swap[chosen[0]],
@@ -290,12 +291,11 @@ class Bench:
         lb = self.comfy.node_module("SurgUnBlockLocalizer", "localize_bridge")
         localize = self.comfy.pack_module("surgun_core.localize")
         p = self.prompts_of(kind, name)[0]
-        swap = lambda d: p.replace(f" in {name} style", f" in {d} style") if kind == "style" else p.replace(f"a {name} in", f"a {d} in")  # noqa: E731
         w = self.world
         retain = tuple(w.prompt_for(o, st) for o, st in [(w.OBJECTS[i], w.STYLES[(i * 3 + 1) % 8]) for i in range(8)]
                        if o != name and st != name and st not in chosen and o not in chosen)[:4]
         req = lb.LocalizeRequest(
-            target=p, distractors=tuple(swap(d) for d in chosen), retain=retain, granularity="attention", max_blocks=0,
+            target=p, distractors=tuple(self.swap(p, kind, name, d) for d in chosen), retain=retain, granularity="attention", max_blocks=0,
             probe_steps=self.s.localize_probe_steps, probe_lr=1e-3, select=localize.SelectConfig(keep=self.s.localize_keep),
             images_per_prompt=self.s.localize_images_per_prompt, render_steps=self.constants.STEPS, render_size=self.constants.WIDTH, render_cfg=self.constants.CFG,
             seed=5)
@@ -362,10 +362,9 @@ def run_targets(bench: "Bench", targets: list[tuple[str, str]]) -> dict:
     sampling_s = time.perf_counter() - t0
 
     runs, baselines = [], {}
-    grid_targets = {k: f"{k}:{n}" for k, n in reversed(bench.all_targets)} if s.grids else {}
     grid_lr = s.lrs[len(s.lrs) // 2]
     for kind, name in targets:
-        rows = {"untouched": bench.grid_row(bench.model, kind, name)} if grid_targets.get(kind) == f"{kind}:{name}" else None
+        rows = {"untouched": bench.grid_row(bench.model, kind, name)} if (kind, name) in bench.grid_targets else None
         chosen = bench.choose_distractors(kind, name)
         base = bench.evaluate(bench.model, kind, name)
         base.update(bench.attack(bench.model, kind, name, samples))
@@ -399,7 +398,7 @@ def run_targets(bench: "Bench", targets: list[tuple[str, str]]) -> dict:
                     log.info(f"[SurgUn]   {label:22s} lr {lr:.0e} seed {seed}: UA {m['UA']:.3f} IRA {m['IRA']:.3f} CRA {m['CRA']:.3f} H {m['H']:.3f}"
                           + (f" rec@{s.attack_steps[-1]} {m.get(f'recovered@{s.attack_steps[-1]}', float('nan')):.3f}" if s.attack_steps else ""))
         if rows is not None:
-            path = bench.grid_dir / f"toy_canvas_grid_{kind}_{name}.png"
+            path = bench.grid_dir / grid_name(kind, name)
             save_grid(rows, path, f"{kind} '{name}': 8 target prompts | 4 retain prompts; lr {grid_lr:.0e}, seed {s.seeds[0]}")
             log.info(f"[SurgUn]   grid -> {path}")
     return {"runs": runs, "untouched": baselines, "step_times": bench.step_times, "training_samples_s": round(sampling_s, 1)}
@@ -474,17 +473,17 @@ def main(argv=None) -> None:
     args.out = args.out or (RESULTS / "quick" if s.quick else RESULTS)
     targets = read_targets(args.targets)
     if s.quick and not args.targets:  # the first style and the first object of the list
-        targets = [next(t for t in targets if t[0] == kind) for kind in ("style", "object")]
-    all_targets = read_targets(args.all_targets) if args.all_targets else targets
+        targets = first_per_kind(targets)
+    grid_targets = set(first_per_kind(read_targets(args.all_targets) if args.all_targets else targets)) if s.grids else set()
     if args.part:  # a worker: its share of the targets, no gate, no report
         bench = Bench(s, args.weights)
-        bench.all_targets, bench.grid_dir = all_targets, args.out
+        bench.grid_targets, bench.grid_dir = grid_targets, args.out
         bench.progress_path = args.part.with_suffix(".jsonl")
         args.part.write_text(json.dumps(run_targets(bench, targets)))
         return
     t_start = time.perf_counter()
     bench = Bench(s, args.weights)
-    bench.all_targets, bench.grid_dir = all_targets, args.out
+    bench.grid_targets, bench.grid_dir = grid_targets, args.out
     from . import gate
 
     t0 = time.perf_counter()
@@ -535,8 +534,7 @@ def main(argv=None) -> None:
         "trained_layers": bench.modules, "training_samples_s": max(p["training_samples_s"] for p in parts),
         "untouched": baselines, "runs": runs, "summary": table, "jobs": args.jobs,
         "step_cost_s": step_cost, "step_cost_ratio_to_surgun": {m: (v / ref if ref else None) for m, v in step_cost.items()},
-        "grids": sorted(f.name for f in args.out.glob("toy_canvas_grid_*.png")
-                        if f.stem.split("_", 3)[-1].replace("_", ":", 1) in {f"{k}:{n}" for k, n in targets}),
+        "grids": [grid_name(k, n) for k, n in first_per_kind(targets) if (k, n) in grid_targets and (args.out / grid_name(k, n)).exists()],
         "wall_s": round(time.perf_counter() - t_start, 1),
     }
     args.out.mkdir(parents=True, exist_ok=True)
@@ -554,7 +552,8 @@ def best_by_h(report: dict) -> dict:
     out: dict = {}
     for key, d in report["summary"].items():
         m, lr, kind = key.split("|")
-        if "H" in d and (kind, m) not in out or "H" in d and d["H"]["mean"] > out[(kind, m)][1]["H"]["mean"]:
+        best = out.get((kind, m))
+        if "H" in d and (best is None or d["H"]["mean"] > best[1]["H"]["mean"]):
             out[(kind, m)] = (float(lr), d)
     return out
 
@@ -609,7 +608,8 @@ def markdown(report: dict) -> str:
         for t, info in loc.items():
             lines.append(f"| {t} | {', '.join(b.replace('.transformer_blocks.0', '') for b in info['blocks'])} | {info['wall_s']} |")
     lines += ["", "Time per training step (s) and ratio to SurgUn, same layers: " + ", ".join(
-        f"{m} {v:.3f} s ({report['step_cost_ratio_to_surgun'][m]:.2f}x)" for m, v in report["step_cost_s"].items())]
+        f"{m} {v:.3f} s" + (f" ({ratio:.2f}x)" if (ratio := report["step_cost_ratio_to_surgun"].get(m)) is not None else "")
+        for m, v in report["step_cost_s"].items())]
     for g in report.get("grids", []):
         lines += ["", f"![{g}]({g})"]
     return "\n".join(lines) + "\n"

@@ -14,7 +14,7 @@ import json
 import logging
 import sys
 import time
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Mapping, Optional, Sequence
 
 import torch
 
@@ -36,40 +36,43 @@ def encode_prompt(clip, text: str):
 
 def _batched_conditioning(conds: Sequence[list]) -> list:
     """Stack single-prompt conditionings (each [[cond (1,77,C), {...}]]) into one
-    conditioning whose batch matches the latent batch."""
+    conditioning whose batch matches the latent batch (tensor extras such as
+    ``pooled_output`` are stacked too, other extras come from the first)."""
     c = torch.cat([x[0][0] for x in conds], dim=0)
-    extra = dict(conds[0][0][1])
-    if extra.get("pooled_output") is not None:
-        extra["pooled_output"] = torch.cat([x[0][1]["pooled_output"] for x in conds], dim=0)
+    extra = {k: torch.cat([x[0][1][k] for x in conds], dim=0) if torch.is_tensor(v) else v for k, v in conds[0][0][1].items()}
     return [[c, extra]]
 
 
 @torch.no_grad()
-def sample_prompts(model_patcher, clip, vae, prompts: Sequence[str], seed: int,
+def sample_latents(model_patcher, conds: Mapping[str, list], negative: list, prompts: Sequence[str], seed: int,
                    sampler_name: str = constants.SAMPLER_NAME, scheduler: str = constants.SCHEDULER,
-                   steps: int = constants.STEPS, cfg: float = constants.CFG,
-                   negative_prompt: str = constants.NEGATIVE_PROMPT, batch_size: int = 128,
+                   steps: int = constants.STEPS, cfg: float = constants.CFG, batch_size: int = 128,
                    size: int = constants.WIDTH) -> torch.Tensor:
-    """Sample one image per prompt (repeat prompts for more) with
-    ``comfy.sample.sample``; noise comes from ``comfy.sample.prepare_noise``
-    with ``seed + chunk index``. Returns a ComfyUI IMAGE (B, H, W, 3)."""
+    """One sample per entry of ``prompts`` (repeat prompts for more), conditioned by ``conds[prompt]``,
+    through ``comfy.sample.sample`` in chunks of ``batch_size``; noise comes from
+    ``comfy.sample.prepare_noise`` with ``seed + chunk index``. Returns the latents."""
     ensure_comfy()
     import comfy.sample
 
-    cache: Dict[str, list] = {}
-    for p in set(prompts):
-        cache[p] = encode_prompt(clip, p)
-    negative = encode_prompt(clip, negative_prompt)
-    images = []
+    out = []
     for ci, start in enumerate(range(0, len(prompts), batch_size)):
         chunk = list(prompts[start:start + batch_size])
         latent = torch.zeros(len(chunk), 3, size, size)
         noise = comfy.sample.prepare_noise(latent, seed + ci)
-        positive = _batched_conditioning([cache[p] for p in chunk])
-        samples = comfy.sample.sample(model_patcher, noise, steps, cfg, sampler_name, scheduler, positive, negative,
-                                      latent, denoise=1.0, seed=seed + ci, disable_pbar=True)
-        images.append(vae.decode(samples).float().cpu())
-    return torch.cat(images, dim=0)
+        positive = _batched_conditioning([conds[p] for p in chunk])
+        out.append(comfy.sample.sample(model_patcher, noise, steps, cfg, sampler_name, scheduler, positive, negative,
+                                       latent, denoise=1.0, seed=seed + ci, disable_pbar=True).float().cpu())
+    return torch.cat(out, dim=0)
+
+
+@torch.no_grad()
+def sample_prompts(model_patcher, clip, vae, prompts: Sequence[str], seed: int,
+                   negative_prompt: str = constants.NEGATIVE_PROMPT, **sampler_kwargs) -> torch.Tensor:
+    """Sample one image per prompt (repeat prompts for more) with the shipped
+    settings (see :func:`sample_latents`). Returns a ComfyUI IMAGE (B, H, W, 3)."""
+    conds = {p: encode_prompt(clip, p) for p in set(prompts)}
+    latents = sample_latents(model_patcher, conds, encode_prompt(clip, negative_prompt), prompts, seed, **sampler_kwargs)
+    return vae.decode(latents).float().cpu()
 
 
 def run_gate(model_patcher, clip, vae, classifier_model=None, images_per_prompt: int = constants.GATE_IMAGES_PER_PROMPT,

@@ -60,3 +60,28 @@ def test_read_targets_ignores_comments_with_commas(tmp_path):
     assert erasure.read_targets(str(f)) == [("style", "dots"), ("object", "star"), ("object", "ring")]
     with pytest.raises(SystemExit, match="kind:name"):
         erasure.read_targets("colour:red")
+
+
+def test_first_per_kind_and_best_lr():
+    targets = [("object", "star"), ("style", "dots"), ("object", "ring"), ("style", "neon")]
+    assert erasure.first_per_kind(targets) == [("style", "dots"), ("object", "star")]
+    assert erasure.first_per_kind([("object", "ring")]) == [("object", "ring")]
+    h = lambda v: {"H": {"mean": v, "sd": 0.0, "n": 2}}  # noqa: E731
+    report = {"summary": {"ga|0.0003|style": h(0.2), "ga|0.001|style": h(0.9), "ga|0.003|style": h(0.5),
+                          "ca|0.001|object": h(0.4)}}
+    best = erasure.best_by_h(report)
+    assert best[("style", "ga")][0] == 0.001 and best[("object", "ca")][0] == 0.001
+    assert set(best) == {("style", "ga"), ("object", "ca")}
+
+
+def test_markdown_without_surgun_in_the_methods():
+    row = {"UA": 1.0, "IRA": 0.5, "CRA": 1.0, "H": 0.75, "n_target_images": 16, "n_other_images": 14,
+           "target": "style:dots", "kind": "style", "method": "ga", "lr": 1e-3, "seed": 0}
+    report = {"settings": {"quick": False, "steps": 2, "lrs": [1e-3], "seeds": [0], "attack_steps": []},
+              "targets": ["style:dots"], "gate": {"object_accuracy": 0.97, "style_accuracy": 1.0, "n_images": 64},
+              "trained_layers": ["a", "b"], "runs": [row], "summary": {"ga|0.001|style": erasure.summarise([row])},
+              "untouched": {"style:dots": {"UA": 0.0, "IRA": 1.0, "CRA": 1.0, "distractors": {"names": ["noise"]}}},
+              "step_cost_s": {"ga": 0.25}, "step_cost_ratio_to_surgun": {"ga": None}, "wall_s": 1.0}
+    md = erasure.markdown(report)
+    assert "| ga | 1e-03 | style | 1.000 (0.000) | 0.500 (0.000) |" in md
+    assert "ga 0.250 s" in md and "x)" not in md.split("Time per training step")[1]
