@@ -25,8 +25,6 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "scripts"))
 sys.path.insert(0, str(REPO / "tests" / "fixtures" / "custom_nodes" / "surgun_test_nodes"))
 
 K = 8
@@ -37,7 +35,7 @@ RANDOM_DRAWS = 20
 def main() -> None:
     import headless
 
-    comfy_env = headless.start()
+    headless.start()
     import torch
 
     import comfy.sd
@@ -45,10 +43,10 @@ def main() -> None:
     import comfy.supported_models_base
     import tiny
 
-    from surgun_core.init import reinit_
+    from model_init import reinit_
+    from surgun_pack.surgun_comfy import text_embed
+    from surgun_pack.surgun_core import distractors as dist
 
-    text_embed = comfy_env.node_module("SurgUnDistractorBuilder", "text_embed")
-    dist = comfy_env.pack_module("surgun_core.distractors")
     DistractorParams, EmbeddingCache, admissible_mask = dist.DistractorParams, dist.EmbeddingCache, dist.admissible_mask
     apply_template, build_distractor_set, load_pool = dist.apply_template, dist.build_distractor_set, dist.load_pool
     mean_pairwise_distance = dist.mean_pairwise_distance

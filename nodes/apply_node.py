@@ -6,7 +6,7 @@ from comfy_api.latest import io
 
 from ..surgun_core.errors import SurgUnError
 from ..surgun_core.weights import load_erased_weights
-from .erase import apply_erased
+from ..surgun_comfy.apply import apply_erased
 from .sockets import ErasedWeightsSocket
 
 NONE = "(none: use the erased_weights input)"
@@ -42,7 +42,8 @@ class SurgUnApplyErasedWeights(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, model, weights_file, strength, erased_weights=None) -> io.NodeOutput:
+    def execute(cls, model: io.Model.Type, weights_file: str, strength: float,
+                erased_weights: ErasedWeightsSocket.Type | None = None) -> io.NodeOutput:
         if erased_weights is None:
             if weights_file in (None, "", NONE):
                 raise SurgUnError(

@@ -4,27 +4,11 @@ from __future__ import annotations
 
 import json
 
-import torch
 from comfy_api.latest import io, ui
 
-from ..surgun_core.errors import SurgUnError
-from ..surgun_core.scores import erase_score, retain_score
-from .bridge import PromptBank, decode_images, image_embedder, latent_shape_for, plan_batches, sample_prompts
-from .erase import split_lines
-from .families import detect_family
-from .progress import NodeProgress
+from ..surgun_comfy.compare import CompareRequest, compare
+from .inputs import resolve_distractors, split_lines
 from .sockets import DistractorsSocket
-
-
-def grid(rows: list[torch.Tensor]) -> torch.Tensor:
-    """Rows of IMAGE batches (same size) -> one IMAGE ``[1, H*rows, W*cols, 3]``."""
-    cols = max(r.shape[0] for r in rows)
-    h, w = rows[0].shape[1:3]
-    out = torch.ones((len(rows) * h, cols * w, 3))
-    for i, r in enumerate(rows):
-        for j in range(r.shape[0]):
-            out[i * h:(i + 1) * h, j * w:(j + 1) * w] = r[j]
-    return out.unsqueeze(0)
 
 
 class SurgUnEraseRetainCompare(io.ComfyNode):
@@ -66,43 +50,27 @@ class SurgUnEraseRetainCompare(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, original, erased, clip, vae, target, retain_prompts, distractors, images_per_prompt, steps, size,
-                cfg, seed, clip_vision=None, distractor_set=None) -> io.NodeOutput:
-        distractor_prompts = split_lines(distractors)
-        if distractor_set is not None:
-            distractor_prompts = tuple(distractor_set.prompts)
-            target = (target or "").strip() or distractor_set.target_prompt
-        target = (target or "").strip()
-        if not target:
-            raise SurgUnError("[SurgUn] target is empty. Type the prompt of the erased concept.")
-        family = detect_family(original)
-        if detect_family(erased).id != family.id:
-            raise SurgUnError(f"[SurgUn] original ({family.name}) and erased ({detect_family(erased).name}) are different model families.")
-        retain = split_lines(retain_prompts)
-        bank = PromptBank(clip, original, latent_shape_for(original, size), original.load_device)
-        # identical batches (hence identical noise) before and after
-        shown = plan_batches(bank, [target, *retain], images_per_prompt)
-        others = plan_batches(bank, distractor_prompts, images_per_prompt) if distractor_prompts else []
-        progress = NodeProgress((2 * len(shown) + len(others)) * steps, cls.hidden.unique_id)
-
-        def render(model, batches, batch_seed) -> dict:
-            lat = sample_prompts(model, bank, batches, images_per_prompt, steps, cfg, batch_seed,
-                                 family.arch.sampler, family.arch.scheduler, on_step=progress.tick)
-            return {p: decode_images(vae, x) for p, x in lat.items()}
-
-        embed, embed_name = image_embedder(clip_vision)
-        before, after = render(original, shown, seed), render(erased, shown, seed)
-        d_emb = torch.cat([embed(x) for x in render(original, others, seed + 1000).values()]) if others else None
-        scores = {"embedding": embed_name, "target": target,
-                  **erase_score(embed(after[target]), embed(before[target]), d_emb), "retain_prompts": {}}
-        rows = [before[target], after[target]]
-        for r in retain:
-            b, a = before[r], after[r]
-            scores["retain_prompts"][r] = retain_score(embed(a), embed(b), a, b)
-            rows += [b, a]
-        if retain:
-            per = scores["retain_prompts"].values()
-            scores["retain"] = sum(p["retain"] for p in per) / len(retain)
+    def execute(
+        cls,
+        original: io.Model.Type,
+        erased: io.Model.Type,
+        clip: io.Clip.Type,
+        vae: io.Vae.Type,
+        target: str,
+        retain_prompts: str,
+        distractors: str,
+        images_per_prompt: int,
+        steps: int,
+        size: int,
+        cfg: float,
+        seed: int,
+        clip_vision: io.ClipVision.Type | None = None,
+        distractor_set: DistractorsSocket.Type | None = None,
+    ) -> io.NodeOutput:
+        target, distractor_prompts, _ = resolve_distractors(target, distractors, distractor_set)
+        request = CompareRequest(target=target, retain=split_lines(retain_prompts), distractors=distractor_prompts,
+                                 images_per_prompt=images_per_prompt, steps=steps, size=size, cfg=cfg, seed=seed)
+        image, scores = compare(original, erased, clip, vae, clip_vision, request, node_id=cls.hidden.unique_id)
         text = json.dumps(scores, indent=1)
-        summary = f"erase {scores['erase']:.4f}" + (f", retain {scores['retain']:.4f}" if retain else "") + f" ({embed_name})"
-        return io.NodeOutput(grid(rows), text, ui=ui.PreviewText(summary))
+        summary = f"erase {scores['erase']:.4f}" + (f", retain {scores['retain']:.4f}" if "retain" in scores else "") + f" ({scores['embedding']})"
+        return io.NodeOutput(image, text, ui=ui.PreviewText(summary))

@@ -5,10 +5,10 @@ from __future__ import annotations
 from comfy_api.latest import io, ui
 
 from ..surgun_core.distractors import KINDS, DistractorParams, build_distractor_set, load_pool
-from .erase import split_lines
-from .progress import NodeProgress
+from ..surgun_comfy.progress import NodeProgress
+from ..surgun_comfy.text_embed import CACHE, cached_embedder
+from .inputs import split_lines
 from .sockets import DistractorsSocket
-from .text_embed import CACHE, cached_embedder
 
 
 class SurgUnDistractorBuilder(io.ComfyNode):
@@ -57,10 +57,9 @@ class SurgUnDistractorBuilder(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, clip, target, kind, k, seed, use_pool, candidates, protected,
-                exclude_quantile=0.98, band_quantile=0.5) -> io.NodeOutput:
+    def execute(cls, clip: io.Clip.Type, target: str, kind: str, k: int, seed: int, use_pool: bool, candidates: str,
+                protected: str, exclude_quantile: float = 0.98, band_quantile: float = 0.5) -> io.NodeOutput:
         params = DistractorParams(k=k, exclude_quantile=exclude_quantile, band_quantile=band_quantile, seed=seed)
-        params.validate()
         pool_size = len(load_pool(kind).entries) if use_pool and kind in KINDS else 0
         extra = split_lines(candidates)
         progress = NodeProgress(pool_size + len(extra) + 1, cls.hidden.unique_id)

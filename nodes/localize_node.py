@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from comfy_api.latest import io, ui
 
+from ..surgun_comfy.localize import LocalizeRequest, run_localizer
 from ..surgun_core.localize import SelectConfig, report_image
 from ..surgun_core.objective import CompetitionWeights
-from .erase import split_lines
-from .localize_bridge import LocalizeRequest, run_localizer
+from .inputs import resolve_distractors, split_lines
 from .sockets import BlocksSocket, DistractorsSocket
 
 
@@ -69,16 +69,33 @@ class SurgUnBlockLocalizer(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, model, clip, vae, target, distractors, retain_prompts, granularity, probe_steps, probe_lr, keep,
-                erase_quantile, erase_threshold, images_per_prompt, render_steps, render_size, render_cfg, max_blocks, seed,
-                block_filter="", clip_vision=None, distractor_set=None) -> io.NodeOutput:
-        distractor_prompts = split_lines(distractors)
-        if distractor_set is not None:
-            distractor_prompts = tuple(distractor_set.prompts)
-            if not (target or "").strip():
-                target = distractor_set.target_prompt
+    def execute(
+        cls,
+        model: io.Model.Type,
+        clip: io.Clip.Type,
+        vae: io.Vae.Type,
+        target: str,
+        distractors: str,
+        retain_prompts: str,
+        granularity: str,
+        probe_steps: int,
+        probe_lr: float,
+        keep: int,
+        erase_quantile: float,
+        erase_threshold: float,
+        images_per_prompt: int,
+        render_steps: int,
+        render_size: int,
+        render_cfg: float,
+        max_blocks: int,
+        seed: int,
+        block_filter: str = "",
+        clip_vision: io.ClipVision.Type | None = None,
+        distractor_set: DistractorsSocket.Type | None = None,
+    ) -> io.NodeOutput:
+        target, distractor_prompts, _ = resolve_distractors(target, distractors, distractor_set)
         request = LocalizeRequest(
-            target=(target or "").strip(), distractors=distractor_prompts, retain=split_lines(retain_prompts),
+            target=target, distractors=distractor_prompts, retain=split_lines(retain_prompts),
             granularity=granularity, block_filter=block_filter or "", max_blocks=max_blocks,
             probe_steps=probe_steps, probe_lr=probe_lr, weights=CompetitionWeights(),
             select=SelectConfig(keep=keep, erase_quantile=erase_quantile, erase_threshold=None if erase_threshold < 0 else erase_threshold),

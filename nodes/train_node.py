@@ -3,32 +3,19 @@
 from __future__ import annotations
 
 import logging
-import os
 
 from comfy_api.latest import io, ui
 
+from ..surgun_comfy.apply import apply_erased, output_path
+from ..surgun_comfy.erase import EraseRequest, erase_concept, summary
+from ..surgun_comfy.families import PRESETS
 from ..surgun_core.objective import CompetitionWeights
 from ..surgun_core.train import TrainConfig
 from ..surgun_core.weights import save_erased_weights
-from .erase import EraseRequest, apply_erased, erase_concept, split_lines
-from .families import PRESETS
+from .inputs import resolve_distractors, split_lines
 from .sockets import BlocksSocket, DistractorsSocket, ErasedWeightsSocket
 
 log = logging.getLogger("SurgUn")
-
-
-def output_path(prefix: str) -> str:
-    """Next free ``models/loras/<prefix>_NNNNN.safetensors`` (ComfyUI's own counter scheme)."""
-    import folder_paths
-
-    loras_dir = folder_paths.get_folder_paths("loras")[0]
-    folder, name, counter, _, _ = folder_paths.get_save_image_path(prefix, loras_dir)
-    os.makedirs(folder, exist_ok=True)
-    while True:
-        path = os.path.join(folder, f"{name}_{counter:05}.safetensors")
-        if not os.path.exists(path):
-            return path
-        counter += 1
 
 
 class SurgUnTrain(io.ComfyNode):
@@ -109,23 +96,39 @@ class SurgUnTrain(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, model, clip, target, distractors, retain_prompts, blocks, block_pattern, steps, learning_rate,
-                ascent_weight, distractor_weight, retain_weight, ascent_cap, seed, sample_size, sample_steps,
-                samples_per_prompt, sample_cfg, filename_prefix, distractors_per_step=2, max_grad_norm=1.0,
-                gradient_checkpointing=True, distractor_set=None, block_set=None) -> io.NodeOutput:
-        extra = {}
-        distractor_prompts = split_lines(distractors)
-        if distractor_set is not None:
-            distractor_prompts = tuple(distractor_set.prompts)
-            extra["distractor_builder"] = distractor_set.metadata()
-            if not (target or "").strip():
-                target = distractor_set.target_prompt
-        chosen_blocks = ()
+    def execute(
+        cls,
+        model: io.Model.Type,
+        clip: io.Clip.Type,
+        target: str,
+        distractors: str,
+        retain_prompts: str,
+        blocks: str,
+        block_pattern: str,
+        steps: int,
+        learning_rate: float,
+        ascent_weight: float,
+        distractor_weight: float,
+        retain_weight: float,
+        ascent_cap: float,
+        seed: int,
+        sample_size: int,
+        sample_steps: int,
+        samples_per_prompt: int,
+        sample_cfg: float,
+        filename_prefix: str,
+        distractors_per_step: int = 2,
+        max_grad_norm: float = 1.0,
+        gradient_checkpointing: bool = True,
+        distractor_set: DistractorsSocket.Type | None = None,
+        block_set: BlocksSocket.Type | None = None,
+    ) -> io.NodeOutput:
+        target, distractor_prompts, builder = resolve_distractors(target, distractors, distractor_set)
+        extra = {"distractor_builder": builder} if builder else {}
         if block_set is not None:
-            chosen_blocks = tuple(block_set.names)
             extra["block_localizer"] = block_set.metadata()
         request = EraseRequest(
-            target=target or "",
+            targets=split_lines(target),
             distractors=distractor_prompts,
             retain=split_lines(retain_prompts),
             train=TrainConfig(
@@ -134,7 +137,7 @@ class SurgUnTrain(io.ComfyNode):
                 ascent_cap=ascent_cap, distractors_per_step=distractors_per_step,
                 max_grad_norm=max_grad_norm, seed=seed,
             ),
-            block_preset=blocks, block_pattern=block_pattern, blocks=chosen_blocks,
+            block_preset=blocks, block_pattern=block_pattern, blocks=tuple(block_set.names) if block_set is not None else (),
             sample_size=sample_size, sample_steps=sample_steps, samples_per_prompt=samples_per_prompt,
             sample_cfg=sample_cfg, gradient_checkpointing=gradient_checkpointing, extra_metadata=extra,
         )
@@ -143,10 +146,4 @@ class SurgUnTrain(io.ComfyNode):
         if filename_prefix and filename_prefix.strip():
             path = save_erased_weights(output_path(filename_prefix.strip()), weights)
             log.info("[SurgUn] saved erased weights to %s", path)
-        final = result.history[-1]
-        summary = (
-            f"erased {request.targets[0]!r}{f' (+{len(request.targets) - 1} phrasings)' if len(request.targets) > 1 else ''}: {len(weights.deltas)} layers, {weights.num_params():,} weights, "
-            f"{steps} steps, final loss {final['loss']:.4f}"
-            + (f"\nsaved {os.path.basename(weights.path)}" if weights.path else "\nnot saved (empty filename_prefix)")
-        )
-        return io.NodeOutput(erased, weights, ui=ui.PreviewText(summary))
+        return io.NodeOutput(erased, weights, ui=ui.PreviewText(summary(request, weights, result)))

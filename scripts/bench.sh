@@ -2,14 +2,11 @@
 # Run a benchmark in the cached environment (results go to benchmarks/results/):
 #   scripts/bench.sh distractors            -> benchmarks/distractors.py
 #   scripts/bench.sh localizer              -> benchmarks/localizer.py
-#   scripts/bench.sh toy_canvas.erasure     -> python -m benchmarks.toy_canvas.erasure
+#   scripts/bench.sh toy_canvas.erasure     -> benchmarks/toy_canvas/erasure.py
 # Extra arguments go to the benchmark (e.g. --quick).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 name=${1:?usage: scripts/bench.sh NAME [args]}; shift
 cd "$SURGUN_ROOT"
-if [ -f "benchmarks/$name.py" ]; then
-  exec "$SURGUN_PY" "benchmarks/$name.py" "$@"
-fi
-exec "$SURGUN_PY" -m "benchmarks.$name" "$@"
+exec "$SURGUN_PY" "$SURGUN_ROOT/scripts/bench.py" "$name" "$@"

@@ -29,7 +29,6 @@ HERE = Path(__file__).resolve().parent
 log = logging.getLogger("surgun.demo")
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(REPO))
 
 
 def toy_nodes_dir() -> Path:
@@ -55,13 +54,15 @@ def main() -> None:
     log.propagate = False
 
     import headless
+    import pack
 
     comfy = headless.start([toy_nodes_dir()])
-    from benchmarks.toy_canvas import erasure, world
+    pack.load()
+    from surgun_pack.benchmarks.toy_canvas import run, world
 
     if args.style not in world.STYLES:
         sys.exit(f"[SurgUn demo] unknown style {args.style!r}; the toy world has {', '.join(world.STYLES)}")
-    bench = erasure.Bench(erasure.Settings(eval_target_per_prompt=4, eval_other_per_prompt=1, eval_other_stride=2), args.weights or None)
+    bench = run.Bench(run.Settings(eval_target_per_prompt=4, eval_other_per_prompt=1, eval_other_stride=2), args.weights or None)
     chosen = bench.choose_distractors("style", args.style)["names"]
     targets = [world.prompt_for(o, args.style) for o in world.OBJECTS]
     distractors = [world.prompt_for(o, d) for d in chosen for o in world.OBJECTS]

@@ -17,6 +17,8 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pack
+
 REPO = Path(__file__).resolve().parents[1]
 PACK_DIR_NAME = "ComfyUI-SurgUn"
 
@@ -70,22 +72,6 @@ class Comfy:
     @property
     def loras_dir(self) -> Path:
         return self.models_dir / "loras"
-
-    def node_module(self, node_id: str, submodule: str | None = None):
-        """The loaded Python module of a node class (or a sibling submodule of the pack)."""
-        import nodes
-
-        name = nodes.NODE_CLASS_MAPPINGS[node_id].__module__
-        if submodule:
-            name = name.rsplit(".", 1)[0] + "." + submodule
-        return sys.modules[name]
-
-    def pack_module(self, name: str):
-        """A module of this pack as ComfyUI loaded it, e.g. ``pack_module("surgun_core.methods")``."""
-        import importlib
-
-        pack = self.node_module("SurgUnTrain").__name__.rsplit(".nodes.", 1)[0]
-        return importlib.import_module(f"{pack}.{name}")
 
     def object_info(self, names) -> dict:
         """Node definitions as the server's /object_info reports them (for the given node ids)."""
@@ -191,6 +177,7 @@ def start(extra_custom_node_dirs=(), root: str | None = None, verbose: bool = Fa
     link = pack_parent / PACK_DIR_NAME
     if not link.exists():
         link.symlink_to(REPO, target_is_directory=True)
+    pack.share_with_comfyui(os.path.join(str(pack_parent), PACK_DIR_NAME))  # ComfyUI's modules are surgun_pack's
     folder_paths.folder_names_and_paths["custom_nodes"] = ([str(pack_parent), *map(str, extra_custom_node_dirs)], set())
 
     if not verbose:

@@ -17,9 +17,9 @@ import time
 from pathlib import Path
 
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for surgun_core
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # this folder, for model_init
 
-from surgun_core.init import reinit_  # noqa: E402
+from model_init import reinit_  # noqa: E402
 
 
 def _comfy_on_path() -> None:

@@ -7,4 +7,4 @@ source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 cd "$SURGUN_ROOT"
 if [ $# -eq 0 ]; then set -- tests; fi
-exec "$SURGUN_PY" -m pytest -q "$@"
+exec "$(dirname "$SURGUN_PY")/pytest" -q "$@"  # the console script: the repository root stays off sys.path

@@ -37,19 +37,24 @@ class SelectConfig:
     near_tie: float = 0.01
     """Retain scores within this of the last kept block are reported as near-ties."""
 
-    def validate(self, n_blocks: int) -> None:
+    def __post_init__(self) -> None:
+        if not isinstance(self.keep, int) or self.keep < 1:
+            raise SurgUnError(f"[SurgUn] keep must be at least 1, got {self.keep!r}.")
+        if not 0.0 <= self.erase_quantile <= 1.0:
+            raise SurgUnError(f"[SurgUn] erase_quantile must be in [0, 1], got {self.erase_quantile!r}.")
+
+    def check_candidates(self, n_blocks: int) -> None:
+        """``keep`` against the number of candidate blocks (known once the model is read)."""
         if n_blocks < 1:
             raise SurgUnError(
                 "[SurgUn] there are no candidate blocks to probe. Pick another granularity, or check that the model has "
                 "attention blocks (block_filter may exclude all of them)."
             )
-        if self.keep < 1 or self.keep > n_blocks:
+        if self.keep > n_blocks:
             raise SurgUnError(
                 f"[SurgUn] keep={self.keep} but there are {n_blocks} candidate blocks. Set keep between 1 and {n_blocks}, "
                 "or probe more blocks (raise max_blocks)."
             )
-        if not 0.0 <= self.erase_quantile <= 1.0:
-            raise SurgUnError(f"[SurgUn] erase_quantile must be in [0, 1], got {self.erase_quantile!r}.")
 
 
 @dataclass
@@ -92,7 +97,7 @@ class LocalizeResult:
 
 def select_blocks(rows: list[BlockRow], config: SelectConfig) -> tuple[float, float]:
     """Mark ``chosen`` and ``near_tie`` on ``rows``; returns (erase threshold, retain of the last kept block)."""
-    config.validate(len(rows))
+    config.check_candidates(len(rows))
     erase = torch.tensor([r.erase for r in rows])
     if config.erase_threshold is not None:
         threshold = float(config.erase_threshold)
@@ -129,7 +134,7 @@ def localize(
 
     ``reference`` holds the original model's images: ``target``, ``retain`` and ``distractors``.
     """
-    config.validate(len(blocks))
+    config.check_candidates(len(blocks))
     ref_t = embed(reference["target"])
     ref_r = embed(reference["retain"])
     ref_d = embed(reference["distractors"]) if reference.get("distractors") is not None else None

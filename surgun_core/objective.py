@@ -50,7 +50,7 @@ class CompetitionWeights:
     distract: float = 1.0
     retain: float = 1.0
 
-    def validate(self) -> None:
+    def __post_init__(self) -> None:
         for name in ("ascent", "distract", "retain"):
             v = getattr(self, name)
             if not (v == v) or v in (float("inf"), float("-inf")) or v < 0:

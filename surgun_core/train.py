@@ -39,7 +39,7 @@ class TrainConfig:
     cap_probe_batches: int = 4
     seed: int = 0
 
-    def validate(self) -> None:
+    def __post_init__(self) -> None:
         if not isinstance(self.steps, int) or self.steps < 1:
             raise SurgUnError(f"[SurgUn] steps must be at least 1, got {self.steps!r}. Set steps to 1 or more (200 is a good start).")
         lr = self.learning_rate
@@ -59,7 +59,6 @@ class TrainConfig:
                 raise SurgUnError(f"[SurgUn] {name} must be an integer >= {lo}, got {v!r}.")
         if not math.isfinite(self.max_grad_norm) or self.max_grad_norm < 0:
             raise SurgUnError(f"[SurgUn] max_grad_norm must be >= 0 (0 = off), got {self.max_grad_norm!r}.")
-        self.weights.validate()
 
 
 @dataclass
@@ -78,16 +77,22 @@ class ConceptData:
             raise SurgUnError("[SurgUn] the target prompt is empty. Type the concept to erase, e.g. 'a painting in the style of Van Gogh'.")
         if self.target.shape[0] < 1:
             raise SurgUnError("[SurgUn] no target samples were given.")
-        if weights.distract > 0 and not self.distractors:
-            raise SurgUnError(
-                "[SurgUn] no distractors were given while distractor_weight > 0. Add at least one distractor "
-                "(one per line, or a DISTRACTORS input), or set distractor_weight to 0."
-            )
-        if weights.retain > 0 and not self.retain:
-            raise SurgUnError(
-                "[SurgUn] no retain prompts were given while retain_weight > 0. Add a few unrelated prompts "
-                "(one per line) so the rest of the model is kept, or set retain_weight to 0."
-            )
+        require_terms(weights, len(self.distractors), len(self.retain))
+
+
+def require_terms(weights: CompetitionWeights, n_distractors: int, n_retain: int) -> None:
+    """A term that is switched on needs something to train on (the rule, stated once)."""
+    if weights.distract > 0 and n_distractors == 0:
+        raise SurgUnError(
+            "[SurgUn] distractors is empty (0 distractors received) while distractor_weight > 0. Add at least one "
+            "distractor concept, one per line (e.g. 'a painting in the style of Claude Monet'), connect a DISTRACTORS "
+            "input, or set distractor_weight to 0."
+        )
+    if weights.retain > 0 and n_retain == 0:
+        raise SurgUnError(
+            "[SurgUn] retain_prompts is empty while retain_weight > 0. Add a few unrelated prompts, one per line "
+            "(e.g. 'a photo of a dog'), or set retain_weight to 0."
+        )
 
 
 @dataclass
@@ -169,7 +174,6 @@ def train_competition(
     ``data`` may be several groups (a concept that spans several target prompts, e.g. a style
     over every object); each step then draws one group uniformly.
     """
-    config.validate()
     groups = [data] if isinstance(data, ConceptData) else list(data)
     if not groups:
         raise SurgUnError("[SurgUn] no training data was given.")

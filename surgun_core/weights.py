@@ -22,13 +22,25 @@ from typing import Mapping
 import torch
 
 from .errors import SurgUnError
+from .safefile import save_safetensors_atomic
 
 FORMAT = "surgun.erased_weights/1"
 PREFIX = "diffusion_model."
 SUFFIX = ".diff"
 
 
+def module_key(module_name: str) -> str:
+    """The model key of a layer of the diffusion network: ``diffusion_model.<module>``."""
+    return f"{PREFIX}{module_name}"
+
+
+def weight_key(module_name: str) -> str:
+    """The model key of a layer's weight: ``diffusion_model.<module>.weight``."""
+    return f"{module_key(module_name)}.weight"
+
+
 def delta_key(module_name: str) -> str:
+    """The file key of a layer's erased delta: ``diffusion_model.<module>.diff``."""
     return f"{PREFIX}{module_name}{SUFFIX}"
 
 
@@ -76,21 +88,10 @@ def extract_deltas(original: Mapping[str, torch.Tensor], trained: Mapping[str, t
 
 def save_erased_weights(path: str, weights: ErasedWeights) -> str:
     """Write ``weights`` to ``path`` atomically; returns the path."""
-    from safetensors.torch import save_file
-
     if not weights.deltas:
         raise SurgUnError("[SurgUn] there are no erased weights to save.")
     meta = {"format": FORMAT, "surgun": json.dumps(weights.metadata, sort_keys=True)}
-    tensors = {k: v.detach().cpu().contiguous() for k, v in weights.deltas.items()}
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.partial-{os.getpid()}"
-    try:
-        save_file(tensors, tmp, metadata=meta)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    weights.path = path
+    weights.path = save_safetensors_atomic(weights.deltas, path, meta)
     return path
 
 

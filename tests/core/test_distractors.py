@@ -3,10 +3,10 @@ import hashlib
 import pytest
 import torch
 
-from surgun_core.distractors import (
+from surgun_pack.surgun_core.distractors import (
     DistractorParams, EmbeddingCache, apply_template, build_distractor_set, load_pool, mean_pairwise_distance,
 )
-from surgun_core.errors import SurgUnError
+from surgun_pack.surgun_core.errors import SurgUnError
 
 
 def hash_embed(dim=32):

@@ -3,8 +3,8 @@ import math
 import pytest
 import torch
 
-from surgun_core import CompetitionWeights, ConceptData, TrainConfig, competition_loss, train_competition
-from surgun_core.errors import NonFiniteLossError, SurgUnError
+from surgun_pack.surgun_core import CompetitionWeights, ConceptData, TrainConfig, competition_loss, train_competition
+from surgun_pack.surgun_core.errors import NonFiniteLossError, SurgUnError
 from tiny_torch import eps_loss_fn
 
 
@@ -45,10 +45,10 @@ def test_switched_off_terms_are_not_needed():
         competition_loss(t(0.1), t([0.2]), None, CompetitionWeights(1.0, 1.0, 1.0), cap=None)
 
 
-@pytest.mark.parametrize("w", [CompetitionWeights(-1, 1, 1), CompetitionWeights(1, float("nan"), 1), CompetitionWeights(0, 0, 1)])
+@pytest.mark.parametrize("w", [(-1, 1, 1), (1, float("nan"), 1), (0, 0, 1)])
 def test_bad_weights_are_refused(w):
     with pytest.raises(SurgUnError, match="weight"):
-        w.validate()
+        CompetitionWeights(*w)
 
 
 def _params(model):
@@ -175,15 +175,15 @@ def test_on_step_exception_stops_training(concept_setup):
 )
 def test_bad_config_is_refused(cfg, match):
     with pytest.raises(SurgUnError, match=match):
-        TrainConfig(**cfg).validate()
+        TrainConfig(**cfg)
 
 
 def test_missing_roles_are_refused(concept_setup):
     _, data = concept_setup
     w = CompetitionWeights()
-    with pytest.raises(SurgUnError, match="no distractors"):
+    with pytest.raises(SurgUnError, match="distractors is empty"):
         ConceptData(**{**data, "distractors": {}}).validate(w)
-    with pytest.raises(SurgUnError, match="no retain prompts"):
+    with pytest.raises(SurgUnError, match="retain_prompts is empty"):
         ConceptData(**{**data, "retain": {}}).validate(w)
     with pytest.raises(SurgUnError, match="target prompt is empty"):
         ConceptData(**{**data, "target_prompt": "  "}).validate(w)

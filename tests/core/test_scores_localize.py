@@ -3,9 +3,9 @@ import json
 import pytest
 import torch
 
-from surgun_core.errors import SurgUnError
-from surgun_core.localize import BlockRow, SelectConfig, localize, report_image, select_blocks
-from surgun_core.scores import erase_score, pixel_embed, retain_score, ssim
+from surgun_pack.surgun_core.errors import SurgUnError
+from surgun_pack.surgun_core.localize import BlockRow, SelectConfig, localize, report_image, select_blocks
+from surgun_pack.surgun_core.scores import erase_score, pixel_embed, retain_score, ssim
 
 
 def images(n=4, seed=0, side=32):
@@ -69,7 +69,7 @@ def test_near_ties_are_reported_and_user_threshold_wins():
 @pytest.mark.parametrize("n, keep, match", [(0, 1, "no candidate blocks"), (3, 4, "keep=4 but there are 3")])
 def test_selection_errors(n, keep, match):
     with pytest.raises(SurgUnError, match=match):
-        SelectConfig(keep=keep).validate(n)
+        SelectConfig(keep=keep).check_candidates(n)
 
 
 def test_localize_end_to_end_with_callbacks_and_report():

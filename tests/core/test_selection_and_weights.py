@@ -3,9 +3,9 @@ import json
 import pytest
 import torch
 
-from surgun_core import ErasedWeights, load_erased_weights, match_names, parse_pattern_text, save_erased_weights, select_trainable
-from surgun_core.errors import SurgUnError
-from surgun_core.weights import delta_key, extract_deltas
+from surgun_pack.surgun_core import ErasedWeights, load_erased_weights, match_names, parse_pattern_text, save_erased_weights, select_trainable
+from surgun_pack.surgun_core.errors import SurgUnError
+from surgun_pack.surgun_core.weights import delta_key, extract_deltas
 from tiny_torch import TinyDenoiser
 
 NAMES = ["blocks.0.attn1.to_q", "blocks.0.attn2.to_k", "blocks.1.attn2.to_k", "blocks.1.attn2.to_k_extra", "xattn2.to_k"]

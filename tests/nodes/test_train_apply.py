@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from surgun_graphs import FAMILIES, graph
+from surgun_pack.surgun_comfy import losses
 from surgun_checks import base_weights, effective_weight, expected_cross_attention, predict
 
 
@@ -88,11 +89,10 @@ def test_saved_file_through_stock_lora_loader_reproduces_the_node_output(comfy, 
     })
     assert stock.success, stock.error_text()
     clip = res.outputs["1"][1][0]
-    bridge = comfy.node_module("SurgUnTrain", "bridge")
-    node_out = predict(erased, clip, "a painting by zorblax", bridge)
-    stock_out = predict(stock.outputs["3"][0][0], clip, "a painting by zorblax", bridge)
-    apply_out = predict(stock.outputs["4"][0][0], clip, "a painting by zorblax", bridge)
-    plain_out = predict(res.outputs["1"][0][0], clip, "a painting by zorblax", bridge)
+    node_out = predict(erased, clip, "a painting by zorblax")
+    stock_out = predict(stock.outputs["3"][0][0], clip, "a painting by zorblax")
+    apply_out = predict(stock.outputs["4"][0][0], clip, "a painting by zorblax")
+    plain_out = predict(res.outputs["1"][0][0], clip, "a painting by zorblax")
     assert torch.equal(node_out, stock_out)
     assert torch.equal(node_out, apply_out)
     assert not torch.equal(node_out, plain_out)
@@ -114,13 +114,12 @@ def test_strength_zero_is_identity_and_half_is_half(comfy):
     source, zero, half, stock_half = (out.outputs[k][0][0] for k in ("1", "0", "h", "s"))
     assert zero is source  # strength 0 returns the input model itself
     clip = out.outputs["1"][1][0]
-    bridge = comfy.node_module("SurgUnTrain", "bridge")
-    assert torch.equal(predict(zero, clip, "x", bridge), predict(source, clip, "x", bridge))
+    assert torch.equal(predict(zero, clip, "x"), predict(source, clip, "x"))
     base = base_weights(source)
     for module in weights.modules:
         delta = weights.deltas[f"diffusion_model.{module}.diff"].float()
         assert torch.allclose(effective_weight(half, module), base[f"{module}.weight"].float() + 0.5 * delta, atol=1e-7)
-    assert torch.equal(predict(half, clip, "x", bridge), predict(stock_half, clip, "x", bridge))
+    assert torch.equal(predict(half, clip, "x"), predict(stock_half, clip, "x"))
 
 
 def test_erased_weights_socket_drives_apply_node(comfy):
@@ -168,8 +167,7 @@ def test_cancel_mid_training_leaves_no_file_and_an_intact_model(comfy, tiny):
 
 
 def test_nan_in_the_loss_is_caught_with_a_clear_error_and_no_file(comfy, monkeypatch):
-    bridge = comfy.node_module("SurgUnTrain", "bridge")
-    real = bridge.denoising_loss
+    real = losses.denoising_loss
     calls = {"n": 0}
 
     def poisoned(*a, **k):
@@ -177,7 +175,7 @@ def test_nan_in_the_loss_is_caught_with_a_clear_error_and_no_file(comfy, monkeyp
         out = real(*a, **k)
         return out * float("nan") if calls["n"] > 5 else out  # 4 reference probes, one good step
 
-    monkeypatch.setattr(bridge, "denoising_loss", poisoned)
+    monkeypatch.setattr(losses, "denoising_loss", poisoned)
     before = set(lora_files(comfy))
     res = comfy.run(graph("sd1", steps=10, seed=77, filename_prefix="surgun/nan"))
     assert not res.success

@@ -1,4 +1,4 @@
-"""BlockLocalizer on ComfyUI objects: candidate blocks, probe updates, renders, embeddings."""
+"""Block Localizer on ComfyUI objects: candidate blocks, probe updates, renders, embeddings."""
 
 from __future__ import annotations
 
@@ -15,9 +15,10 @@ from ..surgun_core.objective import CompetitionWeights
 from ..surgun_core.selection import match_names, parse_pattern_text, select_trainable
 from ..surgun_core.train import ConceptData, TrainConfig
 from ..surgun_core.weights import delta_key
-from .bridge import PromptBank, decode_images, image_embedder, latent_shape_for, plan_batches, sample_prompts, train_deltas
 from .families import detect_family
 from .progress import NodeProgress
+from .render import Renderer, decode_images, image_embedder
+from .training import train_deltas
 
 log = logging.getLogger("SurgUn")
 
@@ -39,6 +40,19 @@ class LocalizeRequest:
     render_size: int = 256
     render_cfg: float = 5.0
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.target.strip():
+            raise SurgUnError("[SurgUn] target is empty. Type the prompt of the concept to erase.")
+        if not self.distractors:
+            raise SurgUnError("[SurgUn] distractors is empty (0 received); give at least one, one per line, or connect DISTRACTORS.")
+        if not self.retain:
+            raise SurgUnError("[SurgUn] retain_prompts is empty; give a few unrelated prompts, one per line: retention is what is scored.")
+
+    @property
+    def probe(self) -> TrainConfig:
+        """The short SurgUn update each probed block gets."""
+        return TrainConfig(steps=self.probe_steps, learning_rate=self.probe_lr, weights=self.weights, seed=self.seed)
 
 
 @dataclass
@@ -75,40 +89,29 @@ def candidate_blocks(model_patcher, family, granularity: str, block_filter: str,
 def run_localizer(model_patcher, clip, vae, clip_vision, req: LocalizeRequest, node_id: str | None = None) -> tuple[LocalizeResult, BlockSet]:
     if vae is None:
         raise SurgUnError("[SurgUn] Block Localizer needs a VAE to decode its probe renders to pixels; connect the VAE of your checkpoint.")
-    if not req.target.strip():
-        raise SurgUnError("[SurgUn] target is empty. Type the prompt of the concept to erase.")
-    if not req.distractors:
-        raise SurgUnError("[SurgUn] distractors is empty (0 received); give at least one, one per line, or connect DISTRACTORS.")
-    if not req.retain:
-        raise SurgUnError("[SurgUn] retain_prompts is empty; give a few unrelated prompts, one per line: retention is what is scored.")
     family = detect_family(model_patcher)
     blocks = candidate_blocks(model_patcher, family, req.granularity, req.block_filter, req.max_blocks)
-    req.select.validate(len(blocks))
-    train_cfg = TrainConfig(steps=req.probe_steps, learning_rate=req.probe_lr, weights=req.weights, seed=req.seed)
-    train_cfg.validate()
+    req.select.check_candidates(len(blocks))
+    train_cfg = req.probe
 
-    device = model_patcher.load_device
-    bank = PromptBank(clip, model_patcher, latent_shape_for(model_patcher, req.render_size), device)
-    arch = family.arch
+    renderer = Renderer.for_model(model_patcher, clip, family, req.render_size, req.images_per_prompt, req.render_steps, req.render_cfg)
     # the same batches (hence the same noise) for the reference and every probe render
-    scored = plan_batches(bank, [req.target, *req.retain], req.images_per_prompt)
-    others = plan_batches(bank, req.distractors, req.images_per_prompt)
-    progress = NodeProgress((len(scored) + len(others)) * req.render_steps
-                            + len(blocks) * (req.probe_steps + len(scored) * req.render_steps), node_id)
+    scored = renderer.plan([req.target, *req.retain])
+    others = renderer.plan(req.distractors)
+    progress = NodeProgress(renderer.cost(scored) + renderer.cost(others)
+                            + len(blocks) * (req.probe_steps + renderer.cost(scored)), node_id)
+    renderer.tick = progress.tick
 
-    def render(model, batches, seed) -> dict:
-        return sample_prompts(model, bank, batches, req.images_per_prompt, req.render_steps, req.render_cfg,
-                              seed, arch.sampler, arch.scheduler, on_step=progress.tick)
-
-    def images(latents: dict, prompts) -> torch.Tensor:
-        return torch.cat([decode_images(vae, latents[p]) for p in prompts])
+    def images(rendered: dict, prompts) -> torch.Tensor:
+        return torch.cat([rendered[p] for p in prompts])
 
     t0 = time.perf_counter()
-    latents = {**render(model_patcher, scored, req.seed), **render(model_patcher, others, req.seed + 1000)}
+    latents = {**renderer.latents(model_patcher, scored, req.seed), **renderer.latents(model_patcher, others, req.seed + 1000)}
+    decoded = {p: decode_images(vae, x) for p, x in latents.items()}
     reference = {
-        "target": images(latents, [req.target]),
-        "retain": images(latents, req.retain),
-        "distractors": images(latents, req.distractors),
+        "target": images(decoded, [req.target]),
+        "retain": images(decoded, req.retain),
+        "distractors": images(decoded, req.distractors),
     }
     reference_s = time.perf_counter() - t0
 
@@ -119,12 +122,13 @@ def run_localizer(model_patcher, clip, vae, clip_vision, req: LocalizeRequest, n
         t = time.perf_counter()
         data = ConceptData(req.target, latents[req.target], {d: latents[d] for d in req.distractors},
                            {r: latents[r] for r in req.retain})
-        deltas, _ = train_deltas(model_patcher, bank, data, modules, train_cfg, arch.checkpoint_units, lambda *a: progress.tick())
+        deltas, _ = train_deltas(model_patcher, renderer.bank, data, modules, train_cfg, family.arch.checkpoint_units,
+                                 lambda *a: progress.tick())
         update_s = time.perf_counter() - t
         t = time.perf_counter()
         patched, _ = comfy.sd.load_lora_for_models(model_patcher, None, {delta_key(n): d for n, d in deltas.items()}, 1.0, 0)
-        probe_latents = render(patched, scored, req.seed)
-        out = {"target": images(probe_latents, [req.target]), "retain": images(probe_latents, req.retain)}
+        rendered = renderer.images(patched, vae, scored, req.seed)
+        out = {"target": images(rendered, [req.target]), "retain": images(rendered, req.retain)}
         out["update_s"], out["render_s"] = update_s, time.perf_counter() - t
         return out
 

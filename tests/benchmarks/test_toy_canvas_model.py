@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmarks.toy_canvas import classifier, constants, world
-from benchmarks.toy_canvas import model as toy_model
+from surgun_pack.benchmarks.toy_canvas import classifier, constants, world
+from surgun_pack.benchmarks.toy_canvas import model as toy_model
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -36,7 +36,7 @@ def test_loader_returns_comfy_objects_that_sample(comfy):
     from comfy.model_patcher import ModelPatcher
     from comfy.sd import CLIP, VAE
 
-    from benchmarks.toy_canvas import gate
+    from surgun_pack.benchmarks.toy_canvas import gate
 
     patcher, clip, vae = toy_model.load_toy_canvas()
     assert isinstance(patcher, ModelPatcher) and isinstance(patcher.model, BaseModel)

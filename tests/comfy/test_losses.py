@@ -1,9 +1,13 @@
-"""The bridge's loss is each family's native training objective (eps, v, flow), exactly."""
+"""The loss is each family's native training objective (eps, v, flow), exactly."""
 
 import pytest
 import torch
 
 from surgun_graphs import FAMILIES
+from surgun_pack.surgun_comfy import families
+from surgun_pack.surgun_comfy.losses import denoising_loss, draw_sigmas
+from surgun_pack.surgun_comfy.prompts import PromptBank
+from surgun_pack.surgun_comfy.render import latent_shape_for
 
 NATIVE = {"sd1": "eps", "sd2v": "v", "sdxl": "eps", "sd3": "flow", "flux": "flow"}
 
@@ -12,14 +16,12 @@ NATIVE = {"sd1": "eps", "sd2v": "v", "sdxl": "eps", "sd3": "flow", "flux": "flow
 def test_denoising_loss_equals_native_mse(comfy, tiny, family):
     from comfy.model_management import load_models_gpu
 
-    bridge = comfy.node_module("SurgUnTrain", "bridge")
-    families = comfy.node_module("SurgUnTrain", "families")
     with torch.inference_mode():
         mp, clip = tiny.build_model(family), tiny.build_clip()
         assert families.detect_family(mp).prediction == NATIVE[family]
         load_models_gpu([mp])
-        shape = bridge.latent_shape_for(mp, 64)
-        bank = bridge.PromptBank(clip, mp, shape, torch.device("cpu"))
+        shape = latent_shape_for(mp, 64)
+        bank = PromptBank(clip, mp, shape, torch.device("cpu"))
         x0 = torch.randn((4, *shape), generator=torch.Generator().manual_seed(1))
         g = torch.Generator().manual_seed(0)
         replay = torch.Generator()
@@ -27,12 +29,12 @@ def test_denoising_loss_equals_native_mse(comfy, tiny, family):
         raw = []
         hook = mp.model.diffusion_model.register_forward_hook(lambda m, i, o: raw.append(o.float()))
         try:
-            ours = bridge.denoising_loss(mp, bank, x0, ["a cat", "a dog", "a cat", "a tree"], g)
+            ours = denoising_loss(mp, bank, x0, ["a cat", "a dog", "a cat", "a tree"], g)
         finally:
             hook.remove()
 
     # replay the same draws and compute the textbook target of the family
-    sigma = bridge.draw_sigmas(mp.model.model_sampling, 4, replay)
+    sigma = draw_sigmas(mp.model.model_sampling, 4, replay)
     noise = torch.randn(x0.shape, generator=replay)
     s = sigma.view(-1, 1, 1, 1)
     if NATIVE[family] == "eps":

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from surgun_core.methods import ESD_ROLE, METHODS, method_data
+from surgun_pack.benchmarks.toy_canvas.baselines import ESD_ROLE, METHODS, method_data
 
 
 def samples():
@@ -34,7 +34,7 @@ def test_esd_trains_the_concept_prompt_on_target_samples():
     md = method_data(METHODS["esd_x"], "a circle in dots style", t, d, r, anchor="p_a", concept_prompt="dots style")
     assert md.esd_prompt == "dots style" and md.data.target_prompt == "dots style"
     assert list(md.data.distractors) == [ESD_ROLE] and md.data.distractors[ESD_ROLE] is t
-    assert METHODS["esd_x"].loss == "esd"
+    assert METHODS["esd_x"].esd_eta == 1.0
 
 
 def test_anchor_must_be_a_distractor():

@@ -2,17 +2,19 @@
 
 import torch
 
+from surgun_pack.surgun_comfy.prompts import PromptBank, plan_batches
+from surgun_pack.surgun_comfy.render import latent_shape_for, sample_prompts
+
 
 def test_batched_samples_match_single_prompt_sampling(comfy, tiny):
-    bridge = comfy.node_module("SurgUnTrain", "bridge")
     with torch.inference_mode():
         mp, clip = tiny.build_model("sdxl"), tiny.build_clip()
-        bank = bridge.PromptBank(clip, mp, bridge.latent_shape_for(mp, 32), torch.device("cpu"))
+        bank = PromptBank(clip, mp, latent_shape_for(mp, 32), torch.device("cpu"))
         prompts = ["a painting by zorblax", "a photo of a dog", "a city street"]
-        plan = bridge.plan_batches(bank, prompts, count=2)
+        plan = plan_batches(bank, prompts, count=2)
         assert plan == [prompts]  # short prompts stack into one batch
-        batched = bridge.sample_prompts(mp, bank, plan, 2, 3, 3.0, 5, "euler", "normal")
-        alone = bridge.sample_prompts(mp, bank, [["a painting by zorblax"]], 2, 3, 3.0, 5, "euler", "normal")
+        batched = sample_prompts(mp, bank, plan, 2, 3, 3.0, 5, "euler", "normal")
+        alone = sample_prompts(mp, bank, [["a painting by zorblax"]], 2, 3, 3.0, 5, "euler", "normal")
     # the first prompt's rows see the same noise as when it is sampled alone
     assert torch.allclose(batched["a painting by zorblax"], alone["a painting by zorblax"], atol=1e-5)
     assert not torch.allclose(batched["a photo of a dog"], alone["a painting by zorblax"], atol=1e-3)
@@ -20,11 +22,10 @@ def test_batched_samples_match_single_prompt_sampling(comfy, tiny):
 
 
 def test_prompts_that_do_not_stack_get_their_own_batch(comfy, tiny):
-    bridge = comfy.node_module("SurgUnTrain", "bridge")
     long_prompt = " ".join(["zorblax"] * 100)  # two CLIP windows: a longer conditioning
     with torch.inference_mode():
         mp, clip = tiny.build_model("sd1"), tiny.build_clip()
-        bank = bridge.PromptBank(clip, mp, bridge.latent_shape_for(mp, 32), torch.device("cpu"))
-        assert bridge.plan_batches(bank, ["a", "b", long_prompt, "c"], count=2) == [["a", "b"], [long_prompt], ["c"]]
-        assert bridge.plan_batches(bank, [f"p{i}" for i in range(10)], count=4, max_batch=8) == [
+        bank = PromptBank(clip, mp, latent_shape_for(mp, 32), torch.device("cpu"))
+        assert plan_batches(bank, ["a", "b", long_prompt, "c"], count=2) == [["a", "b"], [long_prompt], ["c"]]
+        assert plan_batches(bank, [f"p{i}" for i in range(10)], count=4, max_batch=8) == [
             ["p0", "p1"], ["p2", "p3"], ["p4", "p5"], ["p6", "p7"], ["p8", "p9"]]

@@ -1,7 +1,4 @@
-#!/usr/bin/env python3
-"""Sanity checker for the SurgUn distractor pools (pure Python, no deps).
-
-Usage: python3 _check.py [pool_dir]
+"""The distractor pools are well formed.
 
 Checks every pool file (artist/character/object/nsfw) for:
   * UTF-8 decoding, no BOM, LF line endings, trailing newline
@@ -17,12 +14,14 @@ and aliases.txt for:
   * no name appears (case-insensitively) in two different groups; case-only
     variants inside one group are allowed
   * at least 60 groups
-Prints a summary; exits 1 if any error was found.
 """
 import os
 import re
-import sys
 import unicodedata
+
+import pytest
+
+from surgun_pack.surgun_core.distractors import POOL_DIR, load_pool
 
 EXPECTED = {
     "artist": ("a painting in the style of {x}", 400),
@@ -208,45 +207,34 @@ def check_aliases(path, pools, errors, warnings):
     return groups, in_pool
 
 
-def main():
-    pool_dir = sys.argv[1] if len(sys.argv) > 1 else os.path.dirname(os.path.abspath(__file__))
+def _pools():
     errors, warnings = [], []
-    pools = {}
-    for kind in EXPECTED:
-        path = os.path.join(pool_dir, f"{kind}.txt")
-        if not os.path.exists(path):
-            errors.append(f"{kind}.txt: missing")
-            continue
-        pools[kind] = check_pool(path, kind, errors, warnings)
-
-    # Same string in two pools is allowed but worth knowing about.
-    where = {}
-    for kind, entries in pools.items():
-        for e in entries:
-            where.setdefault(norm(e), []).append(kind)
-    for key, kinds in sorted(where.items()):
-        if len(kinds) > 1:
-            warnings.append(f"entry {key!r} appears in several pools: {', '.join(kinds)}")
-
-    groups, in_pool = [], 0
-    apath = os.path.join(pool_dir, "aliases.txt")
-    if os.path.exists(apath):
-        groups, in_pool = check_aliases(apath, pools, errors, warnings)
-    else:
-        errors.append("aliases.txt: missing")
-
-    print("SurgUn pool check:", pool_dir)
-    for kind, entries in pools.items():
-        print(f"  {kind + '.txt':15s} {len(entries):5d} entries (min {EXPECTED[kind][1]})")
-    print(f"  {'aliases.txt':15s} {len(groups):5d} groups, "
-          f"{sum(len(g) for g in groups)} names, {in_pool} canonicals found in a pool")
-    for w in warnings:
-        print("  WARNING:", w)
-    for e in errors:
-        print("  ERROR:", e)
-    print(f"  {len(errors)} error(s), {len(warnings)} warning(s)")
-    return 1 if errors else 0
+    pools = {kind: check_pool(str(POOL_DIR / f"{kind}.txt"), kind, errors, warnings) for kind in EXPECTED}
+    return pools, errors
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+@pytest.mark.parametrize("kind", sorted(EXPECTED))
+def test_pool_file_is_well_formed(kind):
+    errors, warnings = [], []
+    entries = check_pool(str(POOL_DIR / f"{kind}.txt"), kind, errors, warnings)
+    assert errors == []
+    assert len(entries) >= EXPECTED[kind][1]
+    assert load_pool(kind).entries == tuple(entries)  # the pack reads the same entries
+
+
+def test_aliases_are_well_formed():
+    pools, _ = _pools()
+    errors, warnings = [], []
+    groups, in_pool = check_aliases(str(POOL_DIR / "aliases.txt"), pools, errors, warnings)
+    assert errors == []
+    assert len(groups) >= MIN_ALIAS_GROUPS and in_pool > 0
+
+
+def test_the_checker_catches_a_bad_pool(tmp_path):
+    bad = tmp_path / "nsfw.txt"
+    bad.write_text("# kind: nsfw\n# template: {x}\n# source: test\n# count: 3\nA Beach\na beach\na nude figure \n")
+    errors = []
+    check_pool(str(bad), "nsfw", errors, [])
+    text = "\n".join(errors)
+    assert "duplicate of line 5" in text and "blocklisted word 'nude'" in text and "leading/trailing whitespace" in text
+    assert "only 3 entries" in text

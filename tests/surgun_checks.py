@@ -21,14 +21,17 @@ def effective_weight(model_patcher, module: str) -> torch.Tensor:
     return w if not patches else comfy.lora.calculate_weight(patches, w.clone(), key)
 
 
-def predict(model_patcher, clip, prompt: str, bridge, seed: int = 123, size: int = 64) -> torch.Tensor:
+def predict(model_patcher, clip, prompt: str, seed: int = 123, size: int = 64) -> torch.Tensor:
     """Denoised prediction of the model (loaded the way samplers load it) on a fixed noisy input."""
     import comfy.model_management
 
+    from surgun_pack.surgun_comfy.prompts import PromptBank
+    from surgun_pack.surgun_comfy.render import latent_shape_for
+
     with torch.inference_mode():
         comfy.model_management.load_models_gpu([model_patcher])
-        shape = bridge.latent_shape_for(model_patcher, size)
-        bank = bridge.PromptBank(clip, model_patcher, shape, torch.device("cpu"))
+        shape = latent_shape_for(model_patcher, size)
+        bank = PromptBank(clip, model_patcher, shape, torch.device("cpu"))
         g = torch.Generator().manual_seed(seed)
         x0 = torch.randn((2, *shape), generator=g)
         sigma = torch.tensor([float(model_patcher.model.model_sampling.percent_to_sigma(p)) for p in (0.3, 0.7)])

@@ -1,4 +1,4 @@
-"""Erasure methods as configurations of one training loop, for fair comparisons.
+"""The methods the benchmark compares, as configurations of one training loop.
 
 Every method trains the same layers, for the same number of steps, from the same
 self-generated samples and seeds; they differ only in the terms of the objective:
@@ -25,8 +25,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .objective import CompetitionWeights
-from .train import ConceptData
+from ...surgun_comfy.losses import LossFactory, denoising, noisy_input, weighted_error
+from ...surgun_core.objective import CompetitionWeights
+from ...surgun_core.train import ConceptData
 
 
 @dataclass(frozen=True)
@@ -38,10 +39,13 @@ class Method:
     """Which distractors are used: "all", "one" (the anchor) or "none"."""
     prior_preservation: bool = False
     """CA: add the anchor's samples under the anchor's own prompt to the retain term."""
-    loss: str = "denoise"
-    """"denoise" (the native denoising objective) or "esd" (negative-guidance regression)."""
-    esd_eta: float = 1.0
+    esd_eta: float | None = None
+    """ESD's negative-guidance scale; None: the method trains SurgUn's native denoising loss."""
     description: str = ""
+
+    @property
+    def loss(self) -> LossFactory:
+        return denoising if self.esd_eta is None else esd(self.esd_eta)
 
 
 METHODS: dict[str, Method] = {m.name: m for m in [
@@ -51,7 +55,7 @@ METHODS: dict[str, Method] = {m.name: m for m in [
     Method("ga", CompetitionWeights(1.0, 0.0, 0.0), ascent_cap=0.0, distractors="none", description="gradient ascent on the target (unguarded)"),
     Method("ca", CompetitionWeights(0.0, 1.0, 1.0), distractors="one", prior_preservation=True,
            description="Concept Ablation: target prompt -> anchor samples, with prior preservation"),
-    Method("esd_x", CompetitionWeights(0.0, 1.0, 0.0), distractors="none", loss="esd",
+    Method("esd_x", CompetitionWeights(0.0, 1.0, 0.0), distractors="none", esd_eta=1.0,
            description="ESD-x: negative guidance under the concept-only prompt"),
 ]}
 
@@ -83,7 +87,7 @@ def method_data(
     """
     if anchor not in distractors:
         raise KeyError(f"anchor {anchor!r} is not among the distractors")
-    if method.loss == "esd":
+    if method.esd_eta is not None:
         prompt = concept_prompt or target_prompt
         return MethodData(ConceptData(prompt, target, {ESD_ROLE: target}, {}), esd_prompt=prompt)
     chosen = {"all": dict(distractors), "one": {anchor: distractors[anchor]}, "none": {}}[method.distractors]
@@ -91,3 +95,24 @@ def method_data(
     if method.prior_preservation:
         kept = {anchor: distractors[anchor]}
     return MethodData(ConceptData(target_prompt, target, chosen, kept))
+
+
+def esd_loss(deltas, bank, x0: torch.Tensor, prompts, generator: torch.Generator, eta: float = 1.0) -> torch.Tensor:
+    """ESD's negative-guidance regression, per sample, with the family's native weighting.
+
+    The frozen model's guided prediction ``x0(empty) - eta * (x0(c) - x0(empty))`` is the
+    target of the trained model's ``x0(c)`` at the same noisy input.
+    """
+    base = deltas.work.model
+    ms = base.model_sampling
+    sigma, xt, _ = noisy_input(ms, x0, generator, bank.device)
+    with deltas.original():
+        cond = base.apply_model(xt, sigma, **bank.batch(prompts)).float()
+        uncond = base.apply_model(xt, sigma, **bank.batch([""] * len(prompts))).float()
+        target = uncond - eta * (cond - uncond)
+    return weighted_error(ms, base.apply_model(xt, sigma, **bank.batch(prompts)), target, sigma)
+
+
+def esd(eta: float) -> LossFactory:
+    """A loss factory for ESD's regression with guidance scale ``eta``."""
+    return lambda deltas, bank: (lambda x0, prompts, g: esd_loss(deltas, bank, x0, prompts, g, eta))

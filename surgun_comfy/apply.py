@@ -1,0 +1,64 @@
+"""Applying erased weights to a MODEL, and where SurgUn Train saves them."""
+
+from __future__ import annotations
+
+import os
+
+from ..surgun_core.errors import SurgUnError
+from ..surgun_core.weights import ErasedWeights, delta_key, weight_key
+from .families import detect_family
+
+
+def check_compatible(model_patcher, weights: ErasedWeights) -> None:
+    """Refuse weights made for another family or with other shapes, saying what was expected."""
+    import comfy.utils
+
+    family = detect_family(model_patcher)
+    made_for = weights.metadata.get("family")
+    label = os.path.basename(weights.path) if weights.path else "these erased weights"
+    if made_for != family.id:
+        raise SurgUnError(
+            f"[SurgUn] {label} were made for {weights.metadata.get('family_name', made_for)!r} "
+            f"(family id {made_for!r}) but the connected model is {family.name} ({family.id!r}). "
+            "Connect a model of the family the file was trained on, or train a new file on this model."
+        )
+    state = model_patcher.model
+    for name in weights.modules:
+        try:
+            w = comfy.utils.get_attr(state, weight_key(name))
+        except AttributeError:
+            raise SurgUnError(
+                f"[SurgUn] {label} change layer {name!r}, which this {family.name} model does not have. "
+                "The file was trained on a differently built model; train a new file on this one."
+            ) from None
+        got = tuple(weights.deltas[delta_key(name)].shape)
+        if tuple(w.shape) != got:
+            raise SurgUnError(
+                f"[SurgUn] shape mismatch at {name!r}: {label} hold {got} but this model expects {tuple(w.shape)}. "
+                "The file was trained on a model of another size; train a new file on this one."
+            )
+
+
+def apply_erased(model_patcher, weights: ErasedWeights, strength: float):
+    """A patched clone of ``model_patcher``; exactly what stock LoraLoaderModelOnly does with the file."""
+    import comfy.sd
+
+    check_compatible(model_patcher, weights)
+    if strength == 0:
+        return model_patcher
+    patched, _ = comfy.sd.load_lora_for_models(model_patcher, None, weights.deltas, strength, 0)
+    return patched
+
+
+def output_path(prefix: str) -> str:
+    """Next free ``models/loras/<prefix>_NNNNN.safetensors`` (ComfyUI's own counter scheme)."""
+    import folder_paths
+
+    loras_dir = folder_paths.get_folder_paths("loras")[0]
+    folder, name, counter, _, _ = folder_paths.get_save_image_path(prefix, loras_dir)
+    os.makedirs(folder, exist_ok=True)
+    while True:
+        path = os.path.join(folder, f"{name}_{counter:05}.safetensors")
+        if not os.path.exists(path):
+            return path
+        counter += 1

@@ -1,0 +1,68 @@
+"""Erase/Retain Compare on ComfyUI objects: before/after renders with the same seeds, and scores."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..surgun_core.errors import SurgUnError
+from ..surgun_core.scores import erase_score, retain_score
+from .families import detect_family
+from .progress import NodeProgress
+from .render import Renderer, image_embedder
+
+
+@dataclass(frozen=True)
+class CompareRequest:
+    target: str
+    retain: tuple[str, ...]
+    distractors: tuple[str, ...]
+    images_per_prompt: int = 4
+    steps: int = 20
+    size: int = 512
+    cfg: float = 5.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.target.strip():
+            raise SurgUnError("[SurgUn] target is empty. Type the prompt of the erased concept.")
+
+
+def grid(rows: list[torch.Tensor]) -> torch.Tensor:
+    """Rows of IMAGE batches (same size) -> one IMAGE ``[1, H*rows, W*cols, 3]``."""
+    cols = max(r.shape[0] for r in rows)
+    h, w = rows[0].shape[1:3]
+    out = torch.ones((len(rows) * h, cols * w, 3))
+    for i, r in enumerate(rows):
+        for j in range(r.shape[0]):
+            out[i * h:(i + 1) * h, j * w:(j + 1) * w] = r[j]
+    return out.unsqueeze(0)
+
+
+def compare(original, erased, clip, vae, clip_vision, req: CompareRequest, node_id: str | None = None) -> tuple[torch.Tensor, dict]:
+    """The grid (target before/after, then each retain prompt before/after) and the scores."""
+    family = detect_family(original)
+    if detect_family(erased).id != family.id:
+        raise SurgUnError(f"[SurgUn] original ({family.name}) and erased ({detect_family(erased).name}) are different model families.")
+    renderer = Renderer.for_model(original, clip, family, req.size, req.images_per_prompt, req.steps, req.cfg)
+    # identical batches (hence identical noise) before and after
+    shown = renderer.plan([req.target, *req.retain])
+    others = renderer.plan(req.distractors) if req.distractors else []
+    progress = NodeProgress(2 * renderer.cost(shown) + renderer.cost(others), node_id)
+    renderer.tick = progress.tick
+
+    embed, embed_name = image_embedder(clip_vision)
+    before, after = renderer.images(original, vae, shown, req.seed), renderer.images(erased, vae, shown, req.seed)
+    d_emb = torch.cat([embed(x) for x in renderer.images(original, vae, others, req.seed + 1000).values()]) if others else None
+    target = req.target
+    scores = {"embedding": embed_name, "target": target,
+              **erase_score(embed(after[target]), embed(before[target]), d_emb), "retain_prompts": {}}
+    rows = [before[target], after[target]]
+    for r in req.retain:
+        b, a = before[r], after[r]
+        scores["retain_prompts"][r] = retain_score(embed(a), embed(b), a, b)
+        rows += [b, a]
+    if req.retain:
+        scores["retain"] = sum(p["retain"] for p in scores["retain_prompts"].values()) / len(req.retain)
+    return grid(rows), scores

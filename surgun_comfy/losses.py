@@ -1,0 +1,71 @@
+"""Each family's native denoising objective, computed through ComfyUI's ``model_sampling``.
+
+The training loop takes its loss as a function; :data:`LossFactory` builds one for the model
+being trained. SurgUn trains with :func:`denoising`; the benchmark's baselines bring their own
+factories (``benchmarks/toy_canvas/baselines.py``)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Callable, Sequence
+
+import torch
+
+from ..surgun_core.errors import SurgUnError
+from ..surgun_core.train import LossFn
+from .prompts import PromptBank
+
+if TYPE_CHECKING:
+    from .deltas import TrainableDeltas
+
+# A loss factory: given the trainable model and the prompts, the per-sample loss the loop minimises.
+LossFactory = Callable[["TrainableDeltas", PromptBank], LossFn]
+
+
+def objective_weight(model_sampling, sigma: torch.Tensor) -> torch.Tensor:
+    """Per-sample weight that turns ``|x0_hat - x0|^2`` into the native MSE.
+
+    eps: ``x0_hat - x0 = sigma (eps - eps_hat)``            -> ``1 / sigma^2``
+    v:   ``x0_hat - x0 = (v - v_hat) s sd / sqrt(s^2+sd^2)`` -> ``(s^2 + sd^2) / (s^2 sd^2)``
+    flow (CONST): ``x0_hat - x0 = sigma (v - v_hat)``       -> ``1 / sigma^2``
+    """
+    import comfy.model_sampling as ms
+
+    if isinstance(model_sampling, ms.V_PREDICTION):
+        sd = float(model_sampling.sigma_data)
+        return (sigma**2 + sd**2) / (sigma**2 * sd**2)
+    if isinstance(model_sampling, (ms.EPS, ms.CONST)):
+        return 1.0 / sigma**2
+    raise SurgUnError(f"[SurgUn] no training objective for prediction type {type(model_sampling).__name__}.")
+
+
+def draw_sigmas(model_sampling, count: int, generator: torch.Generator) -> torch.Tensor:
+    """Uniform training timesteps (as percent of the schedule), mapped to sigmas."""
+    u = torch.rand(count, generator=generator) * 0.998 + 0.001
+    return torch.tensor([float(model_sampling.percent_to_sigma(float(p))) for p in u], dtype=torch.float32)
+
+
+def noisy_input(model_sampling, x0: torch.Tensor, generator: torch.Generator, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(sigma, x_t, x0)`` on ``device``: a training timestep and noise per sample, drawn from ``generator``."""
+    sigma = draw_sigmas(model_sampling, x0.shape[0], generator).to(device)
+    noise = torch.randn(x0.shape, generator=generator).to(device=device, dtype=x0.dtype)
+    x0 = x0.to(device)
+    return sigma, model_sampling.noise_scaling(sigma, noise, x0), x0
+
+
+def weighted_error(model_sampling, pred: torch.Tensor, target: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """Per-sample ``|pred - target|^2`` in x0 space, weighted into the family's native MSE."""
+    err = (pred.float() - target.float()).pow(2).flatten(1).mean(1)
+    return err * objective_weight(model_sampling, sigma)
+
+
+def denoising_loss(model_patcher, bank: PromptBank, x0: torch.Tensor, prompts: Sequence[str], generator: torch.Generator) -> torch.Tensor:
+    """Per-sample native denoising loss of clean latents ``x0`` (model space) under ``prompts``."""
+    base = model_patcher.model
+    ms = base.model_sampling
+    sigma, xt, x0 = noisy_input(ms, x0, generator, bank.device)
+    return weighted_error(ms, base.apply_model(xt, sigma, **bank.batch(prompts)), x0, sigma)
+
+
+def denoising(deltas: TrainableDeltas, bank: PromptBank) -> LossFn:
+    """The loss factory SurgUn trains with: the native denoising loss of the model being trained."""
+    return lambda x0, prompts, g: denoising_loss(deltas.work, bank, x0, prompts, g)

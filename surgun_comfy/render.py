@@ -1,0 +1,111 @@
+"""Rendering with ComfyUI's own sampler: training samples, probe renders, before/after images."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from .prompts import PromptBank, plan_batches, stack
+
+
+def latent_shape_for(model_patcher, size: int) -> tuple[int, int, int]:
+    """(channels, height, width) of the latent for a square image of ``size`` pixels."""
+    fmt = model_patcher.model.latent_format
+    ratio = getattr(fmt, "spacial_downscale_ratio", 8)
+    side = max(1, size // ratio)
+    return (fmt.latent_channels, side, side)
+
+
+def sample_prompts(
+    model_patcher,
+    bank: PromptBank,
+    batches: list[list[str]],
+    count: int,
+    steps: int,
+    cfg: float,
+    seed: int,
+    sampler: str,
+    scheduler: str,
+    on_step: Callable[[], None] | None = None,
+) -> dict[str, torch.Tensor]:
+    """``count`` samples of each prompt of ``batches`` (see :func:`plan_batches`), as KSampler
+    returns them. Batch ``i`` uses noise seed ``seed + i``: the same call gives the same samples."""
+    import comfy.sample
+
+    negative = bank.conditioning("")
+
+    def callback(step, x0, x, total):
+        if on_step is not None:
+            on_step()
+
+    out: dict[str, torch.Tensor] = {}
+    for i, batch in enumerate(batches):
+        latent = torch.zeros((count * len(batch), *bank.latent_shape))
+        noise = comfy.sample.prepare_noise(latent, seed + i)
+        positive = stack([bank.conditioning(p) for p in batch], count)
+        result = comfy.sample.sample(model_patcher, noise, steps, cfg, sampler, scheduler, positive, negative, latent,
+                                     seed=seed + i, callback=callback, disable_pbar=True)
+        for j, p in enumerate(batch):
+            out[p] = result[j * count:(j + 1) * count]
+    return out
+
+
+def decode_images(vae, latents: torch.Tensor) -> torch.Tensor:
+    """Latents (as KSampler returns them) -> IMAGE ``[N, H, W, 3]`` in 0..1 on CPU."""
+    images = vae.decode(latents)
+    if images.ndim == 5:  # some VAEs return a time axis
+        images = images.reshape(-1, *images.shape[-3:])
+    return images.float().clamp(0, 1).cpu()
+
+
+def image_embedder(clip_vision):
+    """(embed(images) -> [N, D], name): CLIP-vision image embeddings, or the pixel fallback."""
+    from ..surgun_core.scores import PIXEL_FALLBACK, pixel_embed
+
+    if clip_vision is None:
+        return pixel_embed, PIXEL_FALLBACK
+
+    def embed(images: torch.Tensor) -> torch.Tensor:
+        out = clip_vision.encode_image(images)
+        e = getattr(out, "image_embeds", None)
+        if e is None:
+            e = out["image_embeds"]
+        return e.float().cpu()
+
+    return embed, "CLIP vision image embeddings"
+
+
+@dataclass
+class Renderer:
+    """Renders prompts at fixed settings with the family's sampler: ``count`` images per prompt,
+    ``steps`` sampler steps, ``cfg``. Every sampler step calls ``tick`` (progress and Cancel)."""
+
+    bank: PromptBank
+    count: int
+    steps: int
+    cfg: float
+    sampler: str
+    scheduler: str
+    tick: Callable[[], None] | None = None
+
+    @classmethod
+    def for_model(cls, model_patcher, clip, family, size: int, count: int, steps: int, cfg: float) -> "Renderer":
+        bank = PromptBank(clip, model_patcher, latent_shape_for(model_patcher, size), model_patcher.load_device)
+        return cls(bank, count, steps, cfg, family.arch.sampler, family.arch.scheduler)
+
+    def plan(self, prompts) -> list[list[str]]:
+        """Sampler batches for ``prompts``; the same plan rendered with the same seed gives the same noise."""
+        return plan_batches(self.bank, prompts, self.count)
+
+    def cost(self, batches: list[list[str]]) -> int:
+        """Progress ticks that rendering ``batches`` takes."""
+        return len(batches) * self.steps
+
+    def latents(self, model_patcher, batches: list[list[str]], seed: int) -> dict[str, torch.Tensor]:
+        return sample_prompts(model_patcher, self.bank, batches, self.count, self.steps, self.cfg, seed,
+                              self.sampler, self.scheduler, on_step=self.tick)
+
+    def images(self, model_patcher, vae, batches: list[list[str]], seed: int) -> dict[str, torch.Tensor]:
+        return {p: decode_images(vae, x) for p, x in self.latents(model_patcher, batches, seed).items()}

@@ -1,0 +1,49 @@
+"""Training additive deltas on a ComfyUI MODEL with the core's loop."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from ..surgun_core.train import ConceptData, OnStep, TrainConfig, TrainResult, train_competition
+from .deltas import TrainableDeltas
+from .losses import LossFactory, denoising
+from .prompts import PromptBank
+
+
+def _normal(t: torch.Tensor) -> torch.Tensor:
+    """A tensor usable by autograd (inference tensors are not)."""
+    return t.clone() if t.is_inference() else t
+
+
+def train_deltas(
+    model_patcher,
+    bank: PromptBank,
+    samples: ConceptData | Sequence[ConceptData],
+    modules: Sequence[str],
+    config: TrainConfig,
+    checkpoint_units: str | None = None,
+    on_step: OnStep | None = None,
+    loss: LossFactory = denoising,
+) -> tuple[dict[str, torch.Tensor], TrainResult]:
+    """Train additive deltas on ``modules`` of a clone of ``model_patcher``.
+
+    ``samples`` holds latents as ComfyUI's sampler returns them (they are moved to the model's
+    space here); several groups may be given (see ``train_competition``). ``loss`` builds the
+    per-sample loss for the model being trained (SurgUn's native denoising loss by default).
+    Returns ``(deltas by module name, TrainResult)``; the input model is untouched.
+    """
+    device = bank.device
+    with torch.inference_mode(False):
+        with TrainableDeltas(model_patcher, modules, checkpoint_units) as td:
+            process_in = td.work.model.process_latent_in
+            to_model = lambda x: _normal(process_in(_normal(x.to(device))))  # noqa: E731
+            groups = [samples] if isinstance(samples, ConceptData) else list(samples)
+            data = [
+                ConceptData(s.target_prompt, to_model(s.target), {k: to_model(v) for k, v in s.distractors.items()},
+                            {k: to_model(v) for k, v in s.retain.items()})
+                for s in groups
+            ]
+            result = train_competition(list(td.deltas.values()), data, loss(td, bank), config, on_step)
+            return td.detached(), result
