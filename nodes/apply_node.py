@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
-from ..surgun_core.errors import SurgUnError
-from ..surgun_core.weights import load_erased_weights
-from ..surgun_comfy.apply import apply_erased
+from ..surgun_comfy.apply import apply_erased, load_weights_file
 from .sockets import ErasedWeightsSocket
 
 NONE = "(none: use the erased_weights input)"
@@ -45,15 +43,5 @@ class SurgUnApplyErasedWeights(io.ComfyNode):
     def execute(cls, model: io.Model.Type, weights_file: str, strength: float,
                 erased_weights: ErasedWeightsSocket.Type | None = None) -> io.NodeOutput:
         if erased_weights is None:
-            if weights_file in (None, "", NONE):
-                raise SurgUnError(
-                    "[SurgUn] no erased weights given: pick a SurgUn file in weights_file, or connect the "
-                    "ERASED_WEIGHTS output of SurgUn Train."
-                )
-            import folder_paths
-
-            path = folder_paths.get_full_path("loras", weights_file)
-            if path is None:
-                raise SurgUnError(f"[SurgUn] {weights_file!r} is not in models/loras any more; refresh the node and pick another file.")
-            erased_weights = load_erased_weights(path)
+            erased_weights = load_weights_file(None if weights_file == NONE else weights_file)
         return io.NodeOutput(apply_erased(model, erased_weights, strength))

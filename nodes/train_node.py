@@ -6,7 +6,7 @@ import logging
 
 from comfy_api.latest import io, ui
 
-from ..surgun_comfy.apply import apply_erased, output_path
+from ..surgun_comfy.apply import apply_erased, check_output_prefix, output_path
 from ..surgun_comfy.erase import EraseRequest, erase_concept, summary
 from ..surgun_comfy.families import PRESETS
 from ..surgun_core.objective import CompetitionWeights
@@ -123,6 +123,7 @@ class SurgUnTrain(io.ComfyNode):
         distractor_set: DistractorsSocket.Type | None = None,
         block_set: BlocksSocket.Type | None = None,
     ) -> io.NodeOutput:
+        prefix = check_output_prefix(filename_prefix)
         target, distractor_prompts, builder = resolve_distractors(target, distractors, distractor_set)
         extra = {"distractor_builder": builder} if builder else {}
         if block_set is not None:
@@ -143,7 +144,7 @@ class SurgUnTrain(io.ComfyNode):
         )
         weights, result = erase_concept(model, clip, request, node_id=cls.hidden.unique_id)
         erased = apply_erased(model, weights, 1.0)
-        if filename_prefix and filename_prefix.strip():
-            path = save_erased_weights(output_path(filename_prefix.strip()), weights)
+        if prefix:
+            path = save_erased_weights(output_path(prefix), weights)
             log.info("[SurgUn] saved erased weights to %s", path)
         return io.NodeOutput(erased, weights, ui=ui.PreviewText(summary(request, weights, result)))

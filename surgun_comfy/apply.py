@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 
-from ..surgun_core.errors import SurgUnError
-from ..surgun_core.weights import ErasedWeights, delta_key, weight_key
+from ..surgun_core.errors import SurgUnError, require_number, short
+from ..surgun_core.weights import ErasedWeights, delta_key, load_erased_weights, weight_key
 from .families import detect_family
 
 
@@ -39,15 +39,51 @@ def check_compatible(model_patcher, weights: ErasedWeights) -> None:
             )
 
 
+def load_weights_file(name: str | None) -> ErasedWeights:
+    """A SurgUn file picked from ``models/loras`` (None or "" = none picked)."""
+    import folder_paths
+
+    if not name:
+        raise SurgUnError(
+            "[SurgUn] no erased weights given: pick a SurgUn file in weights_file, or connect the "
+            "ERASED_WEIGHTS output of SurgUn Train."
+        )
+    path = folder_paths.get_full_path("loras", name)
+    if path is None:
+        raise SurgUnError(f"[SurgUn] weights_file {short(name)} is not in models/loras any more; refresh the node and pick another file.")
+    return load_erased_weights(path)
+
+
 def apply_erased(model_patcher, weights: ErasedWeights, strength: float):
     """A patched clone of ``model_patcher``; exactly what stock LoraLoaderModelOnly does with the file."""
     import comfy.sd
 
+    require_number("strength", strength, -10, 10, "1 applies the erasure as trained, 0 turns it off.")
     check_compatible(model_patcher, weights)
     if strength == 0:
         return model_patcher
     patched, _ = comfy.sd.load_lora_for_models(model_patcher, None, weights.deltas, strength, 0)
     return patched
+
+
+def check_output_prefix(prefix: str) -> str:
+    """The cleaned ``filename_prefix`` ("" = save no file), refused before any work when it would
+    write outside ``models/loras`` or cannot name a file."""
+    import folder_paths
+
+    prefix = (prefix or "").strip()
+    if not prefix:
+        return ""
+    loras_dir = os.path.abspath(folder_paths.get_folder_paths("loras")[0])
+    target = os.path.abspath(os.path.join(loras_dir, os.path.normpath(prefix.replace("\\", "/"))))
+    inside = os.path.commonpath([loras_dir, target]) == loras_dir and target != loras_dir
+    if os.path.isabs(prefix) or not inside or any(c in prefix for c in '<>:"|?*\0') or any(ord(c) < 32 for c in prefix):
+        raise SurgUnError(
+            f"[SurgUn] filename_prefix {short(prefix)} would write outside models/loras or is not a valid file name. "
+            "Use a relative name such as 'surgun/erased' (sub-folders are allowed; '..', absolute paths, drive letters "
+            "and the characters <>:\"|?* are not), or leave it empty to save no file."
+        )
+    return prefix
 
 
 def output_path(prefix: str) -> str:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..surgun_core.errors import SurgUnError
+from ..surgun_core.errors import SurgUnError, require_number
 from ..surgun_core.scores import erase_score, retain_score
 from .families import detect_family
 from .progress import NodeProgress
@@ -27,6 +27,9 @@ class CompareRequest:
     def __post_init__(self) -> None:
         if not self.target.strip():
             raise SurgUnError("[SurgUn] target is empty. Type the prompt of the erased concept.")
+        for name in ("images_per_prompt", "steps", "size"):
+            require_number(name, getattr(self, name), lo=1)
+        require_number("cfg", self.cfg, 0, 100, "Try 5.0 (1.0 for Flux).")
 
 
 def grid(rows: list[torch.Tensor]) -> torch.Tensor:
@@ -46,6 +49,8 @@ def compare(original, erased, clip, vae, clip_vision, req: CompareRequest, node_
     if detect_family(erased).id != family.id:
         raise SurgUnError(f"[SurgUn] original ({family.name}) and erased ({detect_family(erased).name}) are different model families.")
     renderer = Renderer.for_model(original, clip, family, req.size, req.images_per_prompt, req.steps, req.cfg)
+    renderer.bank.check_lengths({"target": (req.target,), "retain_prompts": req.retain, "distractors": req.distractors})
+    note = renderer.size_note("size", req.size)
     # identical batches (hence identical noise) before and after
     shown = renderer.plan([req.target, *req.retain])
     others = renderer.plan(req.distractors) if req.distractors else []
@@ -56,7 +61,7 @@ def compare(original, erased, clip, vae, clip_vision, req: CompareRequest, node_
     before, after = renderer.images(original, vae, shown, req.seed), renderer.images(erased, vae, shown, req.seed)
     d_emb = torch.cat([embed(x) for x in renderer.images(original, vae, others, req.seed + 1000).values()]) if others else None
     target = req.target
-    scores = {"embedding": embed_name, "target": target,
+    scores = {"embedding": embed_name, "target": target, "size": renderer.pixels, "notes": [note] if note else [],
               **erase_score(embed(after[target]), embed(before[target]), d_emb), "retain_prompts": {}}
     rows = [before[target], after[target]]
     for r in req.retain:

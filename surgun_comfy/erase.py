@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Mapping
 
 from ..surgun_core import __version__
-from ..surgun_core.errors import SurgUnError
+from ..surgun_core.errors import SurgUnError, require_number, short
 from ..surgun_core.selection import parse_pattern_text, select_trainable
 from ..surgun_core.train import ConceptData, TrainConfig, TrainResult, require_terms
 from ..surgun_core.weights import ErasedWeights, delta_key
@@ -55,13 +55,13 @@ class EraseRequest:
         if clash:
             where = "distractors" if clash[0] in self.distractors else "retain_prompts"
             raise SurgUnError(
-                f"[SurgUn] the target {clash[0]!r} is also listed among the {where}. It must be a different concept; "
+                f"[SurgUn] the target {short(clash[0])} is also listed among the {where}. It must be a different concept; "
                 f"remove that line from {where}."
             )
         require_terms(self.train.weights, len(self.distractors), len(self.retain))
         for name in ("sample_size", "sample_steps", "samples_per_prompt"):
-            if getattr(self, name) < 1:
-                raise SurgUnError(f"[SurgUn] {name} must be at least 1, got {getattr(self, name)!r}.")
+            require_number(name, getattr(self, name), lo=1)
+        require_number("sample_cfg", self.sample_cfg, 0, 100, "Try 5.0 (1.0 for guidance-distilled models such as Flux).")
 
 
 def resolve_modules(model_patcher, family, req: EraseRequest) -> tuple[list[str], object]:
@@ -85,10 +85,15 @@ def erase_concept(model_patcher, clip, req: EraseRequest, node_id: str | None = 
     t0 = time.monotonic()
 
     renderer = Renderer.for_model(model_patcher, clip, family, req.sample_size, req.samples_per_prompt, req.sample_steps, req.sample_cfg)
+    renderer.bank.check_lengths({"target": req.targets, "distractors": req.distractors, "retain_prompts": req.retain})
+    notes = [n for n in (renderer.size_note("sample_size", req.sample_size),) if n]
     prompts = [*req.targets, *req.distractors, *req.retain]
     batches = renderer.plan(prompts)
     progress = NodeProgress(renderer.cost(batches) + req.train.steps, node_id)
     renderer.tick = progress.tick
+    for note in notes:
+        log.warning("[SurgUn] %s", note)
+        progress.say(note, force=True)
     progress.say(f"sampling {len(prompts)} prompts x {req.samples_per_prompt} in {len(batches)} batches", force=True)
     samples = renderer.latents(model_patcher, batches, req.train.seed)
     t_sample = time.monotonic() - t0
@@ -110,15 +115,16 @@ def erase_concept(model_patcher, clip, req: EraseRequest, node_id: str | None = 
         "target": req.targets[0], "targets": list(req.targets), "distractors": list(req.distractors), "retain": list(req.retain),
         "blocks": {"preset": req.block_preset, "pattern": pattern, "modules": modules},
         "hyperparameters": dataclasses.asdict(req.train),
-        "sampling": {"size": req.sample_size, "steps": req.sample_steps, "per_prompt": req.samples_per_prompt,
+        "sampling": {"size": renderer.pixels, "steps": req.sample_steps, "per_prompt": req.samples_per_prompt,
                      "cfg": req.sample_cfg, "sampler": arch.sampler, "scheduler": arch.scheduler},
         "gradient_checkpointing": units is not None,
         "reference_target_loss": result.reference_target_loss, "ascent_cap_value": result.cap,
         "final": result.history[-1] if result.history else {},
-        "timing_s": {"sampling": round(t_sample, 3), "total": round(time.monotonic() - t0, 3)},
+        "notes": notes,
         **dict(req.extra_metadata),
-    }
-    log.info("[SurgUn] erased %r from %s: %d layers, %d steps in %.1fs", req.targets[0], family.name, len(modules), req.train.steps, time.monotonic() - t0)
+    }  # no timings: the same seed and inputs give a byte-identical file
+    log.info("[SurgUn] erased %s from %s: %d layers, %d steps in %.1f s (sampling %.1f s)", short(req.targets[0]), family.name,
+             len(modules), req.train.steps, time.monotonic() - t0, t_sample)
     return ErasedWeights({delta_key(n): d for n, d in deltas.items()}, metadata), result
 
 
@@ -126,5 +132,6 @@ def summary(req: EraseRequest, weights: ErasedWeights, result: TrainResult) -> s
     """The text SurgUn Train shows on the node after a run."""
     more = f" (+{len(req.targets) - 1} phrasings)" if len(req.targets) > 1 else ""
     saved = f"saved {os.path.basename(weights.path)}" if weights.path else "not saved (empty filename_prefix)"
-    return (f"erased {req.targets[0]!r}{more}: {len(weights.deltas)} layers, {weights.num_params():,} weights, "
-            f"{req.train.steps} steps, final loss {result.history[-1]['loss']:.4f}\n{saved}")
+    notes = "".join(f"\nnote: {n}" for n in weights.metadata.get("notes", ()))
+    return (f"erased {short(req.targets[0])}{more}: {len(weights.deltas)} layers, {weights.num_params():,} weights, "
+            f"{req.train.steps} steps, final loss {result.history[-1]['loss']:.4f}\n{saved}{notes}")

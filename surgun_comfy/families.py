@@ -112,34 +112,43 @@ def _prediction(model_sampling) -> str:
             "[SurgUn] EDM-parameterised models (e.g. Playground 2.5, EDM v-prediction fine-tunes) are not supported yet. "
             f"Supported families: {SUPPORTED}."
         )
-    if isinstance(model_sampling, ms.V_PREDICTION):
-        return "v"
-    if isinstance(model_sampling, ms.CONST):
-        return "flow"
     x0_types = tuple(getattr(ms, n) for n in ("X0", "IMG_TO_IMG", "IMG_TO_IMG_FLOW") if hasattr(ms, n))
     if x0_types and isinstance(model_sampling, x0_types):
         raise SurgUnError(f"[SurgUn] x0-predicting models are not supported. Supported families: {SUPPORTED}.")
-    if isinstance(model_sampling, ms.EPS):
-        return "eps"
+    # the prediction's own denoising formula: a subclass that changes it (e.g. LCM) is another objective
+    for base, name in ((ms.V_PREDICTION, "v"), (ms.CONST, "flow"), (ms.EPS, "eps")):
+        if isinstance(model_sampling, base):
+            if type(model_sampling).calculate_denoised is not base.calculate_denoised:
+                raise SurgUnError(
+                    f"[SurgUn] this model's sampling ({type(model_sampling).__name__}, e.g. an LCM patch) computes its "
+                    f"prediction differently from plain {name}-prediction, so SurgUn cannot train it. Remove the "
+                    f"model-sampling patch before SurgUn Train. Supported families: {SUPPORTED}."
+                )
+            return name
     raise SurgUnError(
         f"[SurgUn] unknown prediction type {type(model_sampling).__name__}. Supported families: {SUPPORTED}."
     )
 
 
 def detect_family(model_patcher) -> ModelFamily:
-    """The family of a ComfyUI MODEL (a ModelPatcher), or a SurgUnError naming what it is."""
+    """The family of a ComfyUI MODEL (a ModelPatcher), or a SurgUnError naming what it is.
+
+    Every fact is read through the patcher (``get_model_object``): model-sampling patches such
+    as ModelSamplingDiscrete live on the patcher, and the shared model holds whatever the last
+    loaded patcher left on it."""
     from comfy.ldm.flux.model import Flux
     from comfy.ldm.modules.diffusionmodules.mmdit import MMDiT
     from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
 
     base = model_patcher.model
-    net = base.diffusion_model
+    net = model_patcher.get_model_object("diffusion_model")
+    sampling = model_patcher.get_model_object("model_sampling")  # this patcher's, not what the last job left on the shared model
     chain = _config_chain(base.model_config)
     config_name = chain[0]
     found = f"{config_name} ({type(net).__name__})"
 
     if type(net) is UNetModel:
-        prediction = _prediction(base.model_sampling)
+        prediction = _prediction(sampling)
         if "SDXL" in chain or "SDXLRefiner" in chain:
             return ModelFamily("sdxl", "SDXL", prediction, UNET)
         if "SD20" in chain:
@@ -150,9 +159,9 @@ def detect_family(model_patcher) -> ModelFamily:
             raise SurgUnError(f"[SurgUn] this UNet model ({found}) has no cross-attention, so a prompt cannot be erased from it.")
         return ModelFamily(f"unet:{config_name}", f"{config_name} (UNet)", prediction, UNET)
     if isinstance(net, MMDiT) and "SD3" in chain:
-        return ModelFamily("sd3", "SD3.x", _prediction(base.model_sampling), MMDIT)
+        return ModelFamily("sd3", "SD3.x", _prediction(sampling), MMDIT)
     if type(net) is Flux and "Flux" in chain:
-        return ModelFamily("flux", "Flux", _prediction(base.model_sampling), FLUX)
+        return ModelFamily("flux", "Flux", _prediction(sampling), FLUX)
     raise SurgUnError(
         f"[SurgUn] this model family is not supported yet: {found}. Supported families: {SUPPORTED}."
     )

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..surgun_core.errors import SurgUnError
+from ..surgun_core.errors import SurgUnError, require_number, short
 from ..surgun_core.localize import LocalizeResult, SelectConfig, localize
 from ..surgun_core.objective import CompetitionWeights
 from ..surgun_core.selection import match_names, parse_pattern_text, select_trainable
@@ -48,6 +48,10 @@ class LocalizeRequest:
             raise SurgUnError("[SurgUn] distractors is empty (0 received); give at least one, one per line, or connect DISTRACTORS.")
         if not self.retain:
             raise SurgUnError("[SurgUn] retain_prompts is empty; give a few unrelated prompts, one per line: retention is what is scored.")
+        for name in ("images_per_prompt", "render_steps", "render_size"):
+            require_number(name, getattr(self, name), lo=1)
+        require_number("render_cfg", self.render_cfg, 0, 100, "Try 5.0 (1.0 for Flux).")
+        self.probe  # the probe's training settings are checked now, before any work
 
     @property
     def probe(self) -> TrainConfig:
@@ -64,7 +68,9 @@ class BlockSet:
     info: dict
 
     def metadata(self) -> dict:
-        return {"chosen": self.names, "table": self.table, **self.info}
+        """What goes into a weights file: no timings, so the same inputs give the same file."""
+        table = [{k: v for k, v in row.items() if k not in ("update_s", "render_s")} for row in self.table]
+        return {"chosen": self.names, "table": table, **self.info}
 
 
 def candidate_blocks(model_patcher, family, granularity: str, block_filter: str, max_blocks: int) -> list[str]:
@@ -77,7 +83,7 @@ def candidate_blocks(model_patcher, family, granularity: str, block_filter: str,
     if not units:
         raise SurgUnError(
             f"[SurgUn] there are no candidate blocks: granularity {granularity!r}"
-            + (f" with block_filter {block_filter!r}" if block_filter.strip() else "")
+            + (f" with block_filter {short(block_filter)}" if block_filter.strip() else "")
             + " selects nothing in this model. Clear block_filter or pick another granularity."
         )
     if max_blocks and len(units) > max_blocks:
@@ -95,6 +101,10 @@ def run_localizer(model_patcher, clip, vae, clip_vision, req: LocalizeRequest, n
     train_cfg = req.probe
 
     renderer = Renderer.for_model(model_patcher, clip, family, req.render_size, req.images_per_prompt, req.render_steps, req.render_cfg)
+    renderer.bank.check_lengths({"target": (req.target,), "distractors": req.distractors, "retain_prompts": req.retain})
+    note = renderer.size_note("render_size", req.render_size)
+    if note:
+        log.warning("[SurgUn] %s", note)
     # the same batches (hence the same noise) for the reference and every probe render
     scored = renderer.plan([req.target, *req.retain])
     others = renderer.plan(req.distractors)
@@ -141,7 +151,7 @@ def run_localizer(model_patcher, clip, vae, clip_vision, req: LocalizeRequest, n
     result.reference_s = reference_s
     result.config.update({"granularity": req.granularity, "probe_steps": req.probe_steps, "probe_lr": req.probe_lr,
                           "images_per_prompt": req.images_per_prompt, "render_steps": req.render_steps,
-                          "render_size": req.render_size, "family": family.id})
+                          "render_size": renderer.pixels, "family": family.id, "notes": [note] if note else []})
     info = {"family": family.id, "embedding": embed_name, "erase_threshold": result.erase_threshold,
             "retain_cutoff": result.retain_cutoff, "request": {k: v for k, v in dataclasses.asdict(req).items()
                                                                if k not in ("distractors", "retain")}}

@@ -60,10 +60,9 @@ def weighted_error(model_sampling, pred: torch.Tensor, target: torch.Tensor, sig
 
 def denoising_loss(model_patcher, bank: PromptBank, x0: torch.Tensor, prompts: Sequence[str], generator: torch.Generator) -> torch.Tensor:
     """Per-sample native denoising loss of clean latents ``x0`` (model space) under ``prompts``."""
-    base = model_patcher.model
-    ms = base.model_sampling
+    ms = model_patcher.get_model_object("model_sampling")
     sigma, xt, x0 = noisy_input(ms, x0, generator, bank.device)
-    return weighted_error(ms, base.apply_model(xt, sigma, **bank.batch(prompts)), x0, sigma)
+    return weighted_error(ms, model_patcher.model.apply_model(xt, sigma, **bank.batch(prompts)), x0, sigma)
 
 
 def denoising(deltas: TrainableDeltas, bank: PromptBank) -> LossFn:

@@ -8,11 +8,11 @@ sampler batches whose conditionings stack.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import torch
 
-from ..surgun_core.errors import SurgUnError
+from ..surgun_core.errors import SurgUnError, short
 
 
 class PromptBank:
@@ -45,6 +45,21 @@ class PromptBank:
             self._model_conds[prompt] = {k: v.process_cond(batch_size=1, area=None) for k, v in first.items()}
         return self._model_conds[prompt]
 
+    def check_lengths(self, by_input: Mapping[str, Sequence[str]]) -> None:
+        """Refuse, before any work, a prompt too long to share a batch with a short one (CLIP
+        models: over 4 windows of 75 tokens), naming the input it came from."""
+        short_prompt = self.model_conds("")
+        for name, prompts in by_input.items():
+            for p in prompts:
+                c = self.model_conds(p)
+                if not all(c[k].can_concat(short_prompt[k]) for k in short_prompt if k in c):
+                    windows = max(len(w) for w in self.clip.tokenize(p).values())
+                    raise SurgUnError(
+                        f"[SurgUn] a prompt in {name} is too long to train with this model ({windows} text-encoder windows; "
+                        f"at most 4 CLIP windows, about 300 tokens, fit beside short prompts): {short(p)}. "
+                        "Shorten it, or split it into several lines."
+                    )
+
     def batch(self, prompts: Sequence[str]) -> dict:
         """Keyword arguments for ``BaseModel.apply_model`` with one prompt per sample."""
         import comfy.samplers
@@ -54,8 +69,8 @@ class PromptBank:
         for p, c in zip(prompts, conds):
             if not all(c[k].can_concat(first[k]) for k in first):
                 raise SurgUnError(
-                    f"[SurgUn] the prompt {p!r} encodes to a different length than {prompts[0]!r} "
-                    "(over 75 tokens?). Shorten long prompts so all prompts fit one CLIP window."
+                    f"[SurgUn] the prompts {short(p)} and {short(prompts[0])} encode to lengths that cannot share a "
+                    "batch. Shorten the longer one."
                 )
         out = comfy.samplers.cond_cat(conds)
         return {k: (v.to(self.device) if hasattr(v, "to") else v) for k, v in out.items()}

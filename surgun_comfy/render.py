@@ -10,12 +10,15 @@ import torch
 from .prompts import PromptBank, plan_batches, stack
 
 
+def latent_ratio(model_patcher) -> int:
+    """Pixels per latent cell (8 for SD-style VAEs, 1 for pixel-space models)."""
+    return getattr(model_patcher.get_model_object("latent_format"), "spacial_downscale_ratio", 8)
+
+
 def latent_shape_for(model_patcher, size: int) -> tuple[int, int, int]:
-    """(channels, height, width) of the latent for a square image of ``size`` pixels."""
-    fmt = model_patcher.model.latent_format
-    ratio = getattr(fmt, "spacial_downscale_ratio", 8)
-    side = max(1, size // ratio)
-    return (fmt.latent_channels, side, side)
+    """(channels, height, width) of the latent for a square image of ``size`` pixels (rounded down to the grid)."""
+    side = max(1, size // latent_ratio(model_patcher))
+    return (model_patcher.get_model_object("latent_format").latent_channels, side, side)
 
 
 def sample_prompts(
@@ -88,12 +91,21 @@ class Renderer:
     cfg: float
     sampler: str
     scheduler: str
+    pixels: int = 0
+    """The side actually rendered: the requested size rounded down to the latent grid."""
     tick: Callable[[], None] | None = None
 
     @classmethod
     def for_model(cls, model_patcher, clip, family, size: int, count: int, steps: int, cfg: float) -> "Renderer":
-        bank = PromptBank(clip, model_patcher, latent_shape_for(model_patcher, size), model_patcher.load_device)
-        return cls(bank, count, steps, cfg, family.arch.sampler, family.arch.scheduler)
+        shape = latent_shape_for(model_patcher, size)
+        bank = PromptBank(clip, model_patcher, shape, model_patcher.load_device)
+        return cls(bank, count, steps, cfg, family.arch.sampler, family.arch.scheduler, shape[-1] * latent_ratio(model_patcher))
+
+    def size_note(self, name: str, requested: int) -> str:
+        """"" when ``requested`` is rendered as asked, else what is rendered instead (for the user)."""
+        if self.pixels == requested:
+            return ""
+        return f"{name} {requested} is not a multiple of the model's latent grid: images are {self.pixels} px"
 
     def plan(self, prompts) -> list[list[str]]:
         """Sampler batches for ``prompts``; the same plan rendered with the same seed gives the same noise."""

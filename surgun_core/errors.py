@@ -17,3 +17,22 @@ class NonFiniteLossError(SurgUnError):
         )
         self.step = step
         self.parts = parts
+
+
+def short(text: str, limit: int = 60) -> str:
+    """A user's text quoted in an error: its first ``limit`` characters, and how long it was."""
+    text = str(text)
+    if len(text) <= limit:
+        return repr(text)
+    return f"{text[:limit]!r}... ({len(text):,} characters)"
+
+
+def require_number(name: str, value, lo: float | None = None, hi: float | None = None, fix: str = "") -> None:
+    """``value`` is a finite number within ``[lo, hi]`` (NaN and infinities refused, whatever the route)."""
+    import math
+
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and (lo is None or value >= lo) and (hi is None or value <= hi)
+    if not ok:
+        span = f" in [{lo:g}, {hi:g}]" if lo is not None and hi is not None else (f" >= {lo:g}" if lo is not None else "")
+        raise SurgUnError(f"[SurgUn] {name} must be a finite number{span}, got {short(value, 30)}." + (f" {fix}" if fix else ""))

@@ -18,7 +18,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from .errors import SurgUnError
+from .errors import SurgUnError, require_number
 from .scores import erase_score, retain_score
 
 # probe(block) -> {"target": images, "retain": images}, rendered after a short update of that
@@ -40,8 +40,9 @@ class SelectConfig:
     def __post_init__(self) -> None:
         if not isinstance(self.keep, int) or self.keep < 1:
             raise SurgUnError(f"[SurgUn] keep must be at least 1, got {self.keep!r}.")
-        if not 0.0 <= self.erase_quantile <= 1.0:
-            raise SurgUnError(f"[SurgUn] erase_quantile must be in [0, 1], got {self.erase_quantile!r}.")
+        require_number("erase_quantile", self.erase_quantile, 0.0, 1.0)
+        if self.erase_threshold is not None:
+            require_number("erase_threshold", self.erase_threshold, lo=0.0, fix="Use -1 on the node to use erase_quantile instead.")
 
     def check_candidates(self, n_blocks: int) -> None:
         """``keep`` against the number of candidate blocks (known once the model is read)."""

@@ -15,7 +15,7 @@ from typing import Iterable, Sequence
 
 import torch
 
-from .errors import SurgUnError
+from .errors import SurgUnError, short
 
 Patterns = str | Sequence[str]
 
@@ -28,7 +28,7 @@ def match_names(names: Iterable[str], patterns: Patterns) -> list[str]:
             rx = re.compile(patterns)
         except re.error as e:
             raise SurgUnError(
-                f"[SurgUn] block pattern {patterns!r} is not a valid regular expression ({e}). "
+                f"[SurgUn] block pattern {short(patterns)} is not a valid regular expression ({e}). "
                 "Fix the expression, or give a list of block names instead."
             ) from None
         return [n for n in names if rx.fullmatch(n)]
@@ -78,7 +78,7 @@ def select_trainable(root: torch.nn.Module, patterns: Patterns, hint_filter: str
         hints = [n for n in names if hint_filter in n.rsplit(".", 1)[-1]] or names
         shown = ", ".join(hints[:8])
         raise SurgUnError(
-            f"[SurgUn] the block pattern {patterns!r} matches no layer of this model. "
+            f"[SurgUn] the block pattern {short(patterns)} matches no layer of this model. "
             f"Some names that exist: {shown}{' ...' if len(hints) > 8 else ''}. "
             "Use a list of names/suffixes (e.g. 'attn2') or 're:<full regex>'."
         )

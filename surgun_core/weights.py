@@ -5,8 +5,11 @@ File format (safetensors):
 * tensors ``diffusion_model.<module>.diff`` holding ``W_erased - W_original`` for each trained
   layer's weight. ComfyUI's stock ``LoraLoaderModelOnly`` applies these keys as-is (the
   ``.diff`` patch type), scaled by its strength;
-* header metadata ``surgun`` (JSON: targets, distractors, retain prompts, blocks,
-  hyperparameters, model family, pack version) and ``format``.
+* header metadata: one key, ``surgun``, holding JSON with sorted keys: the ``format`` and the
+  provenance (targets, distractors, retain prompts, blocks, hyperparameters, model family, pack
+  version). One key, because safetensors writes several metadata keys in a random order: with one,
+  the same run gives a byte-identical file. (Version 1 files kept ``format`` as a key of its own;
+  they still load.)
 
 Files are written to a temporary name and renamed into place, so a failure never leaves a
 partial file behind.
@@ -21,10 +24,11 @@ from typing import Mapping
 
 import torch
 
-from .errors import SurgUnError
+from .errors import SurgUnError, short
 from .safefile import save_safetensors_atomic
 
-FORMAT = "surgun.erased_weights/1"
+FORMAT = "surgun.erased_weights/2"
+FORMAT_V1 = "surgun.erased_weights/1"
 PREFIX = "diffusion_model."
 SUFFIX = ".diff"
 
@@ -90,7 +94,7 @@ def save_erased_weights(path: str, weights: ErasedWeights) -> str:
     """Write ``weights`` to ``path`` atomically; returns the path."""
     if not weights.deltas:
         raise SurgUnError("[SurgUn] there are no erased weights to save.")
-    meta = {"format": FORMAT, "surgun": json.dumps(weights.metadata, sort_keys=True)}
+    meta = {"surgun": json.dumps({**weights.metadata, "format": FORMAT}, sort_keys=True)}
     weights.path = save_safetensors_atomic(weights.deltas, path, meta)
     return path
 
@@ -100,7 +104,7 @@ def load_erased_weights(path: str) -> ErasedWeights:
     from safetensors import safe_open
 
     if not os.path.isfile(path):
-        raise SurgUnError(f"[SurgUn] erased-weights file not found: {path!r}. Pick a file from models/loras.")
+        raise SurgUnError(f"[SurgUn] erased-weights file not found: {short(path)}. Pick a file from models/loras.")
     try:
         with safe_open(path, framework="pt", device="cpu") as f:
             meta = f.metadata() or {}
@@ -108,23 +112,31 @@ def load_erased_weights(path: str) -> ErasedWeights:
             tensors = {k: f.get_tensor(k) for k in keys}
     except Exception as e:  # safetensors raises several exception types for corrupt files
         raise SurgUnError(
-            f"[SurgUn] could not read {os.path.basename(path)!r} as safetensors ({type(e).__name__}: {e}). "
+            f"[SurgUn] could not read {short(os.path.basename(path))} as safetensors ({type(e).__name__}: {e}). "
             "The file is corrupt or not a .safetensors file; re-run SurgUnTrain to write it again."
         ) from None
-    if meta.get("format") != FORMAT or "surgun" not in meta:
+    try:
+        metadata = json.loads(meta["surgun"]) if "surgun" in meta else {}
+    except json.JSONDecodeError as e:
+        raise SurgUnError(f"[SurgUn] the metadata of {short(os.path.basename(path))} is damaged ({e}); re-run SurgUnTrain.") from None
+    fmt = metadata.pop("format", None) if isinstance(metadata, dict) else None
+    fmt = meta.get("format", fmt)
+    if fmt not in (FORMAT, FORMAT_V1) or "surgun" not in meta:
         raise SurgUnError(
-            f"[SurgUn] {os.path.basename(path)!r} is not a SurgUn erased-weights file (format "
-            f"{meta.get('format')!r}, expected {FORMAT!r}). Load ordinary LoRAs with LoraLoaderModelOnly, "
+            f"[SurgUn] {short(os.path.basename(path))} is not a SurgUn erased-weights file (format "
+            f"{short(fmt, 40)}, expected {FORMAT!r}). Load ordinary LoRAs with LoraLoaderModelOnly, "
             "or pick a file written by SurgUnTrain."
         )
-    try:
-        metadata = json.loads(meta["surgun"])
-    except json.JSONDecodeError as e:
-        raise SurgUnError(f"[SurgUn] the metadata of {os.path.basename(path)!r} is damaged ({e}); re-run SurgUnTrain.") from None
     bad = [k for k in keys if not (k.startswith(PREFIX) and k.endswith(SUFFIX))]
     if bad or not keys:
         raise SurgUnError(
-            f"[SurgUn] {os.path.basename(path)!r} has unexpected tensors ({bad[:3] or 'none at all'}); "
+            f"[SurgUn] {short(os.path.basename(path))} has unexpected tensors ({bad[:3] or 'none at all'}); "
             "it was not written by SurgUnTrain or was modified."
+        )
+    broken = [k for k, t in tensors.items() if not bool(torch.isfinite(t).all())]
+    if broken:
+        raise SurgUnError(
+            f"[SurgUn] {short(os.path.basename(path))} holds non-finite values (NaN or infinity) in {len(broken)} layer(s), "
+            f"e.g. {short(module_of(broken[0]))}; applying it would break the model. Re-run SurgUn Train to write it again."
         )
     return ErasedWeights(deltas=tensors, metadata=metadata, path=path)

@@ -104,7 +104,7 @@ def esd_loss(deltas, bank, x0: torch.Tensor, prompts, generator: torch.Generator
     target of the trained model's ``x0(c)`` at the same noisy input.
     """
     base = deltas.work.model
-    ms = base.model_sampling
+    ms = deltas.work.get_model_object("model_sampling")
     sigma, xt, _ = noisy_input(ms, x0, generator, bank.device)
     with deltas.original():
         cond = base.apply_model(xt, sigma, **bank.batch(prompts)).float()
