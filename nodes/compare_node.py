@@ -7,6 +7,7 @@ import json
 from comfy_api.latest import io, ui
 
 from ..surgun_comfy.compare import CompareRequest, compare
+from ..surgun_comfy.families import detect_family
 from .inputs import resolve_distractors, split_lines
 from .sockets import DistractorsSocket
 
@@ -37,7 +38,8 @@ class SurgUnEraseRetainCompare(io.ComfyNode):
                 io.Int.Input("images_per_prompt", default=4, min=1, max=16, tooltip="Images per prompt (same seeds before and after)."),
                 io.Int.Input("steps", default=20, min=1, max=200, tooltip="Sampler steps."),
                 io.Int.Input("size", default=512, min=16, max=4096, step=16, tooltip="Side of the renders in pixels."),
-                io.Float.Input("cfg", default=5.0, min=0.0, max=30.0, step=0.1, tooltip="CFG scale (1.0 for Flux)."),
+                io.Float.Input("cfg", default=-1.0, min=-1.0, max=30.0, step=0.1,
+                               tooltip="CFG scale of the renders. -1 = the family's default (1.0 for Flux, 5.0 for the others)."),
                 io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, tooltip="Seed of the renders."),
                 io.ClipVision.Input("clip_vision", optional=True, tooltip="Optional: score with CLIP-vision image embeddings instead of the pixel fallback."),
                 DistractorsSocket.Input("distractor_set", optional=True, tooltip="Distractors from SurgUn Distractor Builder (replace the text field)."),
@@ -67,8 +69,10 @@ class SurgUnEraseRetainCompare(io.ComfyNode):
         clip_vision: io.ClipVision.Type | None = None,
         distractor_set: DistractorsSocket.Type | None = None,
     ) -> io.NodeOutput:
-        target, distractor_prompts, _ = resolve_distractors(target, distractors, distractor_set)
-        request = CompareRequest(target=target, retain=split_lines(retain_prompts), distractors=distractor_prompts,
+        cfg = detect_family(original).auto_cfg(cfg)
+        chosen = resolve_distractors(target, distractors, distractor_set)
+        request = CompareRequest(target=chosen.target, retain=split_lines(retain_prompts), distractors=chosen.names,
+                                 concept=chosen.concept, distractor_prompts=chosen.prompts,
                                  images_per_prompt=images_per_prompt, steps=steps, size=size, cfg=cfg, seed=seed)
         image, scores = compare(original, erased, clip, vae, clip_vision, request, node_id=cls.hidden.unique_id)
         text = json.dumps(scores, indent=1)

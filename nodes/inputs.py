@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 
 def split_lines(text: str) -> tuple[str, ...]:
     """Non-empty, stripped lines of a multiline text field, duplicates removed in order."""
@@ -14,14 +16,26 @@ def split_lines(text: str) -> tuple[str, ...]:
     return tuple(out)
 
 
-def resolve_distractors(target: str, distractors: str, distractor_set=None) -> tuple[str, tuple[str, ...], dict]:
-    """``(target, distractor prompts, metadata)`` from a node's text fields and optional DISTRACTORS input.
+@dataclass(frozen=True)
+class Distractors:
+    """What a node's target and distractor inputs say, with or without a DISTRACTORS input."""
 
-    A connected DISTRACTORS input replaces the typed distractors, and an empty target then means
-    the builder's target prompt. The metadata (empty without a DISTRACTORS input) says how the
-    set was chosen.
-    """
+    target: str
+    names: tuple[str, ...]
+    """Distractor lines: concept names put into each target line's slot (or full prompts for unpaired lines)."""
+    prompts: tuple[str, ...] = ()
+    """The builder's template prompts, for target lines that do not name the concept; empty = ``names``."""
+    concept: str = ""
+    """The builder's target name, found in target lines that mark no concept in braces."""
+    metadata: dict = field(default_factory=dict)
+
+
+def resolve_distractors(target: str, distractors: str, distractor_set=None) -> Distractors:
+    """A connected DISTRACTORS input replaces the typed distractors, and an empty target then means
+    the builder's target prompt. The metadata (empty without a DISTRACTORS input) says how the set
+    was chosen."""
     target = (target or "").strip()
     if distractor_set is None:
-        return target, split_lines(distractors), {}
-    return target or distractor_set.target_prompt, tuple(distractor_set.prompts), distractor_set.metadata()
+        return Distractors(target, split_lines(distractors))
+    return Distractors(target or distractor_set.target_prompt, tuple(distractor_set.names), tuple(distractor_set.prompts),
+                       distractor_set.target, distractor_set.metadata())

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from comfy_api.latest import io, ui
 
-from ..surgun_comfy.localize import LocalizeRequest, run_localizer
+from ..surgun_comfy.families import PRESETS, detect_family
+from ..surgun_comfy.localize import LocalizeRequest
+from ..surgun_comfy.probe import run_localizer
 from ..surgun_core.localize import SelectConfig, report_image
 from ..surgun_core.objective import CompetitionWeights
 from .inputs import resolve_distractors, split_lines
@@ -19,40 +21,57 @@ class SurgUnBlockLocalizer(io.ComfyNode):
             display_name="SurgUn Block Localizer",
             category="SurgUn",
             description=(
-                "Probes each candidate attention block with a short SurgUn update (starting each time from the untouched "
-                "weights), renders target and retain prompts with fixed seeds, decodes to pixels and scores erase (target "
-                "images moved away and toward the distractors) and retain (retain images unchanged). Blocks reaching the "
-                "erase threshold are ranked by retain; the top ones go out as BLOCKS for SurgUn Train."
+                "Finds the attention blocks whose training erases the target while keeping the rest. One short SurgUn "
+                "update on every candidate block stands in for the training; then each block's part of it alone is "
+                "applied, and the target's images at unseen seeds (and held-out target lines) are scored for moving "
+                "toward the distractors and away from the target, against a noise floor measured by re-rendering the "
+                "untouched model. Blocks above the floor and near the best are ranked by retain; the top ones go out "
+                "as BLOCKS for SurgUn Train."
             ),
             search_aliases=["localize", "which layers", "block selection"],
             inputs=[
-                io.Model.Input("model", tooltip="The model to erase from (never modified: every probe runs on a clone)."),
+                io.Model.Input("model", tooltip="The model to erase from (never modified: the update runs on a clone)."),
                 io.Clip.Input("clip", tooltip="The text encoder of the same checkpoint."),
                 io.Vae.Input("vae", tooltip="Decodes probe renders to pixels, where the scores are measured. Required."),
-                io.String.Input("target", default="", placeholder="a painting in the style of Van Gogh",
-                                tooltip="Prompt of the concept to erase. Required, unless DISTRACTORS is connected (then empty = its target)."),
-                io.String.Input("distractors", multiline=True, default="",
-                                tooltip="Competing concepts, one prompt per line; ignored when DISTRACTORS is connected."),
+                io.String.Input("target", multiline=True, default="", placeholder="a harbour at dawn in the style of {Van Gogh}",
+                                tooltip="Target lines, concept in braces, as in SurgUn Train. With two or more lines, every other "
+                                        "line is held out of the update and used for the held-out check. Required, unless "
+                                        "DISTRACTORS is connected (then empty = its target)."),
+                io.String.Input("distractors", multiline=True, default="", placeholder="Claude Monet\nHokusai",
+                                tooltip="Competing concepts, one name per line, as in SurgUn Train; ignored when DISTRACTORS is connected."),
                 io.String.Input("retain_prompts", multiline=True, default="", placeholder="a photo of a dog\na city street at night",
-                                tooltip="Unrelated prompts whose images must not change; their renders are what retain scores. Required."),
+                                tooltip="Prompts whose images must not change; their renders are what retain scores. Required."),
+                io.Combo.Input("blocks", options=PRESETS, default="cross_attention",
+                               tooltip="Candidates are the blocks holding this preset's layers: use the preset SurgUn Train would train."),
                 io.Combo.Input("granularity", options=["attention", "transformer_block"], default="attention",
                                tooltip="Unit probed at a time: one attention module (SD: attn1/attn2 of a transformer block; "
                                        "SD3/Flux: one stream's attention) or a whole transformer block."),
-                io.Int.Input("probe_steps", default=10, min=1, max=1000, tooltip="SurgUn steps per probe. More = clearer scores, slower."),
-                io.Float.Input("probe_lr", default=1e-4, min=0.0, max=1.0, step=1e-5, round=False,
-                               tooltip="Learning rate of the probe updates (larger than training's, since probes are short)."),
+                io.Int.Input("probe_steps", default=20, min=1, max=1000,
+                             tooltip="Steps of the short update that stands in for the training. More = clearer scores, slower."),
+                io.Float.Input("learning_rate", default=0.0, min=0.0, max=1.0, step=1e-6, round=False,
+                               tooltip="The learning rate SurgUn Train will use (the probe's update runs at it). 0 = the family's default."),
+                io.Int.Input("train_steps", default=0, min=0, max=100000,
+                             tooltip="The steps SurgUn Train will run: each block's part of the update is applied at "
+                                     "train_steps / probe_steps, the strength the training would reach. 0 = the family's default."),
                 io.Int.Input("keep", default=4, min=1, max=256, tooltip="How many blocks to keep."),
-                io.Float.Input("erase_quantile", default=0.5, min=0.0, max=1.0, step=0.05,
-                               tooltip="Blocks must reach this quantile of the erase scores to be kept. 0 = every block qualifies."),
-                io.Float.Input("erase_threshold", default=-1.0, min=-1.0, max=10.0, step=0.01,
-                               tooltip="An absolute erase threshold instead of the quantile. -1 = off (use erase_quantile)."),
-                io.Int.Input("images_per_prompt", default=2, min=1, max=16, tooltip="Images rendered per prompt for each probe."),
+                io.Float.Input("min_fraction", default=0.5, min=0.0, max=1.0, step=0.05,
+                               tooltip="A block must reach this fraction of the best block's erase to be kept. 0 = any block "
+                                       "above the noise floor."),
+                io.Boolean.Input("noise_floor", default=True,
+                                 tooltip="Blocks must erase more than the untouched model varies when re-rendered with other "
+                                         "seeds. Off = use erase_threshold instead."),
+                io.Float.Input("erase_threshold", default=0.0, min=-1.0, max=10.0, step=0.01,
+                               tooltip="The erase a block must reach when noise_floor is off (it may be negative). Ignored "
+                                       "while noise_floor is on."),
+                io.Int.Input("images_per_prompt", default=2, min=1, max=16, tooltip="Images rendered per prompt and block."),
                 io.Int.Input("render_steps", default=10, min=1, max=100, tooltip="Sampler steps of the probe renders."),
                 io.Int.Input("render_size", default=256, min=16, max=2048, step=16, tooltip="Side in pixels of the probe renders."),
-                io.Float.Input("render_cfg", default=5.0, min=0.0, max=30.0, step=0.1, tooltip="CFG of the probe renders (1.0 for Flux)."),
-                io.Int.Input("max_blocks", default=16, min=0, max=1024,
-                             tooltip="Cap on candidate blocks (evenly spaced through the network). 0 = probe every block."),
-                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, tooltip="Seed of renders and probe updates."),
+                io.Float.Input("render_cfg", default=-1.0, min=-1.0, max=30.0, step=0.1,
+                               tooltip="CFG of the probe renders. -1 = the family's default (1.0 for Flux, 5.0 for the others)."),
+                io.Int.Input("max_blocks", default=0, min=0, max=1024,
+                             tooltip="Cap on candidate blocks (evenly spaced through the network). 0 = probe every candidate."),
+                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF,
+                             tooltip="Seed of the training samples and the update; renders use seeds the update never saw."),
                 io.String.Input("block_filter", default="", advanced=True, optional=True,
                                 tooltip="Restrict candidates: names/suffixes separated by commas, or 're:<full regex>'. Empty = all."),
                 io.ClipVision.Input("clip_vision", optional=True,
@@ -77,11 +96,14 @@ class SurgUnBlockLocalizer(io.ComfyNode):
         target: str,
         distractors: str,
         retain_prompts: str,
+        blocks: str,
         granularity: str,
         probe_steps: int,
-        probe_lr: float,
+        learning_rate: float,
+        train_steps: int,
         keep: int,
-        erase_quantile: float,
+        min_fraction: float,
+        noise_floor: bool,
         erase_threshold: float,
         images_per_prompt: int,
         render_steps: int,
@@ -93,15 +115,21 @@ class SurgUnBlockLocalizer(io.ComfyNode):
         clip_vision: io.ClipVision.Type | None = None,
         distractor_set: DistractorsSocket.Type | None = None,
     ) -> io.NodeOutput:
-        target, distractor_prompts, _ = resolve_distractors(target, distractors, distractor_set)
+        learning_rate, train_steps, render_cfg = detect_family(model).resolve(learning_rate, train_steps, render_cfg)
+        chosen = resolve_distractors(target, distractors, distractor_set)
         request = LocalizeRequest(
-            target=target, distractors=distractor_prompts, retain=split_lines(retain_prompts),
-            granularity=granularity, block_filter=block_filter or "", max_blocks=max_blocks,
-            probe_steps=probe_steps, probe_lr=probe_lr, weights=CompetitionWeights(),
-            select=SelectConfig(keep=keep, erase_quantile=erase_quantile, erase_threshold=None if erase_threshold < 0 else erase_threshold),
+            targets=split_lines(chosen.target), distractors=chosen.names, retain=split_lines(retain_prompts),
+            concept=chosen.concept, distractor_prompts=chosen.prompts, preset=blocks, granularity=granularity,
+            block_filter=block_filter or "", max_blocks=max_blocks, probe_steps=probe_steps, learning_rate=learning_rate,
+            train_steps=train_steps, weights=CompetitionWeights(),
+            select=SelectConfig(keep=keep, min_fraction=min_fraction, erase_threshold=None if noise_floor else erase_threshold),
             images_per_prompt=images_per_prompt, render_steps=render_steps, render_size=render_size,
             render_cfg=render_cfg, seed=seed,
         )
-        result, blocks = run_localizer(model, clip, vae, clip_vision, request, node_id=cls.hidden.unique_id)
-        summary = f"kept {len(result.chosen)} of {len(result.rows)} blocks ({result.embedding}):\n" + "\n".join(result.chosen)
-        return io.NodeOutput(blocks, report_image(result), result.to_json(), ui=ui.PreviewText(summary))
+        result, chosen_blocks = run_localizer(model, clip, vae, clip_vision, request, node_id=cls.hidden.unique_id)
+        ref = result.referee
+        check = (f"held-out check: overlap {ref['overlap']:.2f}, chosen erase there {ref['chosen_erase_heldout']:.3g}"
+                 if ref.get("available") else "held-out check: needs two or more target lines")
+        summary = (f"kept {len(result.chosen)} of {len(result.rows)} blocks ({result.embedding}); noise floor {result.floor:.3g}, "
+                   f"threshold {result.threshold:.3g}; {check}:\n" + "\n".join(result.chosen))
+        return io.NodeOutput(chosen_blocks, report_image(result), result.to_json(), ui=ui.PreviewText(summary))

@@ -8,7 +8,7 @@ from comfy_api.latest import io, ui
 
 from ..surgun_comfy.apply import apply_erased, check_output_prefix, output_path
 from ..surgun_comfy.erase import EraseRequest, erase_concept, summary
-from ..surgun_comfy.families import PRESETS
+from ..surgun_comfy.families import PRESETS, detect_family
 from ..surgun_core.objective import CompetitionWeights
 from ..surgun_core.train import TrainConfig
 from ..surgun_core.weights import save_erased_weights
@@ -36,25 +36,32 @@ class SurgUnTrain(io.ComfyNode):
             inputs=[
                 io.Model.Input("model", tooltip="The model to erase from. It is never modified: training runs on a clone."),
                 io.Clip.Input("clip", tooltip="The text encoder of the same checkpoint; encodes every prompt below."),
-                io.String.Input("target", multiline=True, default="", placeholder="a painting in the style of Van Gogh",
-                                tooltip="Prompt of the concept to erase; several phrasings of it may be given, one per line. Required, "
-                                        "unless a DISTRACTORS input is connected: then empty means the builder's target prompt."),
+                io.String.Input("target", multiline=True, default="", placeholder="a starry night over a village in the style of {Van Gogh}",
+                                tooltip="Prompts of the concept to erase, one phrasing per line, with the concept in braces: "
+                                        "'a harbour at dawn in the style of {Van Gogh}'. Each line is trained against itself with "
+                                        "the concept swapped for each distractor. Required, unless a DISTRACTORS input is "
+                                        "connected: then empty means the builder's target prompt, and its target name marks the concept."),
                 io.String.Input("distractors", multiline=True, default="",
-                                placeholder="a painting in the style of Claude Monet\na painting in the style of Hokusai",
-                                tooltip="Competing concepts, one prompt per line: the target prompt is trained toward their images. "
-                                        "Ignored when a DISTRACTORS input is connected. Empty is allowed only with distractor_weight 0."),
+                                placeholder="Claude Monet\nHokusai\nRembrandt",
+                                tooltip="Competing concepts, one name per line, put into each target line in place of the concept "
+                                        "(full prompts for target lines without braces). Ignored when a DISTRACTORS input is "
+                                        "connected. Empty is allowed only with distractor_weight 0."),
                 io.String.Input("retain_prompts", multiline=True, default="",
-                                placeholder="a photo of a dog\na city street at night",
-                                tooltip="Unrelated prompts whose images must not change, one per line. Empty is allowed only with retain_weight 0."),
+                                placeholder="a photo of a dog\na city street at night\n{Claude Monet}",
+                                tooltip="Prompts whose images must not change, one per line. A line that is only a concept in "
+                                        "braces, '{Rembrandt}', keeps that concept in every target line's context. Empty is "
+                                        "allowed only with retain_weight 0."),
                 io.Combo.Input("blocks", options=PRESETS, default="cross_attention",
                                tooltip="Which attention layers to train when neither block_pattern nor a BLOCKS input is given. "
                                        "cross_attention = where the prompt enters the image (SD: attn2; SD3/Flux: text-stream projections)."),
                 io.String.Input("block_pattern", default="",
                                 tooltip="Optional layer selection that overrides 'blocks': names or suffixes separated by commas "
                                         "(e.g. 'attn2.to_k, attn2.to_v'), or 're:<full regex>'. Empty = use the 'blocks' preset."),
-                io.Int.Input("steps", default=200, min=1, max=100000, tooltip="Training steps. More erases more strongly and costs more time."),
-                io.Float.Input("learning_rate", default=1e-5, min=0.0, max=1.0, step=1e-6, round=False,
-                               tooltip="Adam learning rate of the weight deltas. 1e-5 suits SD-sized models; tiny models need more."),
+                io.Int.Input("steps", default=0, min=0, max=100000,
+                             tooltip="Training steps. More erases more strongly and costs more time. 0 = the family's default (200)."),
+                io.Float.Input("learning_rate", default=0.0, min=0.0, max=1.0, step=1e-6, round=False,
+                               tooltip="Adam learning rate of the weight deltas. 0 = the family's default: 1e-5 for SD1.x, SD2.x, "
+                                       "SDXL, SD3.x and Flux (ESD-x's published setting). Small models need more (the toy model 1e-3)."),
                 io.Float.Input("ascent_weight", default=1.0, min=0.0, max=100.0, step=0.05,
                                tooltip="Weight of the gradient ascent on the target's own images. 0 turns the ascent off."),
                 io.Float.Input("distractor_weight", default=1.0, min=0.0, max=100.0, step=0.05,
@@ -62,8 +69,9 @@ class SurgUnTrain(io.ComfyNode):
                 io.Float.Input("retain_weight", default=1.0, min=0.0, max=100.0, step=0.05,
                                tooltip="Weight of the retain term on the retain prompts. 0 turns it off."),
                 io.Float.Input("ascent_cap", default=2.0, min=0.0, max=1000.0, step=0.1,
-                               tooltip="Guard on the unbounded ascent: stop pushing once the target's loss reaches this multiple of its "
-                                       "starting value. 0 turns the guard off (not recommended)."),
+                               tooltip="Guard on the unbounded ascent: it stops once the target's denoising loss, measured on a fixed "
+                                       "probe, reaches this multiple of its starting value (and resumes below 90% of it). 0 turns "
+                                       "the guard off (not recommended)."),
                 io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF,
                              tooltip="Seed of the training samples, noise and timesteps. Same seed and inputs give the same weights."),
                 io.Int.Input("sample_size", default=512, min=16, max=4096, step=16,
@@ -72,8 +80,9 @@ class SurgUnTrain(io.ComfyNode):
                              tooltip="Sampler steps per self-generated training image."),
                 io.Int.Input("samples_per_prompt", default=2, min=1, max=64,
                              tooltip="Self-generated images per prompt (target, each distractor, each retain prompt)."),
-                io.Float.Input("sample_cfg", default=5.0, min=0.0, max=30.0, step=0.1,
-                               tooltip="CFG scale for the self-generated images. Use 1.0 for guidance-distilled models such as Flux."),
+                io.Float.Input("sample_cfg", default=-1.0, min=-1.0, max=30.0, step=0.1,
+                               tooltip="CFG scale for the self-generated images. -1 = the family's default: 1.0 for Flux "
+                                       "(guidance-distilled), 5.0 for the others."),
                 io.String.Input("filename_prefix", default="surgun/erased",
                                 tooltip="Where the weights are saved, under models/loras (a counter is appended). Empty = do not save a file."),
                 io.Int.Input("distractors_per_step", default=2, min=0, max=64, advanced=True, optional=True,
@@ -83,6 +92,10 @@ class SurgUnTrain(io.ComfyNode):
                 io.Boolean.Input("gradient_checkpointing", default=True, advanced=True, optional=True,
                                  tooltip="Recompute block activations during the backward pass: much less memory, about 30% "
                                          "more compute. Off = faster where memory allows (Flux always uses it)."),
+                io.Boolean.Input("paired", default=True, advanced=True, optional=True,
+                                 tooltip="Paired competition: each target line trains against the same line with the concept "
+                                         "swapped for each distractor (the concept marked in braces, or the builder's target "
+                                         "name). Off = every target line trains against the distractor prompts as written."),
                 DistractorsSocket.Input("distractor_set", optional=True,
                                         tooltip="Distractors from SurgUn Distractor Builder. When connected, it replaces the text field."),
                 BlocksSocket.Input("block_set", optional=True,
@@ -120,18 +133,24 @@ class SurgUnTrain(io.ComfyNode):
         distractors_per_step: int = 2,
         max_grad_norm: float = 1.0,
         gradient_checkpointing: bool = True,
+        paired: bool = True,
         distractor_set: DistractorsSocket.Type | None = None,
         block_set: BlocksSocket.Type | None = None,
     ) -> io.NodeOutput:
         prefix = check_output_prefix(filename_prefix)
-        target, distractor_prompts, builder = resolve_distractors(target, distractors, distractor_set)
-        extra = {"distractor_builder": builder} if builder else {}
+        family = detect_family(model)  # "auto" values are the family's; an unsupported model is refused here
+        learning_rate, steps, sample_cfg = family.resolve(learning_rate, steps, sample_cfg)
+        chosen = resolve_distractors(target, distractors, distractor_set)
+        extra = {"distractor_builder": chosen.metadata} if chosen.metadata else {}
         if block_set is not None:
             extra["block_localizer"] = block_set.metadata()
         request = EraseRequest(
-            targets=split_lines(target),
-            distractors=distractor_prompts,
+            targets=split_lines(chosen.target),
+            distractors=chosen.names,
             retain=split_lines(retain_prompts),
+            concept=chosen.concept,
+            distractor_prompts=chosen.prompts,
+            paired=paired,
             train=TrainConfig(
                 steps=steps, learning_rate=learning_rate,
                 weights=CompetitionWeights(ascent_weight, distractor_weight, retain_weight),

@@ -29,13 +29,18 @@ def builder(target, kind, protected="", k=8):
         "protected": protected, "exclude_quantile": 0.98, "band_quantile": 0.5}}
 
 
-def train(prefix, retain=RETAIN, block_set=None, steps=200):
+VAN_GOGH = ("a starry night over a quiet village in the style of {Van Gogh}\n"
+            "a portrait of a man with a straw hat in the style of {Van Gogh}\n"
+            "a field of sunflowers under a blue sky in the style of {Van Gogh}")
+
+
+def train(prefix, retain=RETAIN, block_set=None, steps=200, target=""):
     inputs = {
-        "model": ["1", 0], "clip": ["1", 1], "target": "", "distractors": "", "retain_prompts": retain,
+        "model": ["1", 0], "clip": ["1", 1], "target": target, "distractors": "", "retain_prompts": retain,
         "blocks": "cross_attention", "block_pattern": "", "steps": steps, "learning_rate": 1e-5, "ascent_weight": 1.0,
         "distractor_weight": 1.0, "retain_weight": 1.0, "ascent_cap": 2.0, "seed": 0, "sample_size": 512,
         "sample_steps": 20, "samples_per_prompt": 2, "sample_cfg": 5.0, "filename_prefix": prefix,
-        "distractors_per_step": 2, "max_grad_norm": 1.0, "distractor_set": ["2", 0],
+        "distractors_per_step": 2, "max_grad_norm": 1.0, "gradient_checkpointing": True, "paired": True, "distractor_set": ["2", 0],
     }
     if block_set:
         inputs["block_set"] = block_set
@@ -64,11 +69,11 @@ def sample_after(model_ref, text, prefix):
 def artist():
     g = {**loader(), "2": builder("Van Gogh", "artist")}
     g["3"] = {"class_type": "SurgUnBlockLocalizer", "inputs": {
-        "model": ["1", 0], "clip": ["1", 1], "vae": ["1", 2], "target": "", "distractors": "", "retain_prompts": RETAIN,
-        "granularity": "attention", "probe_steps": 10, "probe_lr": 1e-4, "keep": 6, "erase_quantile": 0.5,
-        "erase_threshold": -1.0, "images_per_prompt": 2, "render_steps": 10, "render_size": 256, "render_cfg": 5.0,
-        "max_blocks": 16, "seed": 0, "block_filter": "", "distractor_set": ["2", 0]}}
-    g["4"] = train("surgun/van_gogh", block_set=["3", 0])
+        "model": ["1", 0], "clip": ["1", 1], "vae": ["1", 2], "target": VAN_GOGH, "distractors": "", "retain_prompts": RETAIN,
+        "blocks": "cross_attention", "granularity": "attention", "probe_steps": 20, "learning_rate": 1e-5, "train_steps": 200,
+        "keep": 6, "min_fraction": 0.5, "noise_floor": True, "erase_threshold": 0.0, "images_per_prompt": 2, "render_steps": 10, "render_size": 256,
+        "render_cfg": 5.0, "max_blocks": 0, "seed": 0, "block_filter": "", "distractor_set": ["2", 0]}}
+    g["4"] = train("surgun/van_gogh", block_set=["3", 0], target=VAN_GOGH)
     g["5"] = compare()
     g["6"] = {"class_type": "PreviewImage", "inputs": {"images": ["5", 0]}}
     g["7"] = {"class_type": "PreviewImage", "inputs": {"images": ["3", 1]}}

@@ -64,24 +64,25 @@ def main() -> None:
         sys.exit(f"[SurgUn demo] unknown style {args.style!r}; the toy world has {', '.join(world.STYLES)}")
     bench = run.Bench(run.Settings(eval_target_per_prompt=4, eval_other_per_prompt=1, eval_other_stride=2), args.weights or None)
     chosen = bench.choose_distractors("style", args.style)["names"]
-    targets = [world.prompt_for(o, args.style) for o in world.OBJECTS]
-    distractors = [world.prompt_for(o, d) for d in chosen for o in world.OBJECTS]
+    # paired competition: each target line names the style in braces; the distractor styles take its place
+    # in the same line, and the remaining styles are kept in the same lines ("{style}" retain lines)
+    targets = [world.prompt_for(o, "{" + args.style + "}") for o in world.OBJECTS]
     rest = [s for s in world.STYLES if s != args.style and s not in chosen]
-    # 16 retain prompts: the remaining styles, each under four objects (the first four rows show one of each style)
-    retain = [world.prompt_for(world.OBJECTS[(i + 2 * j) % 8], s) for j in range(4) for i, s in enumerate(rest)]
-    show = world.prompt_for("star", args.style)
+    retain = ["{" + s + "}" for s in rest]
+    shown_retain = [world.prompt_for(world.OBJECTS[(2 * i + 1) % 8], s) for i, s in enumerate(rest)]
+    show = world.prompt_for("star", "{" + args.style + "}")
 
     graph = {
         "ld": {"class_type": "SurgUnToyCanvasLoader", "inputs": {"weights_path": args.weights}},
         "tr": {"class_type": "SurgUnTrain", "inputs": {
-            "model": ["ld", 0], "clip": ["ld", 1], "target": "\n".join(targets), "distractors": "\n".join(distractors),
+            "model": ["ld", 0], "clip": ["ld", 1], "target": "\n".join(targets), "distractors": "\n".join(chosen),
             "retain_prompts": "\n".join(retain), "blocks": "cross_attention", "block_pattern": "", "steps": args.steps,
             "learning_rate": args.lr, "ascent_weight": 1.0, "distractor_weight": 1.0, "retain_weight": 1.0, "ascent_cap": 2.0,
             "seed": 0, "sample_size": 32, "sample_steps": bench.constants.STEPS, "samples_per_prompt": 2,
             "sample_cfg": bench.constants.CFG, "filename_prefix": "surgun/demo"}},
         "cmp": {"class_type": "SurgUnEraseRetainCompare", "inputs": {
             "original": ["ld", 0], "erased": ["tr", 0], "clip": ["ld", 1], "vae": ["ld", 2], "target": show,
-            "retain_prompts": "\n".join(retain[:4]), "distractors": "\n".join(distractors[:8]), "images_per_prompt": 8,
+            "retain_prompts": "\n".join(shown_retain), "distractors": "\n".join(chosen), "images_per_prompt": 8,
             "steps": bench.constants.STEPS, "size": 32, "cfg": bench.constants.CFG, "seed": 0}},
         "up": {"class_type": "ImageScaleBy", "inputs": {"image": ["cmp", 0], "upscale_method": "nearest-exact", "scale_by": 4.0}},
         "sv": {"class_type": "SaveImage", "inputs": {"images": ["up", 0], "filename_prefix": "surgun_demo_grid"}},
@@ -108,7 +109,7 @@ def main() -> None:
         "steps": args.steps, "learning_rate": args.lr, "layers_trained": len(weights.deltas),
         "before": before, "after": after,
         "pixel_scores_for": show, "pixel_scores": {k: scores[k] for k in ("erase", "away", "toward", "retain") if k in scores},
-        "grid_rows": ["target before", "target after"] + [f"{r} before/after" for r in retain[:4]],
+        "grid_rows": ["target before", "target after"] + [f"{r} before/after" for r in shown_retain],
         "wall_s": round(time.monotonic() - t0, 1),
     }
     (args.out / "numbers.json").write_text(json.dumps(numbers, indent=2))

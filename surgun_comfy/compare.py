@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from ..surgun_core.errors import SurgUnError, require_number
+from ..surgun_core.pairing import plan_groups
 from ..surgun_core.scores import erase_score, retain_score
 from .families import detect_family
 from .progress import NodeProgress
@@ -18,6 +19,9 @@ class CompareRequest:
     target: str
     retain: tuple[str, ...]
     distractors: tuple[str, ...]
+    """Distractor names put into the target's slot (concept in braces), or prompts (see :mod:`surgun_core.pairing`)."""
+    concept: str = ""
+    distractor_prompts: tuple[str, ...] = ()
     images_per_prompt: int = 4
     steps: int = 20
     size: int = 512
@@ -49,25 +53,26 @@ def compare(original, erased, clip, vae, clip_vision, req: CompareRequest, node_
     if detect_family(erased).id != family.id:
         raise SurgUnError(f"[SurgUn] original ({family.name}) and erased ({detect_family(erased).name}) are different model families.")
     renderer = Renderer.for_model(original, clip, family, req.size, req.images_per_prompt, req.steps, req.cfg)
-    renderer.bank.check_lengths({"target": (req.target,), "retain_prompts": req.retain, "distractors": req.distractors})
+    group = plan_groups([req.target], req.distractors, req.retain, req.distractor_prompts, req.concept)[0]
+    target, retain = group.target, group.retain
+    renderer.bank.check_lengths({"target": (target,), "retain_prompts": retain, "distractors": group.distractors})
     note = renderer.size_note("size", req.size)
     # identical batches (hence identical noise) before and after
-    shown = renderer.plan([req.target, *req.retain])
-    others = renderer.plan(req.distractors) if req.distractors else []
+    shown = renderer.plan([target, *retain])
+    others = renderer.plan(group.distractors) if group.distractors else []
     progress = NodeProgress(2 * renderer.cost(shown) + renderer.cost(others), node_id)
     renderer.tick = progress.tick
 
     embed, embed_name = image_embedder(clip_vision)
     before, after = renderer.images(original, vae, shown, req.seed), renderer.images(erased, vae, shown, req.seed)
     d_emb = torch.cat([embed(x) for x in renderer.images(original, vae, others, req.seed + 1000).values()]) if others else None
-    target = req.target
     scores = {"embedding": embed_name, "target": target, "size": renderer.pixels, "notes": [note] if note else [],
               **erase_score(embed(after[target]), embed(before[target]), d_emb), "retain_prompts": {}}
     rows = [before[target], after[target]]
-    for r in req.retain:
+    for r in retain:
         b, a = before[r], after[r]
         scores["retain_prompts"][r] = retain_score(embed(a), embed(b), a, b)
         rows += [b, a]
-    if req.retain:
-        scores["retain"] = sum(p["retain"] for p in scores["retain_prompts"].values()) / len(req.retain)
+    if retain:
+        scores["retain"] = sum(p["retain"] for p in scores["retain_prompts"].values()) / len(retain)
     return grid(rows), scores

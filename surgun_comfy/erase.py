@@ -11,11 +11,13 @@ from typing import Mapping
 
 from ..surgun_core import __version__
 from ..surgun_core.errors import SurgUnError, require_number, short
+from ..surgun_core.pairing import Group, plan_groups
 from ..surgun_core.selection import parse_pattern_text, select_trainable
 from ..surgun_core.train import ConceptData, TrainConfig, TrainResult, require_terms
 from ..surgun_core.weights import ErasedWeights, delta_key
 from .families import detect_family
 from .progress import NodeProgress
+from .readout import readout, readout_text
 from .render import Renderer
 from .training import train_deltas
 
@@ -25,10 +27,18 @@ log = logging.getLogger("SurgUn")
 @dataclass(frozen=True)
 class EraseRequest:
     targets: tuple[str, ...]
-    """The target prompt, or several phrasings of the concept (each trained as a group)."""
+    """Phrasings of the concept, one group each; the concept marked in braces, ``a star in {neon} style``
+    (see :mod:`surgun_core.pairing`)."""
     distractors: tuple[str, ...]
+    """Distractor concept names, put into each target line's slot (full prompts for unpaired lines)."""
     retain: tuple[str, ...]
+    """Full prompts, and ``{concept}`` lines put into each target line's slot."""
     train: TrainConfig
+    concept: str = ""
+    """The concept's name when target lines do not mark it in braces (a Distractor Builder's target)."""
+    distractor_prompts: tuple[str, ...] = ()
+    """Prompts for unpaired target lines (a Distractor Builder's template prompts); empty = the distractor lines."""
+    paired: bool = True
     block_preset: str = "cross_attention"
     block_pattern: str = ""
     """Empty: use ``block_preset``. Otherwise a list of names/suffixes, or ``re:<regex>``."""
@@ -50,29 +60,55 @@ class EraseRequest:
                 "[SurgUn] target is empty. Type the prompt whose concept should be erased, e.g. "
                 "'a painting in the style of Van Gogh'."
             )
-        targets = {t.lower() for t in self.targets}
-        clash = [d for d in (*self.distractors, *self.retain) if d.strip().lower() in targets]
-        if clash:
-            where = "distractors" if clash[0] in self.distractors else "retain_prompts"
-            raise SurgUnError(
-                f"[SurgUn] the target {short(clash[0])} is also listed among the {where}. It must be a different concept; "
-                f"remove that line from {where}."
-            )
+        targets = {g.target.lower() for g in self.groups}
+        for where, prompts in (("distractors", [d for g in self.groups for d in g.distractors]),
+                               ("retain_prompts", [r for g in self.groups for r in g.retain])):
+            clash = [p for p in prompts if p.strip().lower() in targets]
+            if clash:
+                raise SurgUnError(
+                    f"[SurgUn] the target {short(clash[0])} is also listed among the {where}. It must be a different concept; "
+                    f"remove that line from {where}."
+                )
         require_terms(self.train.weights, len(self.distractors), len(self.retain))
         for name in ("sample_size", "sample_steps", "samples_per_prompt"):
             require_number(name, getattr(self, name), lo=1)
         require_number("sample_cfg", self.sample_cfg, 0, 100, "Try 5.0 (1.0 for guidance-distilled models such as Flux).")
 
+    @property
+    def groups(self) -> list[Group]:
+        return plan_groups(self.targets, self.distractors, self.retain, self.distractor_prompts, self.concept, self.paired)
+
+    @property
+    def prompts(self) -> list[str]:
+        """Every prompt the run samples, once each: targets, distractors, retain prompts."""
+        groups = self.groups
+        return list(dict.fromkeys([*(g.target for g in groups), *(d for g in groups for d in g.distractors),
+                                   *(r for g in groups for r in g.retain)]))
+
 
 def resolve_modules(model_patcher, family, req: EraseRequest) -> tuple[list[str], object]:
     """The weight layers to train, and the pattern that chose them."""
+    net = model_patcher.get_model_object("diffusion_model")
     if req.blocks:
         pattern = list(req.blocks)
     elif req.block_pattern and req.block_pattern.strip():
         pattern = parse_pattern_text(req.block_pattern)
     else:
         pattern = family.preset(req.block_preset)
-    return select_trainable(model_patcher.model.diffusion_model, pattern), pattern
+    return select_trainable(net, pattern), pattern
+
+
+def localized_lr_scale(model_patcher, family, req: EraseRequest, modules: list[str]) -> float:
+    """Training only the localised blocks: the learning rate grows as sqrt(preset weights / trained
+    weights) (at most 10x), so the whole update keeps about the size it has on the preset."""
+    if not req.blocks:
+        return 1.0
+    import comfy.utils
+
+    net = model_patcher.get_model_object("diffusion_model")
+    count = lambda names: sum(comfy.utils.get_attr(net, f"{n}.weight").numel() for n in names)  # noqa: E731
+    preset = count(select_trainable(net, family.preset(req.block_preset)))
+    return float(min(10.0, max(1.0, (preset / max(1, count(modules))) ** 0.5)))
 
 
 def erase_concept(model_patcher, clip, req: EraseRequest, node_id: str | None = None) -> tuple[ErasedWeights, TrainResult]:
@@ -82,14 +118,25 @@ def erase_concept(model_patcher, clip, req: EraseRequest, node_id: str | None = 
         raise SurgUnError("[SurgUn] no CLIP connected. Connect the CLIP output of the checkpoint loader.")
     family = detect_family(model_patcher)
     modules, pattern = resolve_modules(model_patcher, family, req)
+    lr_scale = localized_lr_scale(model_patcher, family, req, modules)
+    train = dataclasses.replace(req.train, learning_rate=req.train.learning_rate * lr_scale)
     t0 = time.monotonic()
 
     renderer = Renderer.for_model(model_patcher, clip, family, req.sample_size, req.samples_per_prompt, req.sample_steps, req.sample_cfg)
-    renderer.bank.check_lengths({"target": req.targets, "distractors": req.distractors, "retain_prompts": req.retain})
-    notes = [n for n in (renderer.size_note("sample_size", req.sample_size),) if n]
-    prompts = [*req.targets, *req.distractors, *req.retain]
+    groups = req.groups
+    renderer.bank.check_lengths({"target": [g.target for g in groups], "distractors": [d for g in groups for d in g.distractors],
+                                 "retain_prompts": [r for g in groups for r in g.retain]})
+    unpaired = sum(not g.paired for g in groups)
+    notes = [n for n in (renderer.size_note("sample_size", req.sample_size),
+                         f"{unpaired} of {len(groups)} target lines trained unpaired (mark the concept in braces to pair them)"
+                         if unpaired and req.paired else "",
+                         f"localised training: {len(modules)} layers, learning rate x{lr_scale:.2f} = {train.learning_rate:.3g}"
+                         if lr_scale != 1.0 else "") if n]
+    prompts = req.prompts
     batches = renderer.plan(prompts)
-    progress = NodeProgress(renderer.cost(batches) + req.train.steps, node_id)
+    shown = [groups[0].target, *groups[0].retain[-1:]]  # the readout: a target prompt and a shared retain prompt
+    shown_batches = renderer.plan(shown)
+    progress = NodeProgress(renderer.cost(batches) + req.train.steps + 2 * renderer.cost(shown_batches), node_id)
     renderer.tick = progress.tick
     for note in notes:
         log.warning("[SurgUn] %s", note)
@@ -103,27 +150,34 @@ def erase_concept(model_patcher, clip, req: EraseRequest, node_id: str | None = 
         shown = " ".join(f"{k}={metrics[k]:.4f}" for k in ("loss", "target", "distractor", "retain") if k in metrics)
         progress.say(f"step {step}/{total} {shown}", force=step == total)
 
-    data = [ConceptData(t, samples[t], {d: samples[d] for d in req.distractors}, {r: samples[r] for r in req.retain})
-            for t in req.targets]
+    data = [ConceptData(g.target, samples[g.target], {d: samples[d] for d in g.distractors}, {r: samples[r] for r in g.retain})
+            for g in groups]
     arch = family.arch
     units = arch.checkpoint_units if (req.gradient_checkpointing or arch.key == "flux") else None
-    deltas, result = train_deltas(model_patcher, renderer.bank, data, modules, req.train, units, on_step)
+    deltas, result = train_deltas(model_patcher, renderer.bank, data, modules, train, units, on_step)
+    strength = readout(model_patcher, renderer, shown_batches, shown[0], shown[1] if len(shown) > 1 else None, deltas,
+                       result, req.train.seed)
+    progress.say(readout_text(strength, req.train.ascent_cap), force=True)
 
     metadata = {
         "pack": "SurgUn", "pack_version": __version__,
         "family": family.id, "family_name": family.name, "prediction": family.prediction,
-        "target": req.targets[0], "targets": list(req.targets), "distractors": list(req.distractors), "retain": list(req.retain),
+        "target": groups[0].target, "targets": [g.target for g in groups], "distractors": list(req.distractors),
+        "retain": list(req.retain),
+        "groups": [{"target": g.target, "distractors": list(g.distractors), "retain": list(g.retain), "paired": g.paired} for g in groups],
         "blocks": {"preset": req.block_preset, "pattern": pattern, "modules": modules},
-        "hyperparameters": dataclasses.asdict(req.train),
+        "hyperparameters": dataclasses.asdict(train),
         "sampling": {"size": renderer.pixels, "steps": req.sample_steps, "per_prompt": req.samples_per_prompt,
                      "cfg": req.sample_cfg, "sampler": arch.sampler, "scheduler": arch.scheduler},
         "gradient_checkpointing": units is not None,
-        "reference_target_loss": result.reference_target_loss, "ascent_cap_value": result.cap,
+        "guard": {"multiple": req.train.ascent_cap, "reference_probe_loss": result.reference_target_loss, "cap": result.cap,
+                  "stops": result.guard_stops, "final_ratio": result.guard[-1][1] if result.guard else None},
         "final": result.history[-1] if result.history else {},
+        "readout": strength,
         "notes": notes,
         **dict(req.extra_metadata),
     }  # no timings: the same seed and inputs give a byte-identical file
-    log.info("[SurgUn] erased %s from %s: %d layers, %d steps in %.1f s (sampling %.1f s)", short(req.targets[0]), family.name,
+    log.info("[SurgUn] erased %s from %s: %d layers, %d steps in %.1f s (sampling %.1f s)", short(groups[0].target), family.name,
              len(modules), req.train.steps, time.monotonic() - t0, t_sample)
     return ErasedWeights({delta_key(n): d for n, d in deltas.items()}, metadata), result
 
@@ -133,5 +187,6 @@ def summary(req: EraseRequest, weights: ErasedWeights, result: TrainResult) -> s
     more = f" (+{len(req.targets) - 1} phrasings)" if len(req.targets) > 1 else ""
     saved = f"saved {os.path.basename(weights.path)}" if weights.path else "not saved (empty filename_prefix)"
     notes = "".join(f"\nnote: {n}" for n in weights.metadata.get("notes", ()))
-    return (f"erased {short(req.targets[0])}{more}: {len(weights.deltas)} layers, {weights.num_params():,} weights, "
-            f"{req.train.steps} steps, final loss {result.history[-1]['loss']:.4f}\n{saved}{notes}")
+    strength = readout_text(weights.metadata["readout"], req.train.ascent_cap)
+    return (f"erased {short(weights.metadata['target'])}{more}: {len(weights.deltas)} layers, {weights.num_params():,} weights, "
+            f"{req.train.steps} steps, final loss {result.history[-1]['loss']:.4f}\n{strength}\n{saved}{notes}")

@@ -82,6 +82,21 @@ SUPPORTED = "SD1.x, SD2.x (eps and v), SDXL, SD3.x, Flux, and other UNet models 
 
 
 @dataclass(frozen=True)
+class Defaults:
+    """What "auto" (0 or -1 on the nodes) means for a family, and where the numbers come from."""
+
+    learning_rate: float = 1e-5
+    steps: int = 200
+    cfg: float = 5.0
+    source: str = ("lr 1e-5: ESD-x's published setting for cross-attention on SD1.4 (Gandikota et al. 2023); "
+                   "200 steps and cfg 5: this pack's choice, not yet measured on full-size checkpoints")
+
+
+# Flux is guidance-distilled: it samples at cfg 1 (its embedded guidance, 3.5 by default, does the work)
+FLUX_DEFAULTS = Defaults(cfg=1.0, source=Defaults.source + "; cfg 1: Flux is guidance-distilled (ComfyUI's Flux examples)")
+
+
+@dataclass(frozen=True)
 class ModelFamily:
     id: str
     """Stable id written into weights files: sd1, sd2, sdxl, sd3, flux, or unet:<ConfigName>."""
@@ -89,6 +104,17 @@ class ModelFamily:
     prediction: str
     """eps, v or flow: the objective the model was trained with."""
     arch: Architecture
+    defaults: Defaults = Defaults()
+
+    def resolve(self, learning_rate: float, steps: int, cfg: float) -> tuple[float, int, float]:
+        """The node values with "auto" replaced by this family's defaults: learning_rate 0, steps 0, cfg -1."""
+        return (learning_rate if learning_rate != 0 else self.defaults.learning_rate,
+                steps if steps != 0 else self.defaults.steps,
+                self.auto_cfg(cfg))
+
+    def auto_cfg(self, cfg: float) -> float:
+        """A CFG input with -1 ("auto") replaced by this family's default."""
+        return cfg if cfg != -1 else self.defaults.cfg
 
     def preset(self, name: str) -> str:
         if name not in self.arch.presets:
@@ -161,7 +187,7 @@ def detect_family(model_patcher) -> ModelFamily:
     if isinstance(net, MMDiT) and "SD3" in chain:
         return ModelFamily("sd3", "SD3.x", _prediction(sampling), MMDIT)
     if type(net) is Flux and "Flux" in chain:
-        return ModelFamily("flux", "Flux", _prediction(sampling), FLUX)
+        return ModelFamily("flux", "Flux", _prediction(sampling), FLUX, FLUX_DEFAULTS)
     raise SurgUnError(
         f"[SurgUn] this model family is not supported yet: {found}. Supported families: {SUPPORTED}."
     )

@@ -1,11 +1,20 @@
 """Pixel-grounded localisation: which attention blocks should SurgUn train?
 
-For each candidate block, starting each time from the untouched weights, a short SurgUn update
-is applied to that block alone (``probe``), images are rendered for the target and the retain
-prompts with fixed seeds and decoded to pixels, and two scores are computed against the
-original model's images (see :mod:`surgun_core.scores`). Suppression works in almost any block;
-retention only in some. Blocks that reach the erase threshold are ranked by retain and the
-top-k are kept.
+A short SurgUn update stands in for the training (see the bridge); each candidate block is then
+*probed*: only that block's part of the update is applied, images are rendered with fixed seeds
+and decoded to pixels, and scored against the untouched model's images:
+
+* **erase** of a block: how far it moves the target's images toward the distractors and away from
+  the target (:func:`surgun_core.scores.competition`), measured on the prompts the update trained
+  on but at seeds it never saw; **erase (held out)**: the same on target phrasings the update
+  never trained on (the referee's check).
+* **noise floor**: the erase the untouched model itself shows when re-rendered with other seeds.
+  A block is eligible only above the floor and at ``min_fraction`` of the best block's erase, so
+  blocks that do nothing cannot win on retain.
+* **retain**: retain images unchanged (embedding cosine and SSIM, same seeds).
+
+Eligible blocks are ranked by retain; the top ``keep`` are chosen. The referee's check repeats
+the choice with the held-out erase and reports the overlap and the held-out erase of the chosen.
 """
 
 from __future__ import annotations
@@ -19,10 +28,10 @@ from typing import Callable, Sequence
 import torch
 
 from .errors import SurgUnError, require_number
-from .scores import erase_score, retain_score
+from .scores import competition, retain_score
 
-# probe(block) -> {"target": images, "retain": images}, rendered after a short update of that
-# block alone; the probe restores the weights itself.
+# probe(block) -> {"target": images, "heldout": images or None, "retain": images}, rendered with
+# only that block's part of the update applied (same seeds as the reference's images).
 Probe = Callable[[str], dict]
 Embed = Callable[[torch.Tensor], torch.Tensor]
 
@@ -30,26 +39,26 @@ Embed = Callable[[torch.Tensor], torch.Tensor]
 @dataclass(frozen=True)
 class SelectConfig:
     keep: int = 4
-    erase_quantile: float = 0.5
-    """Blocks must reach this quantile of the erase scores (ignored when erase_threshold is set)."""
+    min_fraction: float = 0.5
+    """Eligible blocks reach this fraction of the best block's erase (0 = any block above the floor)."""
     erase_threshold: float | None = None
-    """An absolute erase threshold that replaces the quantile."""
+    """An absolute erase threshold that replaces the measured noise floor."""
     near_tie: float = 0.01
     """Retain scores within this of the last kept block are reported as near-ties."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.keep, int) or self.keep < 1:
             raise SurgUnError(f"[SurgUn] keep must be at least 1, got {self.keep!r}.")
-        require_number("erase_quantile", self.erase_quantile, 0.0, 1.0)
+        require_number("min_fraction", self.min_fraction, 0.0, 1.0, "0.5 keeps blocks with half the best block's erase or more.")
         if self.erase_threshold is not None:
-            require_number("erase_threshold", self.erase_threshold, lo=0.0, fix="Use -1 on the node to use erase_quantile instead.")
+            require_number("erase_threshold", self.erase_threshold, fix="Or turn noise_floor on to use the measured floor.")
 
     def check_candidates(self, n_blocks: int) -> None:
         """``keep`` against the number of candidate blocks (known once the model is read)."""
         if n_blocks < 1:
             raise SurgUnError(
-                "[SurgUn] there are no candidate blocks to probe. Pick another granularity, or check that the model has "
-                "attention blocks (block_filter may exclude all of them)."
+                "[SurgUn] there are no candidate blocks to probe. Pick another preset or granularity, or check that the "
+                "model has attention blocks (block_filter may exclude all of them)."
             )
         if self.keep > n_blocks:
             raise SurgUnError(
@@ -63,24 +72,28 @@ class BlockRow:
     block: str
     erase: float
     retain: float
-    away: float = 0.0
+    erase_heldout: float = float("nan")
     toward: float = 0.0
+    away: float = 0.0
     retain_embed: float = 0.0
     retain_ssim: float = 0.0
+    eligible: bool = False
     chosen: bool = False
+    chosen_heldout: bool = False
     near_tie: bool = False
-    update_s: float = 0.0
     render_s: float = 0.0
 
 
 @dataclass
 class LocalizeResult:
     rows: list[BlockRow]
-    erase_threshold: float
+    floor: float
+    threshold: float
     retain_cutoff: float
     embedding: str
+    referee: dict = field(default_factory=dict)
     config: dict = field(default_factory=dict)
-    reference_s: float = 0.0
+    timing_s: dict = field(default_factory=dict)
 
     @property
     def chosen(self) -> list[str]:
@@ -91,35 +104,66 @@ class LocalizeResult:
 
     def to_json(self) -> str:
         return json.dumps({
-            "chosen": self.chosen, "erase_threshold": self.erase_threshold, "retain_cutoff": self.retain_cutoff,
-            "embedding": self.embedding, "config": self.config, "reference_s": self.reference_s, "blocks": self.table(),
+            "chosen": self.chosen, "noise_floor": self.floor, "erase_threshold": self.threshold, "retain_cutoff": self.retain_cutoff,
+            "embedding": self.embedding, "referee": self.referee, "config": self.config, "timing_s": self.timing_s,
+            "blocks": self.table(),
         }, indent=1)
 
 
-def select_blocks(rows: list[BlockRow], config: SelectConfig) -> tuple[float, float]:
-    """Mark ``chosen`` and ``near_tie`` on ``rows``; returns (erase threshold, retain of the last kept block)."""
+def _choose(rows: list[BlockRow], erase: Callable[[BlockRow], float], floor: float, config: SelectConfig) -> tuple[list[BlockRow], float]:
+    """Eligible rows (above the floor and at min_fraction of the best), best retain first; and the threshold used."""
+    best = max(erase(r) for r in rows)
+    threshold = max(floor, config.min_fraction * best) if config.erase_threshold is None else config.erase_threshold
+    eligible = [r for r in rows if erase(r) > floor and erase(r) >= threshold] if config.erase_threshold is None \
+        else [r for r in rows if erase(r) >= threshold]
+    return sorted(eligible, key=lambda r: (-r.retain, -erase(r), r.block)), threshold
+
+
+def select_blocks(rows: list[BlockRow], floor: float, config: SelectConfig) -> tuple[float, float, dict]:
+    """Mark ``eligible``, ``chosen``, ``chosen_heldout`` and ``near_tie`` on ``rows``.
+
+    Returns ``(threshold, retain of the last kept block, referee report)``.
+    """
     config.check_candidates(len(rows))
-    erase = torch.tensor([r.erase for r in rows])
-    if config.erase_threshold is not None:
-        threshold = float(config.erase_threshold)
-    else:
-        threshold = float(torch.quantile(erase, config.erase_quantile))
-    eligible = [r for r in rows if r.erase >= threshold]
-    if not eligible:
+    ranked, threshold = _choose(rows, lambda r: r.erase, floor, config)
+    if not ranked:
         best = max(r.erase for r in rows)
         raise SurgUnError(
-            f"[SurgUn] no block reaches the erase threshold {threshold:.4g} (best erase score {best:.4g}). "
-            "Lower erase_threshold, or use the quantile (leave erase_threshold at -1), or raise probe_steps."
+            f"[SurgUn] no block erases above the noise floor (floor {floor:.4g}, best erase {best:.4g}): the probe update is "
+            "too weak to tell the blocks apart. Raise probe_steps or learning_rate, or lower erase_threshold."
         )
-    # fewer than `keep` may qualify (with an absolute threshold): only qualifying blocks are kept
-    ranked = sorted(eligible, key=lambda r: (-r.retain, -r.erase, r.block))
+    for r in ranked:
+        r.eligible = True
     kept = ranked[: config.keep]
     for r in kept:
         r.chosen = True
     cutoff = kept[-1].retain
     for r in ranked[config.keep:]:
         r.near_tie = abs(r.retain - cutoff) <= config.near_tie
-    return threshold, cutoff
+    referee = {"available": False}
+    if all(math.isfinite(r.erase_heldout) for r in rows):
+        by_heldout, _ = _choose(rows, lambda r: r.erase_heldout, floor, config)
+        for r in by_heldout[: config.keep]:
+            r.chosen_heldout = True
+        chosen_b = {r.block for r in by_heldout[: config.keep]}
+        referee = {
+            "available": True,
+            "overlap": len(chosen_b & {r.block for r in kept}) / len(kept),
+            "chosen_erase_heldout": sum(r.erase_heldout for r in kept) / len(kept),
+            "best_erase_heldout": max(r.erase_heldout for r in rows),
+            "chosen_by_heldout": sorted(chosen_b),
+        }
+    return threshold, cutoff, referee
+
+
+def noise_floor(reference: dict, embed: Embed) -> float:
+    """The erase the untouched model shows when re-rendered with other seeds (and at least twice
+    the standard error of its mean score)."""
+    t_ref, d_ref = embed(reference["target_ref"]), embed(reference["distractors"])
+    base = competition(embed(reference["target"]), t_ref, d_ref)["score"]
+    other = competition(embed(reference["floor"]), t_ref, d_ref)["score"]
+    spread = 2 * float(base.std()) / math.sqrt(base.numel()) if base.numel() > 1 else 0.0
+    return max(abs(float(other.mean() - base.mean())), spread)
 
 
 def localize(
@@ -131,63 +175,81 @@ def localize(
     embedding_name: str,
     on_block: Callable[[int, int, BlockRow], None] | None = None,
 ) -> LocalizeResult:
-    """Probe every block, score it, select the top-k (see module docstring).
+    """Probe every block, score it, select (see the module docstring).
 
-    ``reference`` holds the original model's images: ``target``, ``retain`` and ``distractors``.
+    ``reference`` holds the untouched model's images: ``target`` (the trained prompts, at the probe's
+    seeds), ``heldout`` (held-out prompts at the same seeds, or None), ``retain``, ``floor`` (the
+    trained prompts at other seeds), ``target_ref`` and ``distractors`` (the reference sets).
     """
     config.check_candidates(len(blocks))
-    ref_t = embed(reference["target"])
+    t_ref, d_ref = embed(reference["target_ref"]), embed(reference["distractors"])
+    base = competition(embed(reference["target"]), t_ref, d_ref)
+    held = reference.get("heldout")
+    base_held = competition(embed(held), t_ref, d_ref)["score"].mean() if held is not None else None
     ref_r = embed(reference["retain"])
-    ref_d = embed(reference["distractors"]) if reference.get("distractors") is not None else None
+    floor = noise_floor(reference, embed)
     rows = []
     for i, block in enumerate(blocks):
         t0 = time.perf_counter()
         out = probe(block)
-        total = time.perf_counter() - t0
-        e = erase_score(embed(out["target"]), ref_t, ref_d)
+        now = competition(embed(out["target"]), t_ref, d_ref)
         r = retain_score(embed(out["retain"]), ref_r, out["retain"], reference["retain"])
-        if not all(math.isfinite(v) for v in (*e.values(), *r.values())):
-            raise SurgUnError(f"[SurgUn] probing {block!r} produced non-finite images; lower probe_lr.")
-        row = BlockRow(block=block, **e, **r, update_s=out.get("update_s", 0.0), render_s=out.get("render_s", total))
+        row = BlockRow(
+            block=block, erase=float(now["score"].mean() - base["score"].mean()), retain=r["retain"],
+            toward=float(now["toward"].mean() - base["toward"].mean()), away=float(now["away"].mean() - base["away"].mean()),
+            retain_embed=r["retain_embed"], retain_ssim=r["retain_ssim"], render_s=time.perf_counter() - t0,
+        )
+        if held is not None and out.get("heldout") is not None:
+            row.erase_heldout = float(competition(embed(out["heldout"]), t_ref, d_ref)["score"].mean() - base_held)
+        if not all(math.isfinite(v) for v in (row.erase, row.retain)):
+            raise SurgUnError(f"[SurgUn] probing {block!r} produced non-finite images; lower learning_rate.")
         rows.append(row)
         if on_block is not None:
             on_block(i + 1, len(blocks), row)
-    threshold, cutoff = select_blocks(rows, config)
-    return LocalizeResult(rows, threshold, cutoff, embedding_name, asdict(config))
+    threshold, cutoff, referee = select_blocks(rows, floor, config)
+    return LocalizeResult(rows, floor, threshold, cutoff, embedding_name, referee, asdict(config))
 
 
 def report_image(result: LocalizeResult, width: int = 900, bar_h: int = 18):
-    """A bar chart: one row per block with its erase and retain bars, chosen blocks marked,
-    the erase threshold drawn. Returns a float tensor ``[1, H, W, 3]`` (ComfyUI IMAGE)."""
+    """A bar chart: one row per block with its erase (and held-out erase) and retain bars, chosen
+    blocks marked, the noise floor and threshold drawn. Returns a float tensor ``[1, H, W, 3]``."""
+    import numpy as np
     from PIL import Image, ImageDraw
 
     rows = result.rows
     label_w, pad, num_w = 330, 6, 52
     plot_w = (width - label_w - 3 * pad - 2 * num_w) // 2
-    height = 60 + len(rows) * (bar_h + 4)
+    height = 76 + len(rows) * (bar_h + 4)
     img = Image.new("RGB", (width, height), "white")
     d = ImageDraw.Draw(img)
     d.text((pad, 6), f"SurgUn Block Localizer ({result.embedding})", fill="black")
     x_erase, x_retain = label_w, label_w + plot_w + num_w + pad
-    d.text((x_erase, 24), "erase ->", fill=(180, 40, 40))
+    d.text((x_erase, 24), "erase -> (thin: held-out prompts)", fill=(180, 40, 40))
     d.text((x_retain, 24), "retain ->", fill=(40, 90, 180))
-    e_max = max([abs(r.erase) for r in rows] + [abs(result.erase_threshold), 1e-6])
+    e_max = max([abs(r.erase) for r in rows] + [abs(r.erase_heldout) for r in rows if math.isfinite(r.erase_heldout)]
+                + [abs(result.threshold), 1e-6])
     y = 44
     for r in rows:
         mark = "*" if r.chosen else ("~" if r.near_tie else " ")
         d.text((pad, y + 2), f"{mark} {r.block[-46:]}", fill="black" if r.chosen else (90, 90, 90))
         ew = int(plot_w * max(0.0, r.erase) / e_max)
-        d.rectangle([x_erase, y, x_erase + ew, y + bar_h], fill=(200, 60, 60) if r.chosen else (230, 170, 170))
+        d.rectangle([x_erase, y, x_erase + ew, y + bar_h - 5], fill=(200, 60, 60) if r.chosen else (230, 170, 170))
+        if math.isfinite(r.erase_heldout):
+            hw = int(plot_w * max(0.0, r.erase_heldout) / e_max)
+            d.rectangle([x_erase, y + bar_h - 4, x_erase + hw, y + bar_h], fill=(120, 30, 30))
         d.text((x_erase + plot_w + 4, y + 3), f"{r.erase:.3g}", fill="black")
         rw = int(plot_w * min(1.0, max(0.0, r.retain)))
         d.rectangle([x_retain, y, x_retain + rw, y + bar_h], fill=(60, 110, 200) if r.chosen else (170, 190, 230))
         d.text((x_retain + plot_w + 4, y + 3), f"{r.retain:.4f}", fill="black")
         y += bar_h + 4
-    tx = x_erase + int(plot_w * max(0.0, result.erase_threshold) / e_max)
-    d.line([tx, 40, tx, height - 4], fill="black", width=1)
+    for value, colour in ((result.floor, (120, 120, 120)), (result.threshold, (0, 0, 0))):
+        tx = x_erase + int(plot_w * max(0.0, value) / e_max)
+        d.line([tx, 40, tx, height - 20], fill=colour, width=1)
     cx = x_retain + int(plot_w * min(1.0, max(0.0, result.retain_cutoff)))
-    d.line([cx, 40, cx, height - 4], fill=(0, 0, 120), width=1)
-    d.text((pad, height - 14), "* chosen   ~ near-tie   | lines: erase threshold, retain of last kept block", fill=(60, 60, 60))
-    import numpy as np
-
+    d.line([cx, 40, cx, height - 20], fill=(0, 0, 120), width=1)
+    ref = result.referee
+    line = (f"held-out check: overlap {ref['overlap']:.2f}, chosen erase there {ref['chosen_erase_heldout']:.3g}"
+            if ref.get("available") else "held-out check: needs two or more target lines")
+    d.text((pad, height - 30), line, fill=(60, 60, 60))
+    d.text((pad, height - 14), "* chosen  ~ near-tie  | lines: noise floor (grey), erase threshold, retain of last kept", fill=(60, 60, 60))
     return torch.from_numpy(np.asarray(img, dtype="float32") / 255.0).unsqueeze(0)

@@ -9,28 +9,11 @@
 * ``L_retain``        denoising loss of retain prompts' own samples under their own prompts
                       (pushed DOWN: the rest of the model stays intact).
 
-The ascent guard
-----------------
-Gradient ascent on a denoising loss is unbounded: nothing stops the weights from growing until
-the network outputs garbage (or infinities) for every prompt. SurgUn therefore ascends on a
-*capped* target loss::
-
-    ascent_term = -min(L_target, cap),   cap = ascent_cap * L_target(untouched model)
-
-Why this form:
-
-* Below the cap its value and gradient are exactly those of ``-L_target``, so the reported loss
-  is the paper's formula and the update is the paper's update.
-* Once the target's loss reaches the cap the term is constant: its gradient is zero and the
-  distractor and retain terms alone act. The objective is bounded below by ``-w_a * cap``, so
-  minimisation cannot diverge through the ascent (a test runs 500 steps at a large learning rate).
-* The cap is *relative* to the untouched model's own loss on the same target samples. Absolute
-  thresholds (``relu(tau - L)`` with a fixed ``tau``) do not transfer between eps-, v- and
-  flow-objectives or between latent spaces whose loss scales differ by orders of magnitude; a
-  multiple of the starting value does. ``ascent_cap=2`` means "stop pushing once the model
-  denoises the target twice as badly as it used to".
-* ``min`` rather than ``relu(cap - L)``: the gradient is identical; ``min`` keeps the value equal
-  to ``-L_target`` in the active region, which makes logs and hand-checked tests readable.
+The ascent is unbounded: nothing in ``-L_target`` stops the weights from growing until the
+network outputs garbage for every prompt. :mod:`surgun_core.guard` stops it at a stated multiple
+of the target's untouched loss, measured on a fixed probe; this module only says whether the
+ascent term is on. Once it is off, the distractor and retain terms alone act (both are ordinary
+descents, bounded below by 0).
 """
 
 from __future__ import annotations
@@ -65,31 +48,25 @@ class CompetitionWeights:
             )
 
 
-def ascent_term(l_target: torch.Tensor, cap: float | None) -> torch.Tensor:
-    """``-min(L_target, cap)``; ``cap=None`` gives the unguarded ``-L_target``."""
-    if cap is None:
-        return -l_target
-    return -torch.clamp(l_target, max=cap)
-
-
 def competition_loss(
     l_target: torch.Tensor | None,
     l_distractors: torch.Tensor | None,
     l_retain: torch.Tensor | None,
     weights: CompetitionWeights,
-    cap: float | None,
+    ascent: bool = True,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Combine the three terms into the scalar SurgUn objective.
 
     Args:
         l_target: scalar denoising loss of target samples under the target prompt (or None when
-            ``weights.ascent == 0``).
+            the ascent is off).
         l_distractors: 1-D tensor, one denoising loss per distractor, each measured on that
             distractor's samples under the *target* prompt (or None when ``weights.distract == 0``).
         l_retain: scalar denoising loss of retain samples under their own prompts (or None when
             ``weights.retain == 0``).
         weights: the three term weights.
-        cap: the ascent guard's cap on ``l_target`` (see module docstring); None disables it.
+        ascent: whether the ascent term is on (the guard turns it off for good once the target's
+            probe loss reaches its cap).
 
     Returns:
         ``(loss, parts)`` where ``parts`` holds the detached float value of each term.
@@ -101,12 +78,11 @@ def competition_loss(
         nonlocal total
         total = term if total is None else total + term
 
-    if weights.ascent > 0:
+    if weights.ascent > 0 and ascent:
         if l_target is None:
             raise SurgUnError("[SurgUn] ascent weight > 0 but no target loss was given.")
-        add(weights.ascent * ascent_term(l_target, cap))
+        add(-weights.ascent * l_target)
         parts["target"] = float(l_target.detach())
-        parts["ascent_active"] = float(cap is None or float(l_target.detach()) < cap)
     if weights.distract > 0:
         if l_distractors is None or l_distractors.numel() == 0:
             raise SurgUnError("[SurgUn] distractor weight > 0 but no distractor losses were given.")

@@ -11,6 +11,10 @@ images made *with the same seeds* by the original model and by a modified one.
     toward the distractors);
 
   identical images give 0.
+* **competition** (per image, for the Block Localizer): ``cos(E(x), d) - cos(E(x), t)`` with ``d``
+  and ``t`` the mean (normalised) embeddings of the original model's distractor and target images:
+  positive when an image looks more like the distractors than like the target. A block's erase is
+  how much it raises the mean of this over the target's images (same seeds before and after).
 * **retain** (1 = unchanged): the mean of the embedding cosine
   ``cos(E(new_retain_i), E(orig_retain_i))`` and the SSIM of the decoded pixels.
 
@@ -69,3 +73,12 @@ def retain_score(new_emb: torch.Tensor, orig_emb: torch.Tensor, new_img: torch.T
     emb = _cos(new_emb, orig_emb).mean()
     st = ssim(new_img, orig_img).mean()
     return {"retain": float((emb + st) / 2), "retain_embed": float(emb), "retain_ssim": float(st)}
+
+
+def competition(emb: torch.Tensor, target_ref: torch.Tensor, distractor_ref: torch.Tensor) -> dict:
+    """Per-image ``toward`` (cosine to the distractors' mean), ``away`` (minus cosine to the target's
+    mean) and ``score`` (their sum), as tensors ``[N]`` (see the module docstring)."""
+    t = F.normalize(target_ref.float(), dim=-1).mean(0, keepdim=True)
+    d = F.normalize(distractor_ref.float(), dim=-1).mean(0, keepdim=True)
+    toward, away = _cos(emb, d), -_cos(emb, t)
+    return {"toward": toward, "away": away, "score": toward + away}

@@ -10,6 +10,7 @@ from typing import Callable, Sequence
 import torch
 
 from .errors import NonFiniteLossError, SurgUnError
+from .guard import AscentGuard
 from .objective import CompetitionWeights, competition_loss
 
 log = logging.getLogger("SurgUn")
@@ -28,7 +29,8 @@ class TrainConfig:
     learning_rate: float = 1e-5
     weights: CompetitionWeights = field(default_factory=CompetitionWeights)
     ascent_cap: float = 2.0
-    """Guard: the target's loss is capped at this multiple of its untouched value. 0 = no guard."""
+    """Guard: the ascent stops once the target's probe loss reaches this multiple of its untouched
+    value (see :mod:`surgun_core.guard`). 0 = no guard."""
     target_per_step: int = 1
     distractors_per_step: int = 2
     """Distractors drawn per step (an unbiased estimate of the mean over all); 0 = all of them."""
@@ -36,7 +38,11 @@ class TrainConfig:
     """Retain prompts drawn per step; 0 = all of them."""
     max_grad_norm: float = 1.0
     """Gradient-norm clip; 0 = off."""
-    cap_probe_batches: int = 4
+    guard_every: int = 10
+    """Steps between two measurements of the guard's probe (every step once it nears the cap)."""
+    guard_samples: int = 8
+    """Target samples in the guard's probe (each at ``guard_draws`` fixed noise levels)."""
+    guard_draws: int = 2
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -52,9 +58,9 @@ class TrainConfig:
                 f"[SurgUn] ascent_cap must be above 1 (a multiple of the target's starting loss), got {self.ascent_cap!r}; "
                 "at or below 1 the ascent would stop before it starts. Try 2.0, or 0 for no guard."
             )
-        for name in ("target_per_step", "distractors_per_step", "retain_per_step", "cap_probe_batches"):
+        for name in ("target_per_step", "distractors_per_step", "retain_per_step", "guard_every", "guard_samples", "guard_draws"):
             v = getattr(self, name)
-            lo = 1 if name == "target_per_step" else 0
+            lo = 0 if name in ("distractors_per_step", "retain_per_step") else 1
             if not isinstance(v, int) or v < lo:
                 raise SurgUnError(f"[SurgUn] {name} must be an integer >= {lo}, got {v!r}.")
         if not math.isfinite(self.max_grad_norm) or self.max_grad_norm < 0:
@@ -99,7 +105,13 @@ def require_terms(weights: CompetitionWeights, n_distractors: int, n_retain: int
 class TrainResult:
     history: list[dict]
     reference_target_loss: float
+    """The guard probe's loss with the untouched weights (NaN when the ascent is off)."""
     cap: float | None
+    """The probe loss at which the ascent stops (None: no guard)."""
+    guard: list[tuple[int, float]] = field(default_factory=list)
+    """(step, probe loss / reference) at every measurement of the guard."""
+    guard_stops: list[int] = field(default_factory=list)
+    """Steps at which the probe reached the cap and the ascent stopped (it resumes below 90 % of it)."""
 
 
 def _draw(n: int, k: int, g: torch.Generator) -> list[int]:
@@ -115,7 +127,7 @@ def _pick(samples: torch.Tensor, count: int, g: torch.Generator) -> torch.Tensor
 
 
 def _draw_batch(data: ConceptData, config: TrainConfig, distractor_names: list[str], retain_names: list[str],
-                g: torch.Generator) -> tuple[torch.Tensor, list[str], dict[str, list[tuple[int, int]]]]:
+                ascent: bool, g: torch.Generator) -> tuple[torch.Tensor, list[str], dict[str, list[tuple[int, int]]]]:
     """One step's samples: target, drawn distractors (one sample each), drawn retain prompts."""
     w = config.weights
     chunks: list[torch.Tensor] = []
@@ -128,7 +140,7 @@ def _draw_batch(data: ConceptData, config: TrainConfig, distractor_names: list[s
         prompts.extend([prompt] * x.shape[0])
         spans[role].append((start, len(prompts)))
 
-    if w.ascent > 0:
+    if ascent:
         add("target", _pick(data.target, config.target_per_step, g), data.target_prompt)
     if w.distract > 0:
         for i in _draw(len(distractor_names), config.distractors_per_step, g):
@@ -144,17 +156,6 @@ def _role_loss(losses: torch.Tensor, spans: list[tuple[int, int]]) -> torch.Tens
     if not spans:
         return None
     return torch.stack([losses[a:b].mean() for a, b in spans])
-
-
-def reference_loss(loss_fn: LossFn, data: ConceptData, batches: int, seed: int) -> float:
-    """The untouched model's target loss on a fixed probe (fixed samples, noise and timesteps)."""
-    g = torch.Generator().manual_seed(seed + 7919)
-    vals = []
-    with torch.no_grad():
-        for _ in range(max(1, batches)):
-            x0 = data.target
-            vals.append(loss_fn(x0, [data.target_prompt] * x0.shape[0], g).mean().item())
-    return float(sum(vals) / len(vals))
 
 
 def train_competition(
@@ -184,25 +185,25 @@ def train_competition(
         raise SurgUnError("[SurgUn] no trainable parameters were selected.")
     w = config.weights
 
-    ref = (sum(reference_loss(loss_fn, d, config.cap_probe_batches, config.seed) for d in groups) / len(groups)
-           if w.ascent > 0 else float("nan"))
-    if w.ascent > 0 and not math.isfinite(ref):
-        raise NonFiniteLossError(0, {"target": ref})
-    cap = ref * config.ascent_cap if (w.ascent > 0 and config.ascent_cap > 0) else None
-    log.info("[SurgUn] reference target loss %.5f, ascent cap %s", ref, "off" if cap is None else f"{cap:.5f}")
+    guard = None
+    if w.ascent > 0 and config.ascent_cap > 0:
+        guard = AscentGuard(loss_fn, [(d.target_prompt, d.target) for d in groups], config.ascent_cap, params,
+                            config.guard_every, config.guard_draws, config.guard_samples, config.seed)
+        log.info("[SurgUn] guard: target probe loss %.5f, ascent stops at %.5f (x%g)", guard.reference, guard.cap, config.ascent_cap)
 
     opt = torch.optim.Adam(params, lr=config.learning_rate)
     g = torch.Generator().manual_seed(config.seed)
     history: list[dict] = []
 
     for step in range(config.steps):
+        ascent = w.ascent > 0 and (guard is None or guard.active)
+        if not ascent and w.distract == 0 and w.retain == 0:
+            break  # the guard stopped the only term: nothing is left to train
         data = groups[0] if len(groups) == 1 else groups[int(torch.randint(len(groups), (1,), generator=g))]
-        x0, prompts, spans = _draw_batch(data, config, list(data.distractors), list(data.retain), g)
+        x0, prompts, spans = _draw_batch(data, config, list(data.distractors), list(data.retain), ascent, g)
         losses = loss_fn(x0, prompts, g)
         l_t, l_d, l_r = (_role_loss(losses, spans[role]) for role in ("target", "distractor", "retain"))
-        loss, parts = competition_loss(
-            None if l_t is None else l_t.mean(), l_d, None if l_r is None else l_r.mean(), w, cap
-        )
+        loss, parts = competition_loss(None if l_t is None else l_t.mean(), l_d, None if l_r is None else l_r.mean(), w, ascent)
         if not all(math.isfinite(v) for v in parts.values()):
             raise NonFiniteLossError(step + 1, parts)
 
@@ -216,9 +217,16 @@ def train_competition(
             raise NonFiniteLossError(step + 1, {**parts, "grad_norm": float(gn)})
         opt.step()
 
-        metrics = {"step": step + 1, **parts, "grad_norm": float(gn)}
+        metrics = {"step": step + 1, **parts, "grad_norm": float(gn), "ascent_active": float(ascent)}
+        if guard is not None:
+            if guard.after_step(step + 1):
+                opt.state.clear()  # the ascent's momentum must not carry it past the cap
+                log.info("[SurgUn] guard: the target's probe loss reached x%.3f at step %d; the ascent stops", guard.ratio, step + 1)
+            metrics["guard_ratio"] = guard.ratio
         history.append(metrics)
         if on_step is not None:
             on_step(step + 1, config.steps, metrics)
 
-    return TrainResult(history=history, reference_target_loss=ref, cap=cap)
+    return TrainResult(history=history, reference_target_loss=guard.reference if guard else float("nan"),
+                       cap=guard.cap if guard else None, guard=list(guard.history) if guard else [],
+                       guard_stops=list(guard.stops) if guard else [])

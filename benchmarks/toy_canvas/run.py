@@ -34,7 +34,8 @@ import torch
 
 from ...surgun_comfy.deltas import TrainableDeltas
 from ...surgun_comfy.families import detect_family
-from ...surgun_comfy.localize import LocalizeRequest, run_localizer
+from ...surgun_comfy.localize import LocalizeRequest
+from ...surgun_comfy.probe import run_localizer
 from ...surgun_comfy.losses import draw_sigmas, objective_weight
 from ...surgun_comfy.prompts import PromptBank
 from ...surgun_comfy.render import latent_shape_for
@@ -291,16 +292,16 @@ class Bench:
 
     # ---------------------------------------------------------------- localisation
     def localize(self, kind: str, name: str, chosen: list[str]) -> tuple[list[str], dict]:
-        """The Block Localizer on this target (its first prompt), through the pack's bridge."""
-        p = self.prompts_of(kind, name)[0]
+        """The Block Localizer on this target (its first two prompts, one held out), through the pack's bridge."""
         w = self.world
+        lines = [self.swap(p, kind, name, "{" + name + "}") for p in self.prompts_of(kind, name)[:2]]
         retain = tuple(w.prompt_for(o, st) for o, st in [(w.OBJECTS[i], w.STYLES[(i * 3 + 1) % 8]) for i in range(8)]
                        if o != name and st != name and st not in chosen and o not in chosen)[:4]
         req = LocalizeRequest(
-            target=p, distractors=tuple(self.swap(p, kind, name, d) for d in chosen), retain=retain, granularity="attention", max_blocks=0,
-            probe_steps=self.s.localize_probe_steps, probe_lr=1e-3, select=SelectConfig(keep=self.s.localize_keep),
-            images_per_prompt=self.s.localize_images_per_prompt, render_steps=self.constants.STEPS, render_size=self.constants.WIDTH, render_cfg=self.constants.CFG,
-            seed=5)
+            targets=tuple(lines), distractors=tuple(chosen), retain=retain, granularity="attention", max_blocks=0,
+            probe_steps=self.s.localize_probe_steps, learning_rate=1e-3, train_steps=self.s.steps,
+            select=SelectConfig(keep=self.s.localize_keep), images_per_prompt=self.s.localize_images_per_prompt,
+            render_steps=self.constants.STEPS, render_size=self.constants.WIDTH, render_cfg=self.constants.CFG, seed=5)
         t0 = time.perf_counter()
         result, blocks = run_localizer(self.model, self.clip, self.vae, None, req)
         modules = select_trainable(self.model.model.diffusion_model, blocks.names)

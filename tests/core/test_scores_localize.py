@@ -47,23 +47,43 @@ def rows(table):
     return [BlockRow(block=b, erase=e, retain=r) for b, e, r in table]
 
 
-def test_selection_ranks_erasers_by_retain():
-    rs = rows([("a", 0.9, 0.2), ("b", 0.8, 0.9), ("c", 0.1, 0.99), ("d", 0.7, 0.85), ("e", 0.6, 0.86)])
-    threshold, cutoff = select_blocks(rs, SelectConfig(keep=2, erase_quantile=0.5))
-    assert threshold == pytest.approx(0.7)
-    assert [r.block for r in rs if r.chosen] == ["b", "d"]  # c retains best but does not erase
-    assert cutoff == pytest.approx(0.85)
+def test_blocks_that_do_nothing_never_win_on_retain():
+    """Most blocks barely move the target; they keep retain perfectly. They must not be chosen."""
+    rs = rows([*((f"idle{i}", 0.002, 0.999) for i in range(8)), ("strong", 0.26, 0.95), ("medium", 0.15, 0.97), ("weak", 0.05, 0.99)])
+    threshold, cutoff, _ = select_blocks(rs, floor=0.01, config=SelectConfig(keep=2, min_fraction=0.5))
+    assert [r.block for r in rs if r.chosen] == ["strong", "medium"]
+    assert threshold == pytest.approx(0.13) and cutoff == pytest.approx(0.95)
+    assert not any(r.eligible for r in rs if r.block.startswith("idle") or r.block == "weak")
+
+
+def test_eligible_blocks_are_ranked_by_retain():
+    rs = rows([("a", 0.9, 0.2), ("b", 0.8, 0.9), ("c", 0.0, 0.99), ("d", 0.7, 0.85), ("e", 0.6, 0.86)])
+    select_blocks(rs, floor=0.05, config=SelectConfig(keep=2, min_fraction=0.5))
+    assert [r.block for r in rs if r.chosen] == ["b", "e"]  # c retains best but does not erase
 
 
 def test_near_ties_are_reported_and_user_threshold_wins():
     rs = rows([("a", 0.9, 0.80), ("b", 0.9, 0.795), ("c", 0.9, 0.5)])
-    select_blocks(rs, SelectConfig(keep=1, erase_quantile=0.0, near_tie=0.01))
+    select_blocks(rs, 0.0, SelectConfig(keep=1, min_fraction=0.0, near_tie=0.01))
     assert [r.chosen for r in rs] == [True, False, False] and [r.near_tie for r in rs] == [False, True, False]
     rs = rows([("a", 0.2, 0.9), ("b", 0.6, 0.5)])
-    select_blocks(rs, SelectConfig(keep=2, erase_threshold=0.5))
+    select_blocks(rs, 0.0, SelectConfig(keep=2, erase_threshold=0.5))
     assert [r.block for r in rs if r.chosen] == ["b"]  # only b reaches the absolute threshold
-    with pytest.raises(SurgUnError, match="no block reaches the erase threshold"):
-        select_blocks(rows([("a", 0.2, 0.9)]), SelectConfig(keep=1, erase_threshold=0.5))
+    with pytest.raises(SurgUnError, match="no block erases above the noise floor"):
+        select_blocks(rows([("a", 0.2, 0.9)]), 0.0, SelectConfig(keep=1, erase_threshold=0.5))
+    with pytest.raises(SurgUnError, match="floor 0.3"):
+        select_blocks(rows([("a", 0.2, 0.9), ("b", 0.25, 0.9)]), 0.3, SelectConfig(keep=1))
+
+
+def test_held_out_check_reports_overlap_and_erase_there():
+    rs = rows([("a", 0.5, 0.9), ("b", 0.4, 0.95), ("c", 0.45, 0.5)])
+    for r, h in zip(rs, (0.02, 0.4, 0.5)):
+        r.erase_heldout = h
+    _, _, referee = select_blocks(rs, 0.05, SelectConfig(keep=2, min_fraction=0.5))
+    assert [r.block for r in rs if r.chosen] == ["a", "b"]
+    # on the held-out prompts a does not erase: the held-out choice is b and c
+    assert referee["chosen_by_heldout"] == ["b", "c"] and referee["overlap"] == pytest.approx(0.5)
+    assert referee["chosen_erase_heldout"] == pytest.approx((0.02 + 0.4) / 2)
 
 
 @pytest.mark.parametrize("n, keep, match", [(0, 1, "no candidate blocks"), (3, 4, "keep=4 but there are 3")])
@@ -73,19 +93,23 @@ def test_selection_errors(n, keep, match):
 
 
 def test_localize_end_to_end_with_callbacks_and_report():
-    ref = {"target": images(seed=0), "retain": images(seed=1), "distractors": images(seed=2)}
-    # block "good" erases and keeps retain; "bad" erases and wrecks retain; "idle" does nothing
+    target, distractors = images(seed=0), images(seed=2)
+    ref = {"target": target, "heldout": images(seed=4), "retain": images(seed=1), "floor": target * 0.98 + 0.01,
+           "target_ref": target, "distractors": distractors}
+    # "good" erases and keeps retain; "bad" erases and wrecks retain; "idle" does nothing
     outcomes = {
-        "good": {"target": ref["distractors"], "retain": ref["retain"]},
-        "bad": {"target": ref["distractors"], "retain": images(seed=7)},
-        "idle": {"target": ref["target"], "retain": ref["retain"]},
+        "good": {"target": distractors, "heldout": distractors, "retain": ref["retain"]},
+        "bad": {"target": distractors, "heldout": distractors, "retain": images(seed=7)},
+        "idle": {"target": ref["target"], "heldout": ref["heldout"], "retain": ref["retain"]},
     }
     seen = []
-    res = localize(["good", "bad", "idle"], lambda b: outcomes[b], pixel_embed, ref, SelectConfig(keep=1, erase_quantile=0.5),
+    res = localize(["good", "bad", "idle"], lambda b: outcomes[b], pixel_embed, ref, SelectConfig(keep=1),
                    "pixel", on_block=lambda i, n, row: seen.append((i, n, row.block)))
     assert res.chosen == ["good"]
     assert seen == [(1, 3, "good"), (2, 3, "bad"), (3, 3, "idle")]
     table = {r["block"]: r for r in json.loads(res.to_json())["blocks"]}
-    assert table["idle"]["erase"] == pytest.approx(0.0, abs=1e-6) and table["good"]["retain"] == pytest.approx(1.0, abs=1e-5)
+    assert table["idle"]["erase"] == pytest.approx(0.0, abs=1e-6) and not table["idle"]["eligible"]
+    assert table["good"]["retain"] == pytest.approx(1.0, abs=1e-5) and table["good"]["erase"] > res.floor > 0
+    assert res.referee["available"] and res.referee["overlap"] == 1.0
     img = report_image(res)
-    assert img.shape[0] == 1 and img.shape[-1] == 3 and img.shape[1] == 60 + 3 * 22
+    assert img.shape[0] == 1 and img.shape[-1] == 3 and img.shape[1] == 76 + 3 * 22

@@ -2,7 +2,8 @@
 and run on the real server. Only sizes and step counts are shrunk for the CPU, and the
 distractor pools are cut to their first 16 entries (encoding a 600-entry pool with the
 full-size CLIP-L of the test checkpoint takes about 2 minutes on this CPU; pool selection
-itself is covered by tests/nodes). The graph, its links and every other value are the
+itself is covered by tests/nodes), and the Block Localizer takes any erase (noise_floor off, threshold -1) (the
+tiny checkpoint knows nothing to erase). The graph, its links and every other value are the
 workflow's own."""
 
 import json
@@ -37,6 +38,9 @@ def shrink(prompt: dict, weights_file: str | None = None) -> dict:
             node["inputs"]["ckpt_name"] = "tiny_sd15.safetensors"
         if node["class_type"] == "SurgUnTrain":
             node["inputs"]["learning_rate"] = 1e-4
+        if node["class_type"] == "SurgUnBlockLocalizer":
+            # the tiny checkpoint knows no concept, so no block erases above its noise floor: any erase passes
+            node["inputs"].update(noise_floor=False, erase_threshold=-1.0, min_fraction=0.0, learning_rate=1e-4)
         if weights_file and node["class_type"] == "SurgUnApplyErasedWeights":
             node["inputs"]["weights_file"] = weights_file
     return prompt

@@ -25,7 +25,9 @@ def test_distractors_drive_training_end_to_end(comfy):
     assert len(chosen.prompts) == 4 and all(p.startswith("a painting in the style of ") for p in chosen.prompts)
     assert "Claude Monet" not in chosen.names and "Frida Kahlo" not in chosen.names
     assert weights.metadata["target"] == "a painting in the style of Claude Monet"
-    assert weights.metadata["distractors"] == chosen.prompts
+    assert weights.metadata["distractors"] == chosen.names
+    # paired: the builder's target prompt with its name swapped for each distractor is the builder's prompt
+    assert weights.metadata["groups"][0]["distractors"] == chosen.prompts and weights.metadata["groups"][0]["paired"]
     meta = weights.metadata["distractor_builder"]
     assert meta["names"] == chosen.names and meta["params"]["k"] == 4 and meta["thresholds"]["applied"]
     assert meta["pool"]["size"] > 500 and meta["encoder"].startswith("SD1ClipModel:")

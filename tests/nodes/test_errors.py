@@ -48,8 +48,8 @@ def test_pattern_error_lists_block_names_that_exist(comfy):
     assert "input_blocks.1.1.transformer_blocks.0.attn1" in msg and "re:<full regex>" in msg
 
 
-def test_steps_below_one_is_refused_before_running(comfy):
-    res = comfy.run(graph("sd1", steps=0))
+def test_steps_below_zero_is_refused_before_running(comfy):
+    res = comfy.run(graph("sd1", steps=-1))  # 0 means the family's default
     assert not res.success and res.error["exception_type"] == "validation"
     assert "steps" in res.error["exception_message"] or "steps" in str(res.error["node_errors"])
 

@@ -60,7 +60,8 @@ def test_metadata_records_the_run(comfy):
     assert m["retain"] == ["a photo of a dog", "a city street"]
     assert m["hyperparameters"]["steps"] == 2 and m["hyperparameters"]["seed"] == 5
     assert sorted(m["blocks"]["modules"]) == sorted(w.modules)
-    assert m["pack_version"] and math.isfinite(m["reference_target_loss"])
+    assert m["pack_version"] and math.isfinite(m["guard"]["reference_probe_loss"]) and m["guard"]["multiple"] == 2.0
+    assert m["guard"]["cap"] == m["guard"]["reference_probe_loss"] * 2.0
 
 
 def test_same_inputs_give_identical_weights(comfy):
@@ -136,8 +137,9 @@ def test_progress_and_loss_reach_the_ui(comfy):
     res = comfy.run(graph("sd1", steps=3, sample_steps=2))
     assert res.success
     progress = [d for e, d in res.messages if e == "progress" and d["node"] == "2"]
-    # 6 prompts x 2 images sampled in one batch of 12 (2 sampler steps), then 3 training steps
-    assert [p["value"] for p in progress][-1] == progress[-1]["max"] == 1 * 2 + 3
+    # 6 prompts x 2 images sampled in one batch of 12 (2 sampler steps), then 3 training steps, then the
+    # readout: a target and a retain prompt in one batch, before and after (2 x 2 sampler steps)
+    assert [p["value"] for p in progress][-1] == progress[-1]["max"] == 1 * 2 + 3 + 2 * 2
     texts = [d["text"] for e, d in res.messages if e == "progress_text" and d["node"] == "2"]
     assert any(t.startswith("step 3/3") and "loss=" in t for t in texts)
     ui = [d for e, d in res.messages if e == "executed" and d.get("node") == "2"]
@@ -173,7 +175,7 @@ def test_nan_in_the_loss_is_caught_with_a_clear_error_and_no_file(comfy, monkeyp
     def poisoned(*a, **k):
         calls["n"] += 1
         out = real(*a, **k)
-        return out * float("nan") if calls["n"] > 5 else out  # 4 reference probes, one good step
+        return out * float("nan") if calls["n"] > 3 else out  # 2 guard probe draws, one good step
 
     monkeypatch.setattr(losses, "denoising_loss", poisoned)
     before = set(lora_files(comfy))
@@ -190,8 +192,9 @@ def test_several_target_phrasings_are_all_sampled_and_trained(comfy):
     meta = res.outputs["2"][1][0].metadata
     assert meta["targets"] == ["a painting by zorblax", "zorblax artwork"] and meta["target"] == "a painting by zorblax"
     progress = [d for e, d in res.messages if e == "progress" and d["node"] == "2"]
-    # 2 targets + 3 distractors + 2 retain prompts: 7 prompts x 2 images in one sampler batch of 14, then 4 steps
-    assert progress[-1]["max"] == 1 * 2 + 4
+    # 2 targets + 3 distractors + 2 retain prompts: 7 prompts x 2 images in one sampler batch of 14, then 4 steps,
+    # then the readout (one batch before and after, 2 sampler steps each)
+    assert progress[-1]["max"] == 1 * 2 + 4 + 2 * 2
     assert len(meta["targets"]) == 2 and meta["hyperparameters"]["steps"] == 4
 
 

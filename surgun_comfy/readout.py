@@ -1,0 +1,63 @@
+"""How strongly a run erased, told at the end of SurgUn Train, before anyone samples.
+
+* the guard: the target's probe loss as a multiple of its untouched value, against the cap;
+* the distractor term: its mean over the last tenth of the steps against the first tenth (falling
+  means the target prompt now denoises the distractors' images);
+* images: the first target prompt and the first retain prompt rendered before and after with the
+  same seeds, compared as latents (cosine of the centred latents: 1 = unchanged). The target's
+  should drop; the retain prompt's should stay near 1.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..surgun_core.train import TrainResult
+from ..surgun_core.weights import delta_key
+
+SEED_OFFSET = 17
+"""The readout renders with the training seed plus this, so it does not reuse the training samples."""
+
+
+def _similarity(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.flatten(1).float(), b.flatten(1).float()
+    a, b = a - a.mean(1, keepdim=True), b - b.mean(1, keepdim=True)
+    return float(torch.nn.functional.cosine_similarity(a, b, dim=1, eps=1e-8).mean())
+
+
+def _term(history: list[dict], key: str, first: bool) -> float | None:
+    values = [h[key] for h in history if key in h]
+    if not values:
+        return None
+    n = max(1, len(values) // 10)
+    part = values[:n] if first else values[-n:]
+    return sum(part) / len(part)
+
+
+def readout(model_patcher, renderer, batches: list[list[str]], target: str, retain: str | None, deltas: dict,
+            result: TrainResult, seed: int) -> dict:
+    """The numbers described in the module docstring; ``batches`` plan ``target`` and ``retain``
+    (``renderer.cost(batches)`` ticks, twice)."""
+    import comfy.sd
+
+    erased, _ = comfy.sd.load_lora_for_models(model_patcher, None, {delta_key(n): d for n, d in deltas.items()}, 1.0, 0)
+    before = renderer.latents(model_patcher, batches, seed + SEED_OFFSET)
+    after = renderer.latents(erased, batches, seed + SEED_OFFSET)
+    return {
+        "target_similarity": _similarity(after[target], before[target]),
+        "retain_similarity": _similarity(after[retain], before[retain]) if retain else None,
+        "guard_ratio": result.guard[-1][1] if result.guard else None,
+        "distractor_first": _term(result.history, "distractor", True),
+        "distractor_last": _term(result.history, "distractor", False),
+    }
+
+
+def readout_text(r: dict, multiple: float) -> str:
+    parts = [f"target images vs before: similarity {r['target_similarity']:.2f} (1 = unchanged)"]
+    if r["retain_similarity"] is not None:
+        parts.append(f"retain {r['retain_similarity']:.2f}")
+    if r["guard_ratio"] is not None:
+        parts.append(f"target loss x{r['guard_ratio']:.2f} of its start (guard at x{multiple:g})")
+    if r["distractor_first"] is not None:
+        parts.append(f"distractor term {r['distractor_first']:.4g} -> {r['distractor_last']:.4g}")
+    return "; ".join(parts)

@@ -1,0 +1,47 @@
+"""Paired competition: each target line trains against itself with the concept swapped."""
+
+import pytest
+
+from surgun_pack.surgun_core.errors import SurgUnError
+from surgun_pack.surgun_core.pairing import plan_groups, split_slot
+
+
+def test_braces_mark_the_concept_and_distractors_take_its_place():
+    groups = plan_groups(["a star in {neon} style", "a {neon} ring"], ["pastel", "dots"], ["a photo of a dog", "{gradient}"])
+    assert [g.target for g in groups] == ["a star in neon style", "a neon ring"]
+    assert groups[0].distractors == ("a star in pastel style", "a star in dots style")
+    assert groups[1].distractors == ("a pastel ring", "a dots ring")
+    # a bare {concept} retain line is kept in every target line's context; full prompts are shared
+    assert groups[0].retain == ("a star in gradient style", "a photo of a dog")
+    assert groups[1].retain == ("a gradient ring", "a photo of a dog")
+    assert all(g.paired for g in groups)
+
+
+def test_a_builders_target_name_marks_the_concept_without_braces():
+    groups = plan_groups(["a starry night in the style of Van Gogh", "a bridge"], ["Claude Monet"], [],
+                         distractor_prompts=["a painting in the style of Claude Monet"], concept="van gogh")
+    assert groups[0].distractors == ("a starry night in the style of Claude Monet",) and groups[0].paired
+    # a line that does not name the concept trains against the builder's prompts, unpaired
+    assert groups[1].distractors == ("a painting in the style of Claude Monet",) and not groups[1].paired
+
+
+def test_unpaired_on_request_and_without_a_slot():
+    lines = ["a star in {neon} style"]
+    off = plan_groups(lines, ["a circle in pastel style"], ["{gradient}", "a dog"], paired=False)
+    assert off[0].target == "a star in neon style" and off[0].distractors == ("a circle in pastel style",)
+    assert off[0].retain == ("a dog",) and not off[0].paired
+    plain = plan_groups(["a star in neon style"], ["a circle in pastel style"], [])
+    assert plain[0].distractors == ("a circle in pastel style",) and not plain[0].paired
+
+
+def test_the_concept_listed_as_its_own_distractor_is_refused():
+    with pytest.raises(SurgUnError, match="'neon' being erased is also listed"):
+        plan_groups(["a star in {neon} style"], ["pastel", "Neon"], [])
+    with pytest.raises(SurgUnError, match="Remove 'neon'"):
+        plan_groups(["a star in {neon} style"], ["pastel"], ["{neon}"])
+
+
+def test_split_slot():
+    assert split_slot("a {Van Gogh} sky") == ("a ", "Van Gogh", " sky")
+    assert split_slot("no slot here") is None
+    assert split_slot("Van Gogh's sky", concept="van gogh") == ("", "Van Gogh", "'s sky")

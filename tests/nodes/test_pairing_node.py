@@ -1,0 +1,35 @@
+"""SurgUn Train pairs each target line with its distractors in the same context (concept in braces)."""
+
+from surgun_graphs import graph
+
+
+def test_braced_target_lines_train_against_their_own_swapped_lines(comfy):
+    res = comfy.run(graph("sd1", steps=2, target="a painting of a harbour by {zorblax}\na {zorblax} sketch of a cat",
+                          distractors="monet\nhokusai", retain_prompts="{picasso}\na photo of a dog"))
+    assert res.success, res.error_text()
+    groups = res.outputs["2"][1][0].metadata["groups"]
+    assert groups == [
+        {"target": "a painting of a harbour by zorblax", "paired": True,
+         "distractors": ["a painting of a harbour by monet", "a painting of a harbour by hokusai"],
+         "retain": ["a painting of a harbour by picasso", "a photo of a dog"]},
+        {"target": "a zorblax sketch of a cat", "paired": True,
+         "distractors": ["a monet sketch of a cat", "a hokusai sketch of a cat"],
+         "retain": ["a picasso sketch of a cat", "a photo of a dog"]},
+    ]
+    assert "unpaired" not in res.ui["2"]["text"][0]
+
+
+def test_unpaired_stays_available_and_is_said(comfy):
+    off = comfy.run(graph("sd1", steps=2, target="a painting by {zorblax}", distractors="a painting by monet", paired=False))
+    assert off.success, off.error_text()
+    assert off.outputs["2"][1][0].metadata["groups"][0]["distractors"] == ["a painting by monet"]
+    plain = comfy.run(graph("sd1", steps=2, target="a painting by zorblax", distractors="a painting by monet"))
+    assert "1 of 1 target lines trained unpaired" in plain.ui["2"]["text"][0]
+
+
+def test_readout_says_how_strongly_the_run_erased(comfy):
+    res = comfy.run(graph("sd1", steps=3))
+    readout = res.outputs["2"][1][0].metadata["readout"]
+    assert set(readout) == {"target_similarity", "retain_similarity", "guard_ratio", "distractor_first", "distractor_last"}
+    assert -1.0 <= readout["target_similarity"] <= 1.0 and readout["guard_ratio"] > 0
+    assert f"similarity {readout['target_similarity']:.2f} (1 = unchanged)" in res.ui["2"]["text"][0]
