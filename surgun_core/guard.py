@@ -8,8 +8,8 @@ denoising loss varies several-fold across noise levels, so one random draw per s
 about how far the ascent has gone.
 
 * ``reference``: the probe's loss with the untouched weights; ``cap = multiple * reference``.
-* The probe is measured every ``every`` steps, and every step once it has covered 75 % of the way
-  from ``reference`` to ``cap``. The weights at the last measurement below the cap are kept.
+* The probe is measured every ``every`` steps (a few percent of a step's cost). The weights at the
+  last measurement below the cap are kept.
 * When a measurement finds the probe at or above the cap, the ascent stops (the distractor and
   retain terms go on) and the caller clears the optimiser's state, so the momentum built up by the
   ascent does not carry it on. If the probe went more than 10 % past the cap (a large step), the
@@ -73,8 +73,7 @@ class AscentGuard:
             return float(torch.stack([self.loss_fn(self.x0, self.prompts, g).mean() for _ in range(self.draws)]).mean())
 
     def due(self, step: int) -> bool:
-        near = self.active and self.ratio >= 1 + 0.75 * (self.multiple - 1)
-        return near or step % self.every == 0
+        return step % self.every == 0
 
     def after_step(self, step: int) -> bool:
         """Measure when due; returns True at a step where the ascent stops."""

@@ -39,8 +39,8 @@ class TrainConfig:
     max_grad_norm: float = 1.0
     """Gradient-norm clip; 0 = off."""
     guard_every: int = 10
-    """Steps between two measurements of the guard's probe (every step once it nears the cap)."""
-    guard_samples: int = 8
+    """Steps between two measurements of the guard's probe."""
+    guard_samples: int = 4
     """Target samples in the guard's probe (each at ``guard_draws`` fixed noise levels)."""
     guard_draws: int = 2
     seed: int = 0
