@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -51,6 +52,8 @@ class LocalizeRequest:
         for name in ("images_per_prompt", "render_steps", "render_size"):
             require_number(name, getattr(self, name), lo=1)
         require_number("render_cfg", self.render_cfg, 0, 100, "Try 5.0 (1.0 for Flux).")
+        if not (isinstance(self.probe_lr, (int, float)) and math.isfinite(self.probe_lr) and self.probe_lr > 0):
+            raise SurgUnError(f"[SurgUn] probe_lr must be a finite number > 0, got {short(self.probe_lr, 30)}. Try 1e-4.")
         self.probe  # the probe's training settings are checked now, before any work
 
     @property
