@@ -82,7 +82,7 @@ def candidate_blocks(model_patcher, family, granularity: str, block_filter: str,
         raise SurgUnError(f"[SurgUn] granularity {granularity!r} is not available for {family.name}; use one of {', '.join(family.arch.units)}.")
     units = family.attention_units(names, granularity)
     if block_filter and block_filter.strip():
-        units = match_names(units, parse_pattern_text(block_filter))
+        units = match_names(units, parse_pattern_text(block_filter), "block_filter")
     if not units:
         raise SurgUnError(
             f"[SurgUn] there are no candidate blocks: granularity {granularity!r}"
