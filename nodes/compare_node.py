@@ -7,7 +7,7 @@ import json
 from comfy_api.latest import io, ui
 
 from ..surgun_comfy.compare import CompareRequest, compare
-from .inputs import resolve_distractors, split_lines
+from .inputs import require_socket, resolve_distractors, split_lines
 from .sockets import DistractorsSocket
 
 
@@ -67,6 +67,10 @@ class SurgUnEraseRetainCompare(io.ComfyNode):
         clip_vision: io.ClipVision.Type | None = None,
         distractor_set: DistractorsSocket.Type | None = None,
     ) -> io.NodeOutput:
+        for name, value, kind in (("original", original, "MODEL"), ("erased", erased, "MODEL"), ("clip", clip, "CLIP"), ("vae", vae, "VAE")):
+            require_socket(name, value, kind)
+        require_socket("clip_vision", clip_vision, "CLIP_VISION", optional=True)
+        require_socket("distractor_set", distractor_set, "DISTRACTORS", optional=True)
         target, distractor_prompts, _ = resolve_distractors(target, distractors, distractor_set)
         request = CompareRequest(target=target, retain=split_lines(retain_prompts), distractors=distractor_prompts,
                                  images_per_prompt=images_per_prompt, steps=steps, size=size, cfg=cfg, seed=seed)

@@ -7,7 +7,7 @@ from comfy_api.latest import io, ui
 from ..surgun_comfy.localize import LocalizeRequest, run_localizer
 from ..surgun_core.localize import SelectConfig, report_image
 from ..surgun_core.objective import CompetitionWeights
-from .inputs import resolve_distractors, split_lines
+from .inputs import require_socket, resolve_distractors, split_lines
 from .sockets import BlocksSocket, DistractorsSocket
 
 
@@ -93,6 +93,10 @@ class SurgUnBlockLocalizer(io.ComfyNode):
         clip_vision: io.ClipVision.Type | None = None,
         distractor_set: DistractorsSocket.Type | None = None,
     ) -> io.NodeOutput:
+        for name, value, kind in (("model", model, "MODEL"), ("clip", clip, "CLIP"), ("vae", vae, "VAE")):
+            require_socket(name, value, kind)
+        require_socket("clip_vision", clip_vision, "CLIP_VISION", optional=True)
+        require_socket("distractor_set", distractor_set, "DISTRACTORS", optional=True)
         target, distractor_prompts, _ = resolve_distractors(target, distractors, distractor_set)
         request = LocalizeRequest(
             target=target, distractors=distractor_prompts, retain=split_lines(retain_prompts),
