@@ -13,6 +13,7 @@ import torch
 from ..surgun_core.errors import SurgUnError, require_number, short
 from ..surgun_core.localize import LocalizeResult, SelectConfig, localize
 from ..surgun_core.objective import CompetitionWeights
+from ..surgun_core.seeds import offset_seed
 from ..surgun_core.selection import match_names, parse_pattern_text, select_trainable
 from ..surgun_core.train import ConceptData, TrainConfig
 from ..surgun_core.weights import delta_key
@@ -119,7 +120,7 @@ def run_localizer(model_patcher, clip, vae, clip_vision, req: LocalizeRequest, n
         return torch.cat([rendered[p] for p in prompts])
 
     t0 = time.perf_counter()
-    latents = {**renderer.latents(model_patcher, scored, req.seed), **renderer.latents(model_patcher, others, req.seed + 1000)}
+    latents = {**renderer.latents(model_patcher, scored, req.seed), **renderer.latents(model_patcher, others, offset_seed(req.seed, 1000))}
     decoded = {p: decode_images(vae, x) for p, x in latents.items()}
     reference = {
         "target": images(decoded, [req.target]),

@@ -11,6 +11,7 @@ import torch
 
 from .errors import NonFiniteLossError, SurgUnError
 from .objective import CompetitionWeights, competition_loss
+from .seeds import offset_seed
 
 log = logging.getLogger("SurgUn")
 
@@ -148,7 +149,7 @@ def _role_loss(losses: torch.Tensor, spans: list[tuple[int, int]]) -> torch.Tens
 
 def reference_loss(loss_fn: LossFn, data: ConceptData, batches: int, seed: int) -> float:
     """The untouched model's target loss on a fixed probe (fixed samples, noise and timesteps)."""
-    g = torch.Generator().manual_seed(seed + 7919)
+    g = torch.Generator().manual_seed(offset_seed(seed, 7919))
     vals = []
     with torch.no_grad():
         for _ in range(max(1, batches)):
