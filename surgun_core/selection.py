@@ -117,7 +117,7 @@ def select_trainable(root: torch.nn.Module, patterns: Patterns, hint_filter: str
         hints = [n for n in names if hint_filter in n.rsplit(".", 1)[-1]] or names
         shown = ", ".join(hints[:8])
         raise SurgUnError(
-            f"[SurgUn] {what} {short(patterns)} matches no layer of this model. "
+            f"[SurgUn] {what} {short(patterns if isinstance(patterns, str) else ', '.join(patterns))} matches no layer of this model. "
             f"Some names that exist: {shown}{' ...' if len(hints) > 8 else ''}. "
             "Use a list of names/suffixes (e.g. 'attn2') or 're:<full regex>'."
         )
