@@ -4,8 +4,10 @@ other on one server, the way a user (or a workflow file from the internet) would
 For every refusal: the message the user sees (a 400 answer's node_errors, or the execution_error
 in /history) names the input and the fix; nothing is written under models/ or output/ (nor
 outside the base folder); then a small valid job of the same node succeeds. Every good job also
-hashes the checkpoint's MODEL as the sampler would use it and renders one reference image with
-it: both must stay bit-identical to the session start (and the weights to the file on disk).
+hashes the checkpoint's MODEL as the sampler would use it (test-only nodes, tests/fixtures/e2e_nodes),
+which must stay bit-identical to the session start and to the file on disk; a reference image,
+rendered with it at the start, is rendered again after the model-sampling patches, Cancel, two
+trainers in one graph and at the end, and must be pixel-identical (exact float values).
 
 NaN through the API: JSON has no NaN literal, but Python's json.dumps writes ``NaN`` and the
 server's parser (Python's json) reads it back as a float NaN, which passes ComfyUI's min/max
@@ -437,7 +439,10 @@ def poisoned_files(server, good: str) -> dict:
 
 @pytest.fixture(scope="module")
 def bad_files(battery):
-    return poisoned_files(battery.server, battery.good_file)
+    import shutil
+
+    yield poisoned_files(battery.server, battery.good_file)
+    shutil.rmtree(battery.server.base / "models" / "loras" / "battery_bad")  # later tests pick files from models/loras
 
 
 @pytest.mark.parametrize("name, expect", [
