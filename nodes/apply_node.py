@@ -5,6 +5,7 @@ from __future__ import annotations
 from comfy_api.latest import io
 
 from ..surgun_comfy.apply import apply_erased, load_weights_file
+from .inputs import require_socket
 from .sockets import ErasedWeightsSocket
 
 NONE = "(none: use the erased_weights input)"
@@ -42,6 +43,8 @@ class SurgUnApplyErasedWeights(io.ComfyNode):
     @classmethod
     def execute(cls, model: io.Model.Type, weights_file: str, strength: float,
                 erased_weights: ErasedWeightsSocket.Type | None = None) -> io.NodeOutput:
+        require_socket("model", model, "MODEL")
+        require_socket("erased_weights", erased_weights, "ERASED_WEIGHTS", optional=True)
         if erased_weights is None:
             erased_weights = load_weights_file(None if weights_file == NONE else weights_file)
         return io.NodeOutput(apply_erased(model, erased_weights, strength))

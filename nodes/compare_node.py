@@ -8,7 +8,7 @@ from comfy_api.latest import io, ui
 
 from ..surgun_comfy.compare import CompareRequest, compare
 from ..surgun_comfy.families import detect_family
-from .inputs import resolve_distractors, split_lines
+from .inputs import require_socket, resolve_distractors, split_lines
 from .sockets import DistractorsSocket
 
 
@@ -69,6 +69,10 @@ class SurgUnEraseRetainCompare(io.ComfyNode):
         clip_vision: io.ClipVision.Type | None = None,
         distractor_set: DistractorsSocket.Type | None = None,
     ) -> io.NodeOutput:
+        for name, value, kind in (("original", original, "MODEL"), ("erased", erased, "MODEL"), ("clip", clip, "CLIP"), ("vae", vae, "VAE")):
+            require_socket(name, value, kind)
+        require_socket("clip_vision", clip_vision, "CLIP_VISION", optional=True)
+        require_socket("distractor_set", distractor_set, "DISTRACTORS", optional=True)
         cfg = detect_family(original).auto_cfg(cfg)
         chosen = resolve_distractors(target, distractors, distractor_set)
         request = CompareRequest(target=chosen.target, retain=split_lines(retain_prompts), distractors=chosen.names,

@@ -7,7 +7,7 @@ from comfy_api.latest import io, ui
 from ..surgun_core.distractors import KINDS, DistractorParams, build_distractor_set, load_pool
 from ..surgun_comfy.progress import NodeProgress
 from ..surgun_comfy.text_embed import CACHE, cached_embedder
-from .inputs import split_lines
+from .inputs import require_socket, split_lines
 from .sockets import DistractorsSocket
 
 
@@ -59,6 +59,7 @@ class SurgUnDistractorBuilder(io.ComfyNode):
     @classmethod
     def execute(cls, clip: io.Clip.Type, target: str, kind: str, k: int, seed: int, use_pool: bool, candidates: str,
                 protected: str, exclude_quantile: float = 0.98, band_quantile: float = 0.5) -> io.NodeOutput:
+        require_socket("clip", clip, "CLIP")
         params = DistractorParams(k=k, exclude_quantile=exclude_quantile, band_quantile=band_quantile, seed=seed)
         pool_size = len(load_pool(kind).entries) if use_pool and kind in KINDS else 0
         extra = split_lines(candidates)

@@ -39,3 +39,34 @@ def resolve_distractors(target: str, distractors: str, distractor_set=None) -> D
         return Distractors(target, split_lines(distractors))
     return Distractors(target or distractor_set.target_prompt, tuple(distractor_set.names), tuple(distractor_set.prompts),
                        distractor_set.target, distractor_set.metadata())
+
+
+# What an object arriving through each socket type has (ComfyUI's own classes and the pack's).
+SOCKET_ATTRS = {
+    "MODEL": ("get_model_object", "model"),
+    "CLIP": ("tokenize", "encode_from_tokens"),
+    "VAE": ("decode",),
+    "CLIP_VISION": ("encode_image",),
+    "DISTRACTORS": ("prompts", "names", "target", "target_prompt"),
+    "BLOCKS": ("names", "metadata"),
+    "ERASED_WEIGHTS": ("deltas", "metadata"),
+}
+
+
+def require_socket(name: str, value, kind: str, optional: bool = False) -> None:
+    """Refuse, before any work, a socket input that holds something else than a ``kind`` output.
+
+    ComfyUI checks the type of a link, but a value typed in place of a link (a hand-edited or
+    generated workflow file) passes its checks and would reach the node as a string or number.
+    """
+    from ..surgun_core.errors import SurgUnError, short
+
+    if value is None:
+        if optional:
+            return
+        raise SurgUnError(f"[SurgUn] {name} is not connected. Link it to a node that outputs {kind}.")
+    if not all(hasattr(value, a) for a in SOCKET_ATTRS[kind]):
+        raise SurgUnError(
+            f"[SurgUn] {name} must be connected to a {kind} output, but it holds a {type(value).__name__} value "
+            f"{short(value, 40)} (a hand-edited workflow?). Link {name} to a node that outputs {kind}."
+        )

@@ -9,7 +9,7 @@ from ..surgun_comfy.localize import LocalizeRequest
 from ..surgun_comfy.probe import run_localizer
 from ..surgun_core.localize import SelectConfig, report_image
 from ..surgun_core.objective import CompetitionWeights
-from .inputs import resolve_distractors, split_lines
+from .inputs import require_socket, resolve_distractors, split_lines
 from .sockets import BlocksSocket, DistractorsSocket
 
 
@@ -115,6 +115,10 @@ class SurgUnBlockLocalizer(io.ComfyNode):
         clip_vision: io.ClipVision.Type | None = None,
         distractor_set: DistractorsSocket.Type | None = None,
     ) -> io.NodeOutput:
+        for name, value, kind in (("model", model, "MODEL"), ("clip", clip, "CLIP"), ("vae", vae, "VAE")):
+            require_socket(name, value, kind)
+        require_socket("clip_vision", clip_vision, "CLIP_VISION", optional=True)
+        require_socket("distractor_set", distractor_set, "DISTRACTORS", optional=True)
         learning_rate, train_steps, render_cfg = detect_family(model).resolve(learning_rate, train_steps, render_cfg)
         chosen = resolve_distractors(target, distractors, distractor_set)
         request = LocalizeRequest(
@@ -122,7 +126,7 @@ class SurgUnBlockLocalizer(io.ComfyNode):
             concept=chosen.concept, distractor_prompts=chosen.prompts, preset=blocks, granularity=granularity,
             block_filter=block_filter or "", max_blocks=max_blocks, probe_steps=probe_steps, learning_rate=learning_rate,
             train_steps=train_steps, weights=CompetitionWeights(),
-            select=SelectConfig(keep=keep, min_fraction=min_fraction, erase_threshold=None if noise_floor else erase_threshold),
+            select=SelectConfig(keep=keep, min_fraction=min_fraction, noise_floor=noise_floor, erase_threshold=erase_threshold),
             images_per_prompt=images_per_prompt, render_steps=render_steps, render_size=render_size,
             render_cfg=render_cfg, seed=seed,
         )

@@ -12,7 +12,7 @@ from ..surgun_comfy.families import PRESETS, detect_family
 from ..surgun_core.objective import CompetitionWeights
 from ..surgun_core.train import TrainConfig
 from ..surgun_core.weights import save_erased_weights
-from .inputs import resolve_distractors, split_lines
+from .inputs import require_socket, resolve_distractors, split_lines
 from .sockets import BlocksSocket, DistractorsSocket, ErasedWeightsSocket
 
 log = logging.getLogger("SurgUn")
@@ -137,6 +137,10 @@ class SurgUnTrain(io.ComfyNode):
         distractor_set: DistractorsSocket.Type | None = None,
         block_set: BlocksSocket.Type | None = None,
     ) -> io.NodeOutput:
+        require_socket("model", model, "MODEL")
+        require_socket("clip", clip, "CLIP")
+        require_socket("distractor_set", distractor_set, "DISTRACTORS", optional=True)
+        require_socket("block_set", block_set, "BLOCKS", optional=True)
         prefix = check_output_prefix(filename_prefix)
         family = detect_family(model)  # "auto" values are the family's; an unsupported model is refused here
         learning_rate, steps, sample_cfg = family.resolve(learning_rate, steps, sample_cfg)

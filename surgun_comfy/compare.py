@@ -9,6 +9,7 @@ import torch
 from ..surgun_core.errors import SurgUnError, require_number
 from ..surgun_core.pairing import plan_groups
 from ..surgun_core.scores import erase_score, retain_score
+from ..surgun_core.seeds import offset_seed
 from .families import detect_family
 from .progress import NodeProgress
 from .render import Renderer, image_embedder
@@ -65,7 +66,7 @@ def compare(original, erased, clip, vae, clip_vision, req: CompareRequest, node_
 
     embed, embed_name = image_embedder(clip_vision)
     before, after = renderer.images(original, vae, shown, req.seed), renderer.images(erased, vae, shown, req.seed)
-    d_emb = torch.cat([embed(x) for x in renderer.images(original, vae, others, req.seed + 1000).values()]) if others else None
+    d_emb = torch.cat([embed(x) for x in renderer.images(original, vae, others, offset_seed(req.seed, 1000)).values()]) if others else None
     scores = {"embedding": embed_name, "target": target, "size": renderer.pixels, "notes": [note] if note else [],
               **erase_score(embed(after[target]), embed(before[target]), d_emb), "retain_prompts": {}}
     rows = [before[target], after[target]]

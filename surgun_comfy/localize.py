@@ -93,7 +93,7 @@ def candidate_blocks(model_patcher, family, preset: str, granularity: str, block
     layers = [n for n in names if re.fullmatch(family.preset(preset), n)]
     units = [u for u in family.attention_units(names, granularity) if any(n.startswith(u + ".") for n in layers)]
     if block_filter and block_filter.strip():
-        units = match_names(units, parse_pattern_text(block_filter))
+        units = match_names(units, parse_pattern_text(block_filter), "block_filter")
     if not units:
         raise SurgUnError(
             f"[SurgUn] there are no candidate blocks: preset {preset!r} at granularity {granularity!r}"

@@ -19,6 +19,7 @@ import torch
 
 from ..surgun_core.errors import SurgUnError
 from ..surgun_core.localize import LocalizeResult, localize
+from ..surgun_core.seeds import offset_seed
 from ..surgun_core.selection import select_trainable
 from ..surgun_core.train import ConceptData
 from ..surgun_core.weights import delta_key
@@ -62,10 +63,10 @@ def run_localizer(model_patcher, clip, vae, clip_vision, req: LocalizeRequest, n
 
     t0 = time.perf_counter()
     samples = renderer.latents(model_patcher, train_batches, req.seed)
-    untouched = renderer.images(model_patcher, vae, eval_batches, req.seed + EVAL_SEED)
+    untouched = renderer.images(model_patcher, vae, eval_batches, offset_seed(req.seed, EVAL_SEED))
     reference = {
         "target": stacked(untouched, targets), "heldout": stacked(untouched, heldout), "retain": stacked(untouched, retain),
-        "floor": stacked(renderer.images(model_patcher, vae, floor_batches, req.seed + FLOOR_SEED), targets),
+        "floor": stacked(renderer.images(model_patcher, vae, floor_batches, offset_seed(req.seed, FLOOR_SEED)), targets),
         "target_ref": torch.cat([decode_images(vae, samples[p]) for p in targets]),
         "distractors": torch.cat([decode_images(vae, samples[d]) for g in trained for d in g.distractors]),
     }
@@ -84,7 +85,7 @@ def run_localizer(model_patcher, clip, vae, clip_vision, req: LocalizeRequest, n
 
         part = {delta_key(m): deltas[m] * req.strength for m in layers[block]}
         patched, _ = comfy.sd.load_lora_for_models(model_patcher, None, part, 1.0, 0)
-        rendered = renderer.images(patched, vae, eval_batches, req.seed + EVAL_SEED)
+        rendered = renderer.images(patched, vae, eval_batches, offset_seed(req.seed, EVAL_SEED))
         return {"target": stacked(rendered, targets), "heldout": stacked(rendered, heldout), "retain": stacked(rendered, retain)}
 
     embed, embed_name = image_embedder(clip_vision)

@@ -15,6 +15,11 @@ import torch
 from ..surgun_core.errors import SurgUnError, short
 
 
+MAX_WINDOWS = 4
+"""CLIP windows (75 tokens each) a prompt may span: ComfyUI batches conditionings whose lengths
+differ by at most this factor."""
+
+
 class PromptBank:
     """Prompt -> ComfyUI conditioning, and prompt lists -> batched model conds."""
 
@@ -47,13 +52,18 @@ class PromptBank:
 
     def check_lengths(self, by_input: Mapping[str, Sequence[str]]) -> None:
         """Refuse, before any work, a prompt too long to share a batch with a short one (CLIP
-        models: over 4 windows of 75 tokens), naming the input it came from."""
+        models: over 4 windows of 75 tokens), naming the input it came from. The windows are counted
+        on the tokens first: a prompt over the limit is refused without encoding it (encoding a
+        5000-word prompt takes minutes on a CPU)."""
         short_prompt = self.model_conds("")
         for name, prompts in by_input.items():
             for p in prompts:
-                c = self.model_conds(p)
-                if not all(c[k].can_concat(short_prompt[k]) for k in short_prompt if k in c):
-                    windows = max(len(w) for w in self.clip.tokenize(p).values())
+                windows = max((len(w) for w in self.clip.tokenize(p).values()), default=1)
+                fits = windows <= MAX_WINDOWS
+                if fits:
+                    c = self.model_conds(p)
+                    fits = all(c[k].can_concat(short_prompt[k]) for k in short_prompt if k in c)
+                if not fits:
                     raise SurgUnError(
                         f"[SurgUn] a prompt in {name} is too long to train with this model ({windows} text-encoder windows; "
                         f"at most 4 CLIP windows, about 300 tokens, fit beside short prompts): {short(p)}. "

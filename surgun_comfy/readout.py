@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import torch
 
+from ..surgun_core.seeds import offset_seed
 from ..surgun_core.train import TrainResult
 from ..surgun_core.weights import delta_key
 
@@ -41,8 +42,8 @@ def readout(model_patcher, renderer, batches: list[list[str]], target: str, reta
     import comfy.sd
 
     erased, _ = comfy.sd.load_lora_for_models(model_patcher, None, {delta_key(n): d for n, d in deltas.items()}, 1.0, 0)
-    before = renderer.latents(model_patcher, batches, seed + SEED_OFFSET)
-    after = renderer.latents(erased, batches, seed + SEED_OFFSET)
+    before = renderer.latents(model_patcher, batches, offset_seed(seed, SEED_OFFSET))
+    after = renderer.latents(erased, batches, offset_seed(seed, SEED_OFFSET))
     return {
         "target_similarity": _similarity(after[target], before[target]),
         "retain_similarity": _similarity(after[retain], before[retain]) if retain else None,

@@ -7,6 +7,7 @@ from typing import Callable
 
 import torch
 
+from ..surgun_core.seeds import offset_seed
 from .prompts import PromptBank, plan_batches, stack
 
 
@@ -34,7 +35,7 @@ def sample_prompts(
     on_step: Callable[[], None] | None = None,
 ) -> dict[str, torch.Tensor]:
     """``count`` samples of each prompt of ``batches`` (see :func:`plan_batches`), as KSampler
-    returns them. Batch ``i`` uses noise seed ``seed + i``: the same call gives the same samples."""
+    returns them. Batch ``i`` uses noise seed ``seed + i`` (wrapped below 2**64): the same call gives the same samples."""
     import comfy.sample
 
     negative = bank.conditioning("")
@@ -46,10 +47,10 @@ def sample_prompts(
     out: dict[str, torch.Tensor] = {}
     for i, batch in enumerate(batches):
         latent = torch.zeros((count * len(batch), *bank.latent_shape))
-        noise = comfy.sample.prepare_noise(latent, seed + i)
+        noise = comfy.sample.prepare_noise(latent, offset_seed(seed, i))
         positive = stack([bank.conditioning(p) for p in batch], count)
         result = comfy.sample.sample(model_patcher, noise, steps, cfg, sampler, scheduler, positive, negative, latent,
-                                     seed=seed + i, callback=callback, disable_pbar=True)
+                                     seed=offset_seed(seed, i), callback=callback, disable_pbar=True)
         for j, p in enumerate(batch):
             out[p] = result[j * count:(j + 1) * count]
     return out

@@ -31,6 +31,7 @@ from typing import Callable, Sequence
 import torch
 
 from .errors import NonFiniteLossError
+from .seeds import offset_seed
 
 LossFn = Callable[[torch.Tensor, Sequence[str], torch.Generator], torch.Tensor]
 
@@ -44,7 +45,7 @@ class AscentGuard:
         picked = [(p, x[:per_group]) for p, x in targets][:max_samples]
         self.x0 = torch.cat([x for _, x in picked])
         self.prompts = [p for p, x in picked for _ in range(x.shape[0])]
-        self.loss_fn, self.multiple, self.every, self.draws, self.seed = loss_fn, multiple, max(1, every), draws, seed + 7919
+        self.loss_fn, self.multiple, self.every, self.draws, self.seed = loss_fn, multiple, max(1, every), draws, offset_seed(seed, 7919)
         self.history: list[tuple[int, float]] = []
         """(step, probe loss / reference) at every measurement."""
         self.stops: list[int] = []

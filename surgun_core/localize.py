@@ -41,8 +41,10 @@ class SelectConfig:
     keep: int = 4
     min_fraction: float = 0.5
     """Eligible blocks reach this fraction of the best block's erase (0 = any block above the floor)."""
-    erase_threshold: float | None = None
-    """An absolute erase threshold that replaces the measured noise floor."""
+    noise_floor: bool = True
+    """Blocks must erase above the measured noise floor; off = ``erase_threshold`` instead."""
+    erase_threshold: float = 0.0
+    """The erase a block must reach when ``noise_floor`` is off (may be negative)."""
     near_tie: float = 0.01
     """Retain scores within this of the last kept block are reported as near-ties."""
 
@@ -50,8 +52,7 @@ class SelectConfig:
         if not isinstance(self.keep, int) or self.keep < 1:
             raise SurgUnError(f"[SurgUn] keep must be at least 1, got {self.keep!r}.")
         require_number("min_fraction", self.min_fraction, 0.0, 1.0, "0.5 keeps blocks with half the best block's erase or more.")
-        if self.erase_threshold is not None:
-            require_number("erase_threshold", self.erase_threshold, fix="Or turn noise_floor on to use the measured floor.")
+        require_number("erase_threshold", self.erase_threshold, -1.0, 10.0, "Used only when noise_floor is off.")
 
     def check_candidates(self, n_blocks: int) -> None:
         """``keep`` against the number of candidate blocks (known once the model is read)."""
@@ -113,9 +114,11 @@ class LocalizeResult:
 def _choose(rows: list[BlockRow], erase: Callable[[BlockRow], float], floor: float, config: SelectConfig) -> tuple[list[BlockRow], float]:
     """Eligible rows (above the floor and at min_fraction of the best), best retain first; and the threshold used."""
     best = max(erase(r) for r in rows)
-    threshold = max(floor, config.min_fraction * best) if config.erase_threshold is None else config.erase_threshold
-    eligible = [r for r in rows if erase(r) > floor and erase(r) >= threshold] if config.erase_threshold is None \
-        else [r for r in rows if erase(r) >= threshold]
+    if not config.noise_floor:
+        return sorted([r for r in rows if erase(r) >= config.erase_threshold], key=lambda r: (-r.retain, -erase(r), r.block)), \
+            config.erase_threshold
+    threshold = max(floor, config.min_fraction * best)
+    eligible = [r for r in rows if erase(r) > floor and erase(r) >= threshold]
     return sorted(eligible, key=lambda r: (-r.retain, -erase(r), r.block)), threshold
 
 

@@ -34,12 +34,12 @@ class CompetitionWeights:
     retain: float = 1.0
 
     def __post_init__(self) -> None:
-        for name in ("ascent", "distract", "retain"):
+        for name, term in (("ascent", "ascent"), ("distract", "distractor"), ("retain", "retain")):
             v = getattr(self, name)
             if not (v == v) or v in (float("inf"), float("-inf")) or v < 0:
                 raise SurgUnError(
-                    f"[SurgUn] {name}_weight must be a finite number >= 0, got {v!r}. "
-                    f"Use 0 to switch the {name} term off."
+                    f"[SurgUn] {term}_weight must be a finite number >= 0, got {v!r}. "
+                    f"Use 0 to switch the {term} term off."
                 )
         if self.ascent == 0 and self.distract == 0:
             raise SurgUnError(

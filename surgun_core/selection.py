@@ -11,6 +11,7 @@ projections of every cross-attention block.
 from __future__ import annotations
 
 import re
+import time
 from typing import Iterable, Sequence
 
 import torch
@@ -20,18 +21,56 @@ from .errors import SurgUnError, short
 Patterns = str | Sequence[str]
 
 
-def match_names(names: Iterable[str], patterns: Patterns) -> list[str]:
-    """Names matched by ``patterns`` (PEFT semantics), in input order."""
+MATCH_BUDGET_S = 2.0
+"""Time allowed to match one regular expression against all module names."""
+
+
+def _bounded_fullmatch(pattern: str, n_names: int, what: str):
+    """``fullmatch`` of ``pattern`` under a time budget.
+
+    A mistyped or hostile expression (nested repeats, backreferences) can backtrack for hours in
+    Python's ``re``, holding the GIL: the whole ComfyUI server freezes and Cancel cannot reach it.
+    The ``regex`` module (installed with ComfyUI, through transformers) takes a timeout and
+    releases the GIL while matching; without it, ``re`` is used as before.
+    """
+    try:
+        import regex
+
+        rx = regex.compile(pattern)
+    except Exception:  # not installed, or a syntax only re accepts
+        return re.compile(pattern).fullmatch
+    deadline = time.monotonic() + MATCH_BUDGET_S
+
+    def fullmatch(name: str):
+        try:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError
+            return rx.fullmatch(name, timeout=left, concurrent=True)
+        except TimeoutError:
+            raise SurgUnError(
+                f"[SurgUn] {what} {short(pattern)} takes too long to match (over {MATCH_BUDGET_S:g} s for {n_names} "
+                "layer names). Simplify the regular expression (no nested repeats such as (a+)+, no backreferences), "
+                "or give a list of block names instead."
+            ) from None
+
+    return fullmatch
+
+
+def match_names(names: Iterable[str], patterns: Patterns, what: str = "block_pattern") -> list[str]:
+    """Names matched by ``patterns`` (PEFT semantics), in input order. ``what`` names the input the
+    patterns came from, for the messages."""
     names = list(names)
     if isinstance(patterns, str):
         try:
-            rx = re.compile(patterns)
+            re.compile(patterns)
         except re.error as e:
             raise SurgUnError(
-                f"[SurgUn] block pattern {short(patterns)} is not a valid regular expression ({e}). "
+                f"[SurgUn] {what} {short(patterns)} is not a valid regular expression ({e}). "
                 "Fix the expression, or give a list of block names instead."
             ) from None
-        return [n for n in names if rx.fullmatch(n)]
+        fullmatch = _bounded_fullmatch(patterns, len(names), what)
+        return [n for n in names if fullmatch(n)]
     entries = [p for p in patterns if p]
     return [n for n in names if any(n == p or n.endswith("." + p) for p in entries)]
 
@@ -53,7 +92,7 @@ def _is_weight_layer(module: torch.nn.Module) -> bool:
     return isinstance(w, torch.Tensor) and w.ndim >= 2
 
 
-def select_trainable(root: torch.nn.Module, patterns: Patterns, hint_filter: str = "attn") -> list[str]:
+def select_trainable(root: torch.nn.Module, patterns: Patterns, hint_filter: str = "attn", what: str = "block_pattern") -> list[str]:
     """Names of the weight-bearing layers (Linear/Conv) of ``root`` selected by ``patterns``.
 
     Raises ``SurgUnError`` when nothing matches; the message lists a few module names that exist
@@ -61,7 +100,7 @@ def select_trainable(root: torch.nn.Module, patterns: Patterns, hint_filter: str
     """
     modules = dict(root.named_modules())
     names = [n for n in modules if n]
-    matched = match_names(names, patterns)
+    matched = match_names(names, patterns, what)
     selected: list[str] = []
     seen = set()
     for name in matched:
@@ -78,7 +117,7 @@ def select_trainable(root: torch.nn.Module, patterns: Patterns, hint_filter: str
         hints = [n for n in names if hint_filter in n.rsplit(".", 1)[-1]] or names
         shown = ", ".join(hints[:8])
         raise SurgUnError(
-            f"[SurgUn] the block pattern {short(patterns)} matches no layer of this model. "
+            f"[SurgUn] {what} {short(patterns if isinstance(patterns, str) else ', '.join(patterns))} matches no layer of this model. "
             f"Some names that exist: {shown}{' ...' if len(hints) > 8 else ''}. "
             "Use a list of names/suffixes (e.g. 'attn2') or 're:<full regex>'."
         )

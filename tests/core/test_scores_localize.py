@@ -67,10 +67,10 @@ def test_near_ties_are_reported_and_user_threshold_wins():
     select_blocks(rs, 0.0, SelectConfig(keep=1, min_fraction=0.0, near_tie=0.01))
     assert [r.chosen for r in rs] == [True, False, False] and [r.near_tie for r in rs] == [False, True, False]
     rs = rows([("a", 0.2, 0.9), ("b", 0.6, 0.5)])
-    select_blocks(rs, 0.0, SelectConfig(keep=2, erase_threshold=0.5))
+    select_blocks(rs, 0.0, SelectConfig(keep=2, noise_floor=False, erase_threshold=0.5))
     assert [r.block for r in rs if r.chosen] == ["b"]  # only b reaches the absolute threshold
     with pytest.raises(SurgUnError, match="no block erases above the noise floor"):
-        select_blocks(rows([("a", 0.2, 0.9)]), 0.0, SelectConfig(keep=1, erase_threshold=0.5))
+        select_blocks(rows([("a", 0.2, 0.9)]), 0.0, SelectConfig(keep=1, noise_floor=False, erase_threshold=0.5))
     with pytest.raises(SurgUnError, match="floor 0.3"):
         select_blocks(rows([("a", 0.2, 0.9), ("b", 0.25, 0.9)]), 0.3, SelectConfig(keep=1))
 

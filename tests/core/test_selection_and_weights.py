@@ -42,6 +42,17 @@ def test_no_match_error_lists_existing_names():
         select_trainable(TinyDenoiser(["p"]), "attn2[")
 
 
+def test_a_catastrophic_regex_is_refused_in_seconds_naming_its_input():
+    import time
+
+    names = [f"output_blocks.{i}.1.transformer_blocks.0.attn2.to_out.0" for i in range(50)]
+    bomb = r"(.*)(.*)(.*)(.*)(.*)(.*)(.*)\7\6\5\4\3\2\1\1"  # hours of backtracking per name in re
+    t = time.monotonic()
+    with pytest.raises(SurgUnError, match="block_filter .* takes too long to match"):
+        match_names(names, bomb, "block_filter")
+    assert time.monotonic() - t < 20
+
+
 def test_extract_deltas():
     a = {"m.x": torch.ones(2, 2)}
     b = {"m.x": torch.full((2, 2), 1.5)}

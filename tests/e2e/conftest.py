@@ -1,5 +1,9 @@
 """A real ComfyUI server (main.py --cpu on 127.0.0.1) with this pack visible through an
-extra model paths file, started once per session and stopped afterwards."""
+extra model paths file, started once per session and stopped afterwards.
+
+Beside the pack, the server loads the test-only nodes of tests/fixtures/e2e_nodes (hashes of a
+MODEL's weights and of images, for the battery's untouched-model checks); they are not part of
+the pack."""
 
 import json
 import os
@@ -14,6 +18,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
+E2E_NODES = REPO / "tests" / "fixtures" / "e2e_nodes"
 sys.path.insert(0, str(REPO / "scripts"))
 
 
@@ -55,6 +60,13 @@ class Server:
             time.sleep(0.25)
         raise TimeoutError(f"prompt {prompt_id} did not finish in {timeout}s\n" + self.log_tail())
 
+    def rss_mb(self) -> float:
+        """Resident memory of the server process (VmRSS), in MB."""
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        raise RuntimeError("no VmRSS line")
+
     def log_tail(self, n: int = 60) -> str:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
 
@@ -68,6 +80,9 @@ def server(tmp_path_factory):
     # the pack lives in its own folder, reached only through the extra model paths file
     (base / "pack").mkdir()
     (base / "pack" / "ComfyUI-SurgUn").symlink_to(REPO, target_is_directory=True)
+    for node_pack in E2E_NODES.iterdir():
+        if (node_pack / "__init__.py").is_file():
+            (base / "pack" / node_pack.name).symlink_to(node_pack, target_is_directory=True)
     for sub in ("models/checkpoints", "models/loras", "input", "output", "user", "custom_nodes"):
         (base / sub).mkdir(parents=True)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
