@@ -8,6 +8,7 @@ import torch
 from comfy_api.latest import io, ui
 
 from ..surgun_core.errors import SurgUnError
+from ..surgun_core.grid_labels import GridRow, labelled_grid
 from ..surgun_core.scores import erase_score, retain_score
 from .bridge import PromptBank, decode_images, image_embedder, latent_shape_for, plan_batches, sample_prompts
 from .erase import split_lines
@@ -16,15 +17,22 @@ from .progress import NodeProgress
 from .sockets import DistractorsSocket
 
 
-def grid(rows: list[torch.Tensor]) -> torch.Tensor:
-    """Rows of IMAGE batches (same size) -> one IMAGE ``[1, H*rows, W*cols, 3]``."""
-    cols = max(r.shape[0] for r in rows)
-    h, w = rows[0].shape[1:3]
-    out = torch.ones((len(rows) * h, cols * w, 3))
-    for i, r in enumerate(rows):
-        for j in range(r.shape[0]):
-            out[i * h:(i + 1) * h, j * w:(j + 1) * w] = r[j]
-    return out.unsqueeze(0)
+def compare_grid(target: str, before: dict, after: dict, scores: dict, retain: tuple[str, ...]) -> torch.Tensor:
+    """The labelled grid: target before/after, then each retain prompt before/after, each row with
+    its prompt on the left and its scores on the right (surgun_core/grid_labels.py)."""
+    rows = [GridRow(target, "before", before[target], "erased prompt"),
+            GridRow(target, "after", after[target],
+                    f"erase {scores['erase']:.3f}\naway {scores['away']:.3f}\ntoward {scores['toward']:.3f}")]
+    for r in retain:
+        s = scores["retain_prompts"][r]
+        rows += [GridRow(r, "before", before[r], "retain prompt"),
+                 GridRow(r, "after", after[r], f"retain {s['retain']:.3f}\nembed {s['retain_embed']:.3f}\nssim {s['retain_ssim']:.3f}")]
+    title = f"SurgUn Erase/Retain Compare: erase {scores['erase']:.3f}" + (
+        f", retain {scores['retain']:.3f}" if retain else "") + " (same seeds before and after)"
+    notes = ["erase: mean of away (1 - cosine to the original image) and toward (moved toward the distractors' images); 0 = unchanged",
+             "retain: mean of embedding cosine and SSIM to the original image; 1 = unchanged",
+             f"embedding: {scores['embedding']}"]
+    return labelled_grid(rows, title=title, notes=notes)
 
 
 class SurgUnEraseRetainCompare(io.ComfyNode):
@@ -54,12 +62,14 @@ class SurgUnEraseRetainCompare(io.ComfyNode):
                 io.Int.Input("steps", default=20, min=1, max=200, tooltip="Sampler steps."),
                 io.Int.Input("size", default=512, min=16, max=4096, step=16, tooltip="Side of the renders in pixels."),
                 io.Float.Input("cfg", default=5.0, min=0.0, max=30.0, step=0.1, tooltip="CFG scale (1.0 for Flux)."),
-                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, tooltip="Seed of the renders."),
+                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=io.ControlAfterGenerate.fixed,
+                             tooltip="Seed of the renders (the same for before and after). Kept fixed after each run."),
                 io.ClipVision.Input("clip_vision", optional=True, tooltip="Optional: score with CLIP-vision image embeddings instead of the pixel fallback."),
                 DistractorsSocket.Input("distractor_set", optional=True, tooltip="Distractors from SurgUn Distractor Builder (replace the text field)."),
             ],
             outputs=[
-                io.Image.Output(display_name="grid", tooltip="Rows: target before, target after, then each retain prompt before/after."),
+                io.Image.Output(display_name="grid", tooltip="Rows: target before, target after, then each retain prompt before/after; "
+                                "each row labelled with its prompt, and its scores printed beside it."),
                 io.String.Output(display_name="scores_json", tooltip="Erase and retain scores (overall and per retain prompt) as JSON."),
             ],
             hidden=[io.Hidden.unique_id],
@@ -95,14 +105,14 @@ class SurgUnEraseRetainCompare(io.ComfyNode):
         d_emb = torch.cat([embed(x) for x in render(original, others, seed + 1000).values()]) if others else None
         scores = {"embedding": embed_name, "target": target,
                   **erase_score(embed(after[target]), embed(before[target]), d_emb), "retain_prompts": {}}
-        rows = [before[target], after[target]]
         for r in retain:
             b, a = before[r], after[r]
             scores["retain_prompts"][r] = retain_score(embed(a), embed(b), a, b)
-            rows += [b, a]
         if retain:
             per = scores["retain_prompts"].values()
             scores["retain"] = sum(p["retain"] for p in per) / len(retain)
         text = json.dumps(scores, indent=1)
         summary = f"erase {scores['erase']:.4f}" + (f", retain {scores['retain']:.4f}" if retain else "") + f" ({embed_name})"
-        return io.NodeOutput(grid(rows), text, ui=ui.PreviewText(summary))
+        progress.chart("compare", {k: scores[k] for k in ("erase", "away", "toward", "retain", "embedding") if k in scores}
+                       | {"target": target, "retain_prompts": {p: s["retain"] for p, s in scores["retain_prompts"].items()}})
+        return io.NodeOutput(compare_grid(target, before, after, scores, retain), text, ui=ui.PreviewText(summary))

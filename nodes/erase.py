@@ -124,12 +124,14 @@ def erase_concept(model_patcher, clip, req: EraseRequest, node_id: str | None = 
 
     def on_step(step: int, total: int, metrics: dict) -> None:
         progress.tick()
+        progress.chart("train_step", metrics)
         shown = " ".join(f"{k}={metrics[k]:.4f}" for k in ("loss", "target", "distractor", "retain") if k in metrics)
         progress.say(f"step {step}/{total} {shown}", force=step == total)
 
     data = [ConceptData(t, samples[t], {d: samples[d] for d in req.distractors}, {r: samples[r] for r in req.retain})
             for t in req.targets]
     units = arch.checkpoint_units if (req.gradient_checkpointing or arch.key == "flux") else None
+    progress.chart("train_start", {"total": req.train.steps})
     deltas, result = train_deltas(model_patcher, bank, data, modules, req.train, units, on_step)
 
     metadata = {

@@ -132,8 +132,12 @@ def run_localizer(model_patcher, clip, vae, clip_vision, req: LocalizeRequest, n
 
     def on_block(i, n, row):
         progress.say(f"block {i}/{n} {row.block}: erase {row.erase:.3f} retain {row.retain:.3f}", force=True)
+        progress.chart("localize_block", {"i": i, "n": n, "block": row.block, "erase": row.erase, "retain": row.retain})
 
+    progress.chart("localize_start", {"total": len(blocks)})
     result = localize(blocks, probe, embed, reference, req.select, embed_name, on_block)
+    progress.chart("localize_done", {"erase_threshold": result.erase_threshold, "retain_cutoff": result.retain_cutoff,
+                                     "chosen": result.chosen})
     result.reference_s = reference_s
     result.config.update({"granularity": req.granularity, "probe_steps": req.probe_steps, "probe_lr": req.probe_lr,
                           "images_per_prompt": req.images_per_prompt, "render_steps": req.render_steps,

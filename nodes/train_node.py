@@ -77,8 +77,9 @@ class SurgUnTrain(io.ComfyNode):
                 io.Float.Input("ascent_cap", default=2.0, min=0.0, max=1000.0, step=0.1,
                                tooltip="Guard on the unbounded ascent: stop pushing once the target's loss reaches this multiple of its "
                                        "starting value. 0 turns the guard off (not recommended)."),
-                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF,
-                             tooltip="Seed of the training samples, noise and timesteps. Same seed and inputs give the same weights."),
+                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=io.ControlAfterGenerate.fixed,
+                             tooltip="Seed of the training samples, noise and timesteps. Same seed and inputs give the same weights. "
+                                     "Kept fixed after each run (set 'control after generate' to change it between runs)."),
                 io.Int.Input("sample_size", default=512, min=16, max=4096, step=16,
                              tooltip="Side in pixels of the self-generated training images. Smaller is faster; use the model's native size for best results."),
                 io.Int.Input("sample_steps", default=20, min=1, max=200,
