@@ -1,0 +1,77 @@
+"""The pack's workflows in the frontend's template browser, and the download it offers for a missing
+checkpoint (from the loader's ``properties.models``)."""
+
+from __future__ import annotations
+
+import json
+import urllib.parse
+from pathlib import Path
+
+import pytest
+
+from comfy_page import load_workflow
+
+WORKFLOWS = Path(__file__).resolve().parents[2] / "workflows"
+PACK = "ComfyUI-SurgUn"
+SHIPPED = sorted(p.stem for p in WORKFLOWS.glob("*.json"))
+
+
+def visible_texts(page, selector: str) -> list[str]:
+    return page.evaluate("""(sel) => [...document.querySelectorAll(sel)]
+        .filter(d => d.getClientRects().length > 0).map(d => d.innerText)""", selector)
+
+
+def test_template_browser_shows_each_workflow_with_its_title_and_thumbnail(page, server, screenshots):
+    served = {}
+    page.on("response", lambda r: served.__setitem__(urllib.parse.unquote(r.url.split("/")[-1]), r.status)
+            if f"/api/workflow_templates/{PACK}/" in r.url and r.url.endswith(".jpg") else None)
+    page.evaluate("() => app.extensionManager.command.execute('Comfy.BrowseTemplates')")
+    page.get_by_text(PACK, exact=True).click()
+    cards = page.locator('[data-testid^="template-workflow-"]')
+    cards.first.wait_for()
+    page.wait_for_function("""() => [...document.querySelectorAll('[data-testid^="template-workflow-"] img')]
+        .every(i => i.complete)""")
+    page.wait_for_timeout(300)
+    shown = page.evaluate("""() => [...document.querySelectorAll('[data-testid^="template-workflow-"]')].map(c => ({
+        title: c.innerText, images: [...c.querySelectorAll('img')].map(i => ({src: i.currentSrc || i.src, width: i.naturalWidth}))}))""")
+    assert sorted(c["title"].splitlines()[-1] for c in shown) == SHIPPED
+    # each card's picture is the pack's own .jpg (512 px), not the frontend's placeholder (224 px)
+    assert served == {f"{name}.jpg": 200 for name in SHIPPED}
+    for card in shown:
+        assert [i["width"] for i in card["images"]] == [512], (card["title"], card["images"])
+    page.screenshot(path=str(screenshots / "template_browser.png"))
+
+    page.get_by_text("SurgUn erase a character", exact=True).first.click()
+    page.wait_for_function("() => app.graph.nodes.some(n => n.type === 'SurgUnTrain')")
+    page.wait_for_timeout(500)
+    loaded = sorted(page.evaluate("() => app.graph.nodes.map(n => n.type)"))
+    expected = sorted(n["type"] for n in json.loads((WORKFLOWS / "SurgUn erase a character.json").read_text())["nodes"])
+    assert loaded == expected
+    assert visible_texts(page, '[role="dialog"]') == []  # the browser closed, no missing-node dialog
+
+
+@pytest.mark.parametrize("with_models", [True, False], ids=["with_properties_models", "without"])
+def test_a_missing_checkpoint_is_offered_for_download(page, server, with_models):
+    """With the loader's properties.models the frontend offers the download; without them it cannot."""
+    workflow = json.loads((WORKFLOWS / "SurgUn erase a character.json").read_text())
+    missing = "surgun-test-missing-checkpoint.safetensors"
+    loader = next(n for n in workflow["nodes"] if n["type"] == "CheckpointLoaderSimple")
+    loader["widgets_values"] = [missing]
+    loader["properties"]["models"][0]["name"] = missing
+
+    def offer(wf) -> tuple[list[str], int]:
+        load_workflow(page, wf, "missing checkpoint")
+        page.wait_for_timeout(800)
+        notices = [t for t in visible_texts(page, '[role="status"], [role="alert"]') if missing in t]
+        if notices:
+            page.get_by_text("View details").first.click()
+            page.wait_for_timeout(800)
+        downloads = page.evaluate("""() => [...document.querySelectorAll('button')]
+            .filter(b => b.getClientRects().length > 0 && /^Download$/i.test(b.innerText.trim())).length""")
+        return notices, downloads
+
+    if not with_models:
+        del loader["properties"]["models"]
+    notices, downloads = offer(workflow)
+    assert notices, "no notice that the checkpoint is missing"
+    assert downloads == (1 if with_models else 0)
