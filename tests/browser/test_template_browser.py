@@ -33,12 +33,14 @@ def test_template_browser_shows_each_workflow_with_its_title_and_thumbnail(page,
         .every(i => i.complete)""")
     page.wait_for_timeout(300)
     shown = page.evaluate("""() => [...document.querySelectorAll('[data-testid^="template-workflow-"]')].map(c => ({
-        title: c.innerText, images: [...c.querySelectorAll('img')].map(i => ({src: i.currentSrc || i.src, width: i.naturalWidth}))}))""")
-    assert sorted(c["title"].splitlines()[-1] for c in shown) == SHIPPED
+        name: c.dataset.testid.slice('template-workflow-'.length), lines: c.innerText.split('\\n'), images: [...c.querySelectorAll('img')].map(i => ({src: i.currentSrc || i.src, width: i.naturalWidth}))}))""")
+    assert sorted(c["name"] for c in shown) == SHIPPED
+    for card in shown:
+        assert card["name"] in card["lines"], card  # the file name is the card's title
     # each card's picture is the pack's own .jpg (512 px), not the frontend's placeholder (224 px)
     assert served == {f"{name}.jpg": 200 for name in SHIPPED}
     for card in shown:
-        assert [i["width"] for i in card["images"]] == [512], (card["title"], card["images"])
+        assert [i["width"] for i in card["images"]] == [512], (card["name"], card["images"])
     page.screenshot(path=str(screenshots / "template_browser.png"))
 
     page.get_by_text("SurgUn erase a character", exact=True).first.click()
