@@ -206,7 +206,7 @@ def main() -> None:
             open_app(page, server.url)
             for name in WORKFLOWS:
                 load_workflow(page, ui_workflow(name, info), name)
-                page.evaluate(LAYOUT_JS, 60)
+                page.evaluate(LAYOUT_JS, 90)
                 wf = exported_workflow(page)
                 wf.pop("id", None)  # a fresh id each time the frontend loads a workflow without one
                 wf.get("extra", {}).pop("ds", None)  # the canvas offset and zoom of this session

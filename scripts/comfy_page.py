@@ -84,3 +84,19 @@ def frame_graph(page) -> None:
         app.graph.setDirtyCanvas(true, true);
     }""")
     page.wait_for_timeout(700)
+
+
+def focus_node(page, node_id, scale: float = 1.0, side: int = 900) -> dict:
+    """Centre the canvas on a node at ``scale`` and return a square screenshot clip around it."""
+    box = page.evaluate("""([id, s]) => {
+        const n = app.graph.getNodeById(id);
+        const el = app.canvas.canvas, r = el.getBoundingClientRect();
+        const [cx, cy] = [n.pos[0] + n.size[0] / 2, n.pos[1] + n.size[1] / 2 - 15];
+        app.canvas.ds.scale = s;
+        app.canvas.ds.offset = [r.width / (2 * s) - cx, r.height / (2 * s) - cy];
+        app.canvas.setDirty(true, true);
+        return {x: r.left + r.width / 2, y: r.top + r.height / 2, w: r.width, h: r.height};
+    }""", [node_id, scale])
+    page.wait_for_timeout(500)
+    half = min(side, box["w"], box["h"]) / 2
+    return {"x": box["x"] - half, "y": box["y"] - half, "width": 2 * half, "height": 2 * half}

@@ -1,8 +1,9 @@
 """Make the template thumbnails (workflows/<name>.jpg) from the browser layer's screenshots.
 
-Each thumbnail is a square crop of the screenshot of that workflow after a real run in ComfyUI's
-frontend (tests/browser, with the tiny test checkpoint: its images are noise, so the picture is
-the graph with its chart and result boxes, not an image the model made). Regenerate with:
+Each thumbnail is the browser layer's close-up of the workflow's main node (SurgUn Train with its
+loss chart, or Apply Erased Weights) after a real run in ComfyUI's frontend (tests/browser, with
+the tiny test checkpoint: its images are noise, so the picture is the node and its chart, not an
+image the model made). Regenerate with:
 
     SURGUN_SCREENSHOTS=docs/screenshots scripts/test.sh tests/browser
     source scripts/env.sh && $SURGUN_PY scripts/make_thumbnails.py
@@ -16,18 +17,15 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 log = logging.getLogger("SurgUn")
-SIDEBAR_W, TOPBAR_H = 60, 44  # the frontend's chrome around the canvas in a 1920x1080 screenshot
 
 
 def thumbnail(screenshot: Path, out: Path, side: int = 512) -> None:
     from PIL import Image
 
     img = Image.open(screenshot).convert("RGB")
-    canvas = img.crop((SIDEBAR_W, TOPBAR_H, img.width, img.height))
-    s = min(canvas.size)
-    left = (canvas.width - s) // 2
-    square = canvas.crop((left, 0, left + s, s)).resize((side, side), Image.LANCZOS)
-    square.save(out, "JPEG", quality=85, optimize=True)
+    s = min(img.size)
+    left, top = (img.width - s) // 2, (img.height - s) // 2
+    img.crop((left, top, left + s, top + s)).resize((side, side), Image.LANCZOS).save(out, "JPEG", quality=85, optimize=True)
 
 
 def main() -> None:
@@ -36,7 +34,7 @@ def main() -> None:
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     for wf in sorted((REPO / "workflows").glob("*.json")):
-        shot = args.screenshots / f"{wf.stem.replace(' ', '_')}_run.png"
+        shot = args.screenshots / f"{wf.stem.replace(' ', '_')}_closeup.png"
         if not shot.exists():
             raise SystemExit(f"[SurgUn] no screenshot {shot}; run the browser tests with SURGUN_SCREENSHOTS={args.screenshots} first")
         out = wf.with_suffix(".jpg")

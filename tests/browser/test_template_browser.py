@@ -16,6 +16,14 @@ PACK = "ComfyUI-SurgUn"
 SHIPPED = sorted(p.stem for p in WORKFLOWS.glob("*.json"))
 
 
+def wait_until(page, js: str, arg=None, timeout_ms: int = 60_000) -> None:
+    """Wait for a condition in the page; on timeout the assertion after it says what was seen."""
+    try:
+        page.wait_for_function(js, arg=arg, timeout=timeout_ms, polling=200)
+    except Exception:  # playwright's TimeoutError: fall through to the assertion with the values
+        pass
+
+
 def visible_texts(page, selector: str) -> list[str]:
     return page.evaluate("""(sel) => [...document.querySelectorAll(sel)]
         .filter(d => d.getClientRects().length > 0).map(d => d.innerText)""", selector)
@@ -29,9 +37,8 @@ def test_template_browser_shows_each_workflow_with_its_title_and_thumbnail(page,
     page.get_by_text(PACK, exact=True).click()
     cards = page.locator('[data-testid^="template-workflow-"]')
     cards.first.wait_for()
-    page.wait_for_function("""() => [...document.querySelectorAll('[data-testid^="template-workflow-"] img')]
-        .every(i => i.complete)""")
-    page.wait_for_timeout(300)
+    wait_until(page, """() => [...document.querySelectorAll('[data-testid^="template-workflow-"]')].every(c =>
+        [...c.querySelectorAll('img')].some(i => i.complete && i.naturalWidth === 512))""")
     shown = page.evaluate("""() => [...document.querySelectorAll('[data-testid^="template-workflow-"]')].map(c => ({
         name: c.dataset.testid.slice('template-workflow-'.length), lines: c.innerText.split('\\n'), images: [...c.querySelectorAll('img')].map(i => ({src: i.currentSrc || i.src, width: i.naturalWidth}))}))""")
     assert sorted(c["name"] for c in shown) == SHIPPED
@@ -44,8 +51,7 @@ def test_template_browser_shows_each_workflow_with_its_title_and_thumbnail(page,
     page.screenshot(path=str(screenshots / "template_browser.png"))
 
     page.get_by_text("SurgUn erase a character", exact=True).first.click()
-    page.wait_for_function("() => app.graph.nodes.some(n => n.type === 'SurgUnTrain')")
-    page.wait_for_timeout(500)
+    wait_until(page, "() => app.graph.nodes.some(n => n.type === 'SurgUnTrain') && !document.querySelector('[role=\"dialog\"]')")
     loaded = sorted(page.evaluate("() => app.graph.nodes.map(n => n.type)"))
     expected = sorted(n["type"] for n in json.loads((WORKFLOWS / "SurgUn erase a character.json").read_text())["nodes"])
     assert loaded == expected
@@ -61,13 +67,19 @@ def test_a_missing_checkpoint_is_offered_for_download(page, server, with_models)
     loader["widgets_values"] = [missing]
     loader["properties"]["models"][0]["name"] = missing
 
+    notice_js = """(name) => [...document.querySelectorAll('[role="status"], [role="alert"]')]
+        .some(d => d.getClientRects().length > 0 && d.innerText.includes(name))"""
+
     def offer(wf) -> tuple[list[str], int]:
         load_workflow(page, wf, "missing checkpoint")
-        page.wait_for_timeout(800)
+        wait_until(page, notice_js, missing)
         notices = [t for t in visible_texts(page, '[role="status"], [role="alert"]') if missing in t]
         if notices:
             page.get_by_text("View details").first.click()
-            page.wait_for_timeout(800)
+            # the panel that lists the missing models, with a Download button where the workflow gives a url
+            wait_until(page, """(name) => [...document.querySelectorAll('*')].some(e => e.children.length === 0
+                && e.getClientRects().length > 0 && e.textContent.trim() === name && !e.closest('[role="status"]'))""", missing)
+            page.wait_for_timeout(300)
         downloads = page.evaluate("""() => [...document.querySelectorAll('button')]
             .filter(b => b.getClientRects().length > 0 && /^Download$/i.test(b.innerText.trim())).length""")
         return notices, downloads

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from comfy_page import exported_workflow, frame_graph, live_widgets, load_workflow
+from comfy_page import exported_workflow, focus_node, frame_graph, live_widgets, load_workflow
 
 REPO = Path(__file__).resolve().parents[2]
 WORKFLOWS = REPO / "workflows"
@@ -212,6 +212,14 @@ def erased_weights_file(server) -> str:
     return newest().relative_to(loras).as_posix()
 
 
+def wait_until(page, js: str, timeout_ms: int = 60_000) -> None:
+    """Wait for a condition in the page; on timeout the assertion after it says what was seen."""
+    try:
+        page.wait_for_function(js, timeout=timeout_ms, polling=200)
+    except Exception:  # playwright's TimeoutError: fall through to the assertion with the values
+        pass
+
+
 def queue_from_page(page, server) -> tuple[dict, dict]:
     """Queue the loaded graph as the Run button does; returns (what the page POSTed, the history entry)."""
     with page.expect_response(lambda r: r.url.endswith("/api/prompt") and r.request.method == "POST") as resp:
@@ -289,9 +297,11 @@ def test_workflow_loads_runs_and_charts_in_the_browser(page, server, screenshots
         assert not extra, f"node {nid} {node['class_type']} sent inputs it does not declare: {extra}"
         assert not DISPLAY_WIDGETS & set(node["inputs"])
 
-    # images on every preview and save node, in the page
-    shown = page.evaluate("""() => Object.fromEntries(app.graph.nodes.filter(n => ['PreviewImage', 'SaveImage'].includes(n.type))
-        .map(n => [String(n.id), app.nodeOutputs?.[String(n.id)]?.images?.length ?? 0]))""")
+    # images on every preview and save node, in the page (the page hears of them over its websocket)
+    images_js = """() => Object.fromEntries(app.graph.nodes.filter(n => ['PreviewImage', 'SaveImage'].includes(n.type))
+        .map(n => [String(n.id), app.nodeOutputs?.[String(n.id)]?.images?.length ?? 0]))"""
+    wait_until(page, f"() => Object.values(({images_js})()).every(c => c > 0)")
+    shown = page.evaluate(images_js)
     assert shown and all(count > 0 for count in shown.values()), shown
 
     # the charts received the run's points (Train collapsed all along)
@@ -331,20 +341,23 @@ def test_workflow_loads_runs_and_charts_in_the_browser(page, server, screenshots
 
     # expanded again, the Train chart draws the points it received while collapsed
     page.evaluate("() => { for (const n of app.graph.nodes) if (n.flags?.collapsed) n.collapse(); app.graph.setDirtyCanvas(true, true); }")
-    page.wait_for_timeout(300)
-    drawn = page.evaluate("""() => Object.fromEntries(app.graph.nodes.filter(n => n.properties?.surgun_chart)
-        .map(n => [String(n.id), n.widgets.find(w => w.name === 'surgun_chart')?.surgunCanvas?.dataset.points ?? null]))""")
+    drawn_js = """() => Object.fromEntries(app.graph.nodes.filter(n => n.properties?.surgun_chart)
+        .map(n => [String(n.id), n.widgets.find(w => w.name === 'surgun_chart')?.surgunCanvas?.dataset.points ?? null]))"""
+    wait_until(page, f"""() => Object.entries(({drawn_js})()).every(([id, c]) =>
+        c === String(app.graph.getNodeById(id).properties.surgun_chart.points.length))""")
+    drawn = page.evaluate(drawn_js)
     for nid, count in drawn.items():
         assert count == str(len(nodes[nid]["properties"]["surgun_chart"]["points"])), (nid, count)
     assert pack_errors(page.console) == []
     frame_graph(page)
     page.screenshot(path=str(screenshots / f"{slug(name)}_run.png"))
+    # a close-up of node 4 (SurgUn Train with its chart, or Apply Erased Weights): the template thumbnail's source
+    page.screenshot(path=str(screenshots / f"{slug(name)}_closeup.png"), clip=focus_node(page, 4, scale=0.95, side=1000))
 
     if name == "SurgUn erase a character":
         # a reload brings the charts back with the workflow
         charts = {nid: n["properties"]["surgun_chart"] for nid, n in nodes.items() if n["properties"].get("surgun_chart")}
         page.reload()
-        page.wait_for_function("() => window.app && app.graph && app.graph.nodes.length > 0", timeout=120_000)
-        page.wait_for_timeout(1000)
+        wait_until(page, "() => window.app && app.graph && app.graph.nodes.some(n => n.properties?.surgun_chart)")
         restored = {nid: n["properties"].get("surgun_chart") for nid, n in live_widgets(page).items() if nid in charts}
         assert restored == charts

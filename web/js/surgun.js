@@ -229,7 +229,11 @@ function drawLocalize(ctx, w, h, chart) {
     ctx.strokeStyle = "#fff";
     ctx.beginPath(); ctx.moveTo(tx, top - 2); ctx.lineTo(tx, h - 4); ctx.stroke();
   }
-  if (chosen.size) { ctx.fillStyle = "#ccc"; ctx.fillText(`kept ${chosen.size} (bright)`, half - 70, 14); }
+  if (chosen.size) {
+    ctx.fillStyle = "#ccc";
+    const label = `kept ${chosen.size} (bright)`;
+    ctx.fillText(label, w - 6 - ctx.measureText(label).width, 14);
+  }
 }
 
 function drawCompare(ctx, w, h, chart) {
