@@ -26,8 +26,10 @@ def chromium():
         pytest.fail(str(e))
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(chromium):
+    # module scope: Playwright's sync API keeps an asyncio loop running in this thread while it is open,
+    # and later layers (tests/e2e, tests/nodes) start their own loops with asyncio.run
     from playwright.sync_api import sync_playwright
 
     from comfy_page import launch

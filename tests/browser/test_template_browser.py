@@ -59,10 +59,10 @@ def test_template_browser_shows_each_workflow_with_its_title_and_thumbnail(page,
 
 
 @pytest.mark.parametrize("with_models", [True, False], ids=["with_properties_models", "without"])
-def test_a_missing_checkpoint_is_offered_for_download(page, server, with_models):
+def test_a_missing_checkpoint_is_offered_for_download(page, server, screenshots, with_models):
     """With the loader's properties.models the frontend offers the download; without them it cannot."""
     workflow = json.loads((WORKFLOWS / "SurgUn erase a character.json").read_text())
-    missing = "surgun-test-missing-checkpoint.safetensors"
+    missing = f"surgun-test-missing-checkpoint-{'with' if with_models else 'without'}-models.safetensors"  # one name per case
     loader = next(n for n in workflow["nodes"] if n["type"] == "CheckpointLoaderSimple")
     loader["widgets_values"] = [missing]
     loader["properties"]["models"][0]["name"] = missing
@@ -87,5 +87,7 @@ def test_a_missing_checkpoint_is_offered_for_download(page, server, with_models)
     if not with_models:
         del loader["properties"]["models"]
     notices, downloads = offer(workflow)
+    if not notices:
+        page.screenshot(path=str(screenshots / f"missing_checkpoint_{'with' if with_models else 'without'}_models.png"))
     assert notices, "no notice that the checkpoint is missing"
     assert downloads == (1 if with_models else 0)
