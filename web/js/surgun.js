@@ -57,7 +57,9 @@ function addPoint(node, kind, promptId, point, reset) {
 
 function onChartEvent(detail) {
   if (!detail || detail.node == null) return;
-  const node = app.graph?.getNodeById?.(detail.node) ?? app.graph?.getNodeById?.(Number(detail.node));
+  // the server names the node by its id in the prompt: a node of the root graph (nodes inside subgraphs are not charted)
+  const graph = app.rootGraph ?? app.graph;
+  const node = graph?.getNodeById?.(detail.node) ?? graph?.getNodeById?.(Number(detail.node));
   if (!node) return;
   const { kind, point, prompt_id: promptId } = detail;
   let chart;
