@@ -34,8 +34,8 @@ class SurgUnDistractorBuilder(io.ComfyNode):
                                        "(artist: 'a painting in the style of {x}', character: 'an image of {x}', object: "
                                        "'a photo of a {x}', nsfw: safe clothed scenes, custom: no pool, template '{x}')."),
                 io.Int.Input("k", default=8, min=1, max=64, tooltip="How many distractors to choose."),
-                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF,
-                             tooltip="Breaks exact ties only; the selection is otherwise fully determined by pool, encoder and k."),
+                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=io.ControlAfterGenerate.fixed,
+                             tooltip="Breaks exact ties only; the selection is otherwise fully determined by pool, encoder and k. Kept fixed after each run."),
                 io.Boolean.Input("use_pool", default=True,
                                  tooltip="Use the built-in candidate pool of the kind. Off = only your candidates."),
                 io.String.Input("candidates", multiline=True, default="",

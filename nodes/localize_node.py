@@ -70,8 +70,9 @@ class SurgUnBlockLocalizer(io.ComfyNode):
                                tooltip="CFG of the probe renders. -1 = the family's default (1.0 for Flux, 5.0 for the others)."),
                 io.Int.Input("max_blocks", default=0, min=0, max=1024,
                              tooltip="Cap on candidate blocks (evenly spaced through the network). 0 = probe every candidate."),
-                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF,
-                             tooltip="Seed of the training samples and the update; renders use seeds the update never saw."),
+                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=io.ControlAfterGenerate.fixed,
+                             tooltip="Seed of the training samples and the update; renders use seeds the update never saw. "
+                                     "Kept fixed after each run."),
                 io.String.Input("block_filter", default="", advanced=True, optional=True,
                                 tooltip="Restrict candidates: names/suffixes separated by commas, or 're:<full regex>'. Empty = all."),
                 io.ClipVision.Input("clip_vision", optional=True,

@@ -72,8 +72,9 @@ class SurgUnTrain(io.ComfyNode):
                                tooltip="Guard on the unbounded ascent: it stops once the target's denoising loss, measured on a fixed "
                                        "probe, reaches this multiple of its starting value (and resumes below 90% of it). 0 turns "
                                        "the guard off (not recommended)."),
-                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF,
-                             tooltip="Seed of the training samples, noise and timesteps. Same seed and inputs give the same weights."),
+                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=io.ControlAfterGenerate.fixed,
+                             tooltip="Seed of the training samples, noise and timesteps. Same seed and inputs give the same weights. "
+                                     "Kept fixed after each run (set 'control after generate' to change it between runs)."),
                 io.Int.Input("sample_size", default=512, min=16, max=4096, step=16,
                              tooltip="Side in pixels of the self-generated training images. Smaller is faster; use the model's native size for best results."),
                 io.Int.Input("sample_steps", default=20, min=1, max=200,

@@ -1,20 +1,33 @@
-"""Write the example workflows in workflows/ (UI format) from compact API-format graphs.
+"""Write the example workflows in workflows/ (the pack's templates) from compact API-format graphs.
 
-Node definitions come from ComfyUI itself (this pack loaded in the real executor), so widget
-order and defaults match what the front end expects. Run:  scripts/bench.sh ../scripts/build_workflows
-or through the cached env:  $SURGUN_PY scripts/build_workflows.py
+Each graph is converted with the node definitions of a real ComfyUI server running this pack
+(scripts/comfy_server.py), then loaded into ComfyUI's own frontend in headless Chromium
+(scripts/comfy_page.py), laid out with the sizes the frontend computes for each node, and saved
+as the frontend itself serialises it. So the files are what a user's ComfyUI would write; the
+browser tests (tests/browser) check that loading one and exporting it again changes nothing.
+
+The file name is the title the template browser shows. Every checkpoint loader carries
+``properties.models`` (name, url, directory), so the frontend offers the download when the
+checkpoint is missing; every workflow has a Note that says what to change first.
+
+Run through the cached env (needs Chromium; scripts/browser.sh installs it):
+    source scripts/env.sh && $SURGUN_PY scripts/build_workflows.py
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 OUT = HERE.parent / "workflows"
+log = logging.getLogger("SurgUn")
 CKPT = "v1-5-pruned-emaonly.safetensors"
+CKPT_MODEL = {"name": CKPT, "directory": "checkpoints",
+              "url": "https://huggingface.co/Comfy-Org/stable-diffusion-v1-5-archive/resolve/main/v1-5-pruned-emaonly.safetensors"}
 
 RETAIN = "a photo of a dog on a beach\na city street at night\na portrait of an old man with a hat\na bowl of fruit on a wooden table"
 
@@ -107,38 +120,106 @@ def apply_saved():
     return g
 
 
+NOTE_END = ("\n\nOn a GPU the whole graph takes a few minutes. SurgUn Train draws its loss on the node while it trains and "
+            "Cancel stops it without writing a file. The erasure is saved under models/loras/surgun/.")
+
+# file name (= the title the template browser shows) -> (graph, the Note: what it does, then what to change first)
 WORKFLOWS = {
-    "surgun_erase_artist_style": (artist, "Erase an artist's style (Van Gogh): distractors from the artist pool, blocks chosen by the "
-                                  "Block Localizer, training, then a before/after comparison and a sample from the erased model."),
-    "surgun_erase_character": (character, "Erase a character (Pikachu) with cross-attention training; Mickey Mouse is protected "
-                               "(never used as a distractor)."),
-    "surgun_erase_nudity": (nudity, "Erase nudity: the prompt's mass is spread over safe, clothed scenes from the nsfw pool; "
-                            "retain prompts keep unrelated content."),
-    "surgun_apply_saved_erasure": (apply_saved, "Apply a saved SurgUn file (from models/loras) to a checkpoint with a strength, "
-                                   "then sample."),
+    "SurgUn erase an artist style": (artist, (
+        "Erase an artist's style (Van Gogh): the Distractor Builder picks competing artists from its pool, the Block "
+        "Localizer picks the layers, SurgUn Train erases, Erase/Retain Compare shows before/after with scores, and the "
+        "KSampler renders the prompt with the erased model.\n\n"
+        "Change first:\n1. Load Checkpoint: your SD1.5 checkpoint (any fine-tune).\n"
+        "2. SurgUn Distractor Builder: target = the artist to erase (kind artist).\n"
+        "3. The positive CLIP Text Encode: a prompt in that artist's style, to see the result.")),
+    "SurgUn erase a character": (character, (
+        "Erase a character (Pikachu) with cross-attention training; Mickey Mouse is protected (never used as a "
+        "distractor).\n\n"
+        "Change first:\n1. Load Checkpoint: your SD1.5 checkpoint.\n"
+        "2. SurgUn Distractor Builder: target = the character to erase; protected = characters that must stay, one per line.\n"
+        "3. The positive CLIP Text Encode: a prompt with the character.")),
+    "SurgUn erase nudity": (nudity, (
+        "Erase nudity: the prompt's mass is spread over safe, clothed scenes from the nsfw pool; retain prompts keep "
+        "unrelated content.\n\n"
+        "Change first:\n1. Load Checkpoint: your SD1.5 checkpoint.\n"
+        "2. SurgUn Train: retain_prompts = prompts your users make that must not change, one per line.\n"
+        "3. SurgUn Train: steps (300 here); check the Compare grid before sharing the model.")),
+    "SurgUn apply a saved erasure": (apply_saved, (
+        "Apply a saved SurgUn file (from models/loras) to a checkpoint with a strength, then sample.\n\n"
+        "Change first:\n1. Load Checkpoint: the checkpoint the file was trained on (a file for another model family "
+        "or size is refused with an error).\n"
+        "2. SurgUn Apply Erased Weights: weights_file = your file under models/loras/surgun/; strength 1 = as trained.")),
 }
 
-POSITIONS = {"1": (40, 300), "2": (420, 40), "3": (420, 420), "4": (820, 40), "5": (1220, 40), "6": (1620, 40),
-             "7": (820, 760), "8": (1220, 620), "9": (1220, 860), "10": (1220, 1060), "11": (1620, 560), "12": (1980, 560), "13": (2300, 560)}
+# columns (x) of the layout; within a column the frontend's own node heights decide the rows
+POSITIONS = {"100": (40, 40), "1": (40, 420), "2": (440, 40), "3": (440, 520), "4": (860, 40), "7": (860, 1100),
+             "5": (1280, 40), "8": (1280, 600), "9": (1280, 840), "10": (1280, 1080), "6": (1700, 40), "11": (1700, 600),
+             "12": (2100, 600), "13": (2100, 800)}
+
+LAYOUT_JS = """(gap) => {
+    for (const n of app.graph.nodes) {
+        const min = n.computeSize();
+        n.setSize([Math.max(n.type === 'Note' ? 360 : 340, min[0]), Math.max(min[1], n.type === 'Note' ? 300 : 0,
+                   n.type === 'PreviewImage' || n.type === 'SaveImage' ? 320 : 0)]);
+    }
+    const columns = new Map();
+    for (const n of app.graph.nodes) columns.set(n.pos[0], [...(columns.get(n.pos[0]) ?? []), n]);
+    for (const nodes of columns.values()) {
+        nodes.sort((a, b) => a.pos[1] - b.pos[1]);
+        let y = nodes[0].pos[1];
+        for (const n of nodes) { n.pos = [n.pos[0], y]; y += n.size[1] + gap; }
+    }
+    app.graph.setDirtyCanvas(true, true);
+}"""
+
+
+def ui_workflow(name: str, info: dict) -> dict:
+    from workflow_format import api_to_ui
+
+    make, note = WORKFLOWS[name]
+    prompt = make()
+    wf = api_to_ui(prompt, info, positions=POSITIONS)
+    for node in wf["nodes"]:
+        if node["type"] == "CheckpointLoaderSimple":
+            node["properties"]["models"] = [dict(CKPT_MODEL)]
+    wf["nodes"].append({"id": 100, "type": "Note", "title": "Read me: what to change first", "pos": list(POSITIONS["100"]),
+                        "size": [360, 300], "flags": {}, "order": len(wf["nodes"]), "mode": 0, "inputs": [], "outputs": [],
+                        "properties": {}, "widgets_values": [note + NOTE_END]})
+    wf["last_node_id"] = 100
+    return wf
 
 
 def main() -> None:
-    import headless
-    from workflow_format import api_to_ui
+    import os
+    import tempfile
 
-    comfy = headless.start()
+    from comfy_page import launch, load_workflow, open_app, exported_workflow
+    from comfy_server import start_server
+    from playwright.sync_api import sync_playwright
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    comfy_path = os.environ.get("COMFYUI_PATH")
+    if not comfy_path:
+        sys.exit("[SurgUn] COMFYUI_PATH is not set; run: source scripts/env.sh && $SURGUN_PY scripts/build_workflows.py")
     OUT.mkdir(exist_ok=True)
-    for name, (make, note) in WORKFLOWS.items():
-        prompt = make()
-        info = comfy.object_info({n["class_type"] for n in prompt.values()})
-        wf = api_to_ui(prompt, info, positions=POSITIONS)
-        wf["nodes"].append({"id": 100, "type": "Note", "pos": [40, 40], "size": [340, 220], "flags": {}, "order": len(wf["nodes"]),
-                            "mode": 0, "inputs": [], "outputs": [], "properties": {}, "widgets_values": [
-                                note + "\n\nNeeds an SD1.5 checkpoint (any fine-tune works). On a GPU the whole graph takes a few "
-                                "minutes; SurgUn Train shows its loss on the node and Cancel stops it without writing a file."]})
-        wf["last_node_id"] = 100
-        (OUT / f"{name}.json").write_text(json.dumps(wf, indent=1) + "\n")
-        print(f"wrote workflows/{name}.json ({len(prompt)} nodes)")
+    server = start_server(Path(tempfile.mkdtemp(prefix="surgun-build-workflows-")), comfy_path, (CKPT,))
+    try:
+        info = server.get("/object_info")
+        with sync_playwright() as p:
+            browser = launch(p)
+            page = browser.new_page()
+            open_app(page, server.url)
+            for name in WORKFLOWS:
+                load_workflow(page, ui_workflow(name, info), name)
+                page.evaluate(LAYOUT_JS, 90)
+                wf = exported_workflow(page)
+                wf.pop("id", None)  # a fresh id each time the frontend loads a workflow without one
+                wf.get("extra", {}).pop("ds", None)  # the canvas offset and zoom of this session
+                (OUT / f"{name}.json").write_text(json.dumps(wf, indent=1) + "\n")
+                log.info("[SurgUn] wrote workflows/%s.json (%d nodes)", name, len(wf["nodes"]))
+            browser.close()
+    finally:
+        server.stop()
 
 
 if __name__ == "__main__":

@@ -38,6 +38,25 @@ def toy_nodes_dir() -> Path:
     return root
 
 
+def save_grid(grid, style: str, before: dict, after: dict, path: Path) -> None:
+    """Erase/Retain Compare's labelled grid (each row: prompt, before/after, pixel scores beside it),
+    with the classifier's numbers for the whole erasure printed below it."""
+    import numpy as np
+    from PIL import Image
+
+    from surgun_pack.surgun_core.grid_labels import append_notes
+
+    notes = [
+        f"toy canvas classifier, before -> after erasing the '{style}' style:",
+        f"UA  (target images no longer '{style}', {before['n_target_images']} images): {before['UA']:.2f} -> {after['UA']:.2f}",
+        f"IRA (other styles kept, {before['n_other_images']} images): {before['IRA']:.2f} -> {after['IRA']:.2f}",
+        f"CRA (objects kept on other prompts): {before['CRA']:.2f} -> {after['CRA']:.2f};"
+        f" objects kept on the '{style}' prompts: {before['cra_on_target']:.2f} -> {after['cra_on_target']:.2f}",
+    ]
+    image = append_notes(grid, notes)[0].numpy()
+    Image.fromarray((image * 255).round().astype(np.uint8)).save(path)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description="Erase a style from the bundled toy canvas model through ComfyUI's executor.")
     ap.add_argument("--out", type=Path, default=Path("surgun-demo"), help="output folder (default: ./surgun-demo)")
@@ -84,8 +103,7 @@ def main() -> None:
             "original": ["ld", 0], "erased": ["tr", 0], "clip": ["ld", 1], "vae": ["ld", 2], "target": show,
             "retain_prompts": "\n".join(shown_retain), "distractors": "\n".join(chosen), "images_per_prompt": 8,
             "steps": bench.constants.STEPS, "size": 32, "cfg": bench.constants.CFG, "seed": 0}},
-        "up": {"class_type": "ImageScaleBy", "inputs": {"image": ["cmp", 0], "upscale_method": "nearest-exact", "scale_by": 4.0}},
-        "sv": {"class_type": "SaveImage", "inputs": {"images": ["up", 0], "filename_prefix": "surgun_demo_grid"}},
+        "sv": {"class_type": "SaveImage", "inputs": {"images": ["cmp", 0], "filename_prefix": "surgun_demo_grid"}},
     }
     log.info(f"[SurgUn demo] erasing '{args.style}' style; distractor styles {chosen}; "
           "graph SurgUnToyCanvasLoader -> SurgUnTrain -> SurgUnEraseRetainCompare -> SaveImage")
@@ -100,8 +118,7 @@ def main() -> None:
     after = bench.evaluate(erased, "style", args.style)
 
     args.out.mkdir(parents=True, exist_ok=True)
-    grid = sorted((comfy.root / "output").glob("surgun_demo_grid_*.png"))[-1]
-    shutil.copy(grid, args.out / "grid.png")
+    save_grid(res.outputs["cmp"][0][0], args.style, before, after, args.out / "grid.png")
     shutil.copy(weights.path, args.out / Path(weights.path).name)
     numbers = {
         "model": "toy canvas (benchmarks/toy_canvas), bundled weights" if not args.weights else args.weights,

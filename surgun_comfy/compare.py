@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from ..surgun_core.errors import SurgUnError, require_number
+from ..surgun_core.grid_labels import GridRow, labelled_grid
 from ..surgun_core.pairing import plan_groups
 from ..surgun_core.scores import erase_score, retain_score
 from ..surgun_core.seeds import offset_seed
@@ -37,19 +38,26 @@ class CompareRequest:
         require_number("cfg", self.cfg, 0, 100, "Try 5.0 (1.0 for Flux).")
 
 
-def grid(rows: list[torch.Tensor]) -> torch.Tensor:
-    """Rows of IMAGE batches (same size) -> one IMAGE ``[1, H*rows, W*cols, 3]``."""
-    cols = max(r.shape[0] for r in rows)
-    h, w = rows[0].shape[1:3]
-    out = torch.ones((len(rows) * h, cols * w, 3))
-    for i, r in enumerate(rows):
-        for j in range(r.shape[0]):
-            out[i * h:(i + 1) * h, j * w:(j + 1) * w] = r[j]
-    return out.unsqueeze(0)
+def compare_grid(target: str, before: dict, after: dict, scores: dict, retain: tuple[str, ...]) -> torch.Tensor:
+    """The labelled grid: target before/after, then each retain prompt before/after, each row with
+    its prompt on the left and its scores on the right (surgun_core/grid_labels.py)."""
+    rows = [GridRow(target, "before", before[target], "erased prompt"),
+            GridRow(target, "after", after[target],
+                    f"erase {scores['erase']:.3f}\naway {scores['away']:.3f}\ntoward {scores['toward']:.3f}")]
+    for r in retain:
+        s = scores["retain_prompts"][r]
+        rows += [GridRow(r, "before", before[r], "retain prompt"),
+                 GridRow(r, "after", after[r], f"retain {s['retain']:.3f}\nembed {s['retain_embed']:.3f}\nssim {s['retain_ssim']:.3f}")]
+    title = f"SurgUn Erase/Retain Compare: erase {scores['erase']:.3f}" + (
+        f", retain {scores['retain']:.3f}" if retain else "") + " (same seeds before and after)"
+    notes = ["erase: mean of away (1 - cosine to the original image) and toward (moved toward the distractors' images); 0 = unchanged",
+             "retain: mean of embedding cosine and SSIM to the original image; 1 = unchanged",
+             f"embedding: {scores['embedding']}"]
+    return labelled_grid(rows, title=title, notes=notes)
 
 
 def compare(original, erased, clip, vae, clip_vision, req: CompareRequest, node_id: str | None = None) -> tuple[torch.Tensor, dict]:
-    """The grid (target before/after, then each retain prompt before/after) and the scores."""
+    """The labelled grid (target before/after, then each retain prompt before/after) and the scores."""
     family = detect_family(original)
     if detect_family(erased).id != family.id:
         raise SurgUnError(f"[SurgUn] original ({family.name}) and erased ({detect_family(erased).name}) are different model families.")
@@ -69,11 +77,11 @@ def compare(original, erased, clip, vae, clip_vision, req: CompareRequest, node_
     d_emb = torch.cat([embed(x) for x in renderer.images(original, vae, others, offset_seed(req.seed, 1000)).values()]) if others else None
     scores = {"embedding": embed_name, "target": target, "size": renderer.pixels, "notes": [note] if note else [],
               **erase_score(embed(after[target]), embed(before[target]), d_emb), "retain_prompts": {}}
-    rows = [before[target], after[target]]
     for r in retain:
         b, a = before[r], after[r]
         scores["retain_prompts"][r] = retain_score(embed(a), embed(b), a, b)
-        rows += [b, a]
     if retain:
         scores["retain"] = sum(p["retain"] for p in scores["retain_prompts"].values()) / len(retain)
-    return grid(rows), scores
+    progress.chart("compare", {k: scores[k] for k in ("erase", "away", "toward", "retain", "embedding") if k in scores}
+                   | {"target": target, "retain_prompts": {p: s["retain"] for p, s in scores["retain_prompts"].items()}})
+    return compare_grid(target, before, after, scores, retain), scores

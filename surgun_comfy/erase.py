@@ -147,6 +147,7 @@ def erase_concept(model_patcher, clip, req: EraseRequest, node_id: str | None = 
 
     def on_step(step: int, total: int, metrics: dict) -> None:
         progress.tick()
+        progress.chart("train_step", metrics)
         shown = " ".join(f"{k}={metrics[k]:.4f}" for k in ("loss", "target", "distractor", "retain") if k in metrics)
         progress.say(f"step {step}/{total} {shown}", force=step == total)
 
@@ -154,6 +155,7 @@ def erase_concept(model_patcher, clip, req: EraseRequest, node_id: str | None = 
             for g in groups]
     arch = family.arch
     units = arch.checkpoint_units if (req.gradient_checkpointing or arch.key == "flux") else None
+    progress.chart("train_start", {"total": req.train.steps, "cap": req.train.ascent_cap})
     deltas, result = train_deltas(model_patcher, renderer.bank, data, modules, train, units, on_step)
     strength = readout(model_patcher, renderer, shown_batches, shown[0], shown[1] if len(shown) > 1 else None, deltas,
                        result, req.train.seed)

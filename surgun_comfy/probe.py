@@ -92,9 +92,14 @@ def run_localizer(model_patcher, clip, vae, clip_vision, req: LocalizeRequest, n
 
     def on_block(i, n, row):
         progress.say(f"block {i}/{n} {row.block}: erase {row.erase:.3f} retain {row.retain:.3f}", force=True)
+        progress.chart("localize_block", {"i": i, "n": n, "block": row.block, "erase": row.erase, "retain": row.retain,
+                                          "erase_heldout": row.erase_heldout})
 
     t0 = time.perf_counter()
+    progress.chart("localize_start", {"total": len(blocks)})
     result = localize(blocks, probe, embed, reference, req.select, embed_name, on_block)
+    progress.chart("localize_done", {"erase_threshold": result.threshold, "noise_floor": result.floor,
+                                     "retain_cutoff": result.retain_cutoff, "chosen": result.chosen})
     result.timing_s = {"reference": round(reference_s, 2), "update": round(update_s, 2), "blocks": round(time.perf_counter() - t0, 2)}
     result.config.update({"preset": req.preset, "granularity": req.granularity, "probe_steps": req.probe_steps,
                           "learning_rate": req.learning_rate, "strength": req.strength, "images_per_prompt": req.images_per_prompt,

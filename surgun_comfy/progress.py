@@ -1,4 +1,5 @@
-"""Progress for long-running nodes: ComfyUI's progress bar, Cancel, and a text line on the node."""
+"""Progress for long-running nodes: ComfyUI's progress bar, Cancel, a text line on the node, and the
+chart points the web extension draws (``chart``, sent by surgun_comfy/events.py)."""
 
 from __future__ import annotations
 
@@ -50,3 +51,9 @@ class NodeProgress:
                 server.send_progress_text(text, self.node_id)
         except Exception:  # no server (headless use): the log line above is enough
             pass
+
+    def chart(self, kind: str, point: dict) -> None:
+        """Send one chart point for this node to the page (see surgun_comfy/events.py)."""
+        from .events import send_chart
+
+        send_chart(kind, self.node_id, point)

