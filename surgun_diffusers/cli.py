@@ -180,6 +180,7 @@ def write_outputs(args, pipe, erasure, req, files: dict[str, Path]) -> dict:
     save_dtype = None if args.save_dtype == "model" else getattr(torch, args.save_dtype)
     save_weights_file(str(files["weights"]), pipe, family, erasure.deltas, erasure.metadata, save_dtype)
     record = {"status": DONE, "concept": req.concept, "family": family.id, "weights_file": files["weights"].name,
+              "data_parallel": erasure.metadata.get("data_parallel"),
               "comfyui": family.in_comfyui, "layers": len(erasure.modules), "steps": req.train.steps,
               "final": erasure.metadata["final"], "timing_s": erasure.metadata["timing_s"],
               "targets": erasure.metadata["targets"], "distractors": erasure.metadata["distractors"]}
@@ -214,6 +215,16 @@ def summary_lines(records: list[dict]) -> list[str]:
             f"{ie.get('mean_abs', float('nan')):>11.5f} {r.get('timing_s', {}).get('total', float('nan')):>8.1f}"
         )
     return lines
+
+
+def delta_digest(deltas: dict) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for name in sorted(deltas):
+        h.update(name.encode())
+        h.update(deltas[name].float().contiguous().numpy().tobytes())
+    return h.hexdigest()
 
 
 def run(args) -> int:
@@ -257,7 +268,11 @@ def run(args) -> int:
                                                                             seed, tick, req.sana_instruction)
                     erasure = erase(pipe, req, progress, args.cache_dir, sampler=dist.sampler(local), grad_sync=dist.grad_sync,
                                     seed_offset=dist.rank)
-                    erasure.metadata["data_parallel"] = {"processes": dist.world, "training_seeds": [req.train.seed + r for r in range(dist.world)]}
+                    erasure.metadata["data_parallel"] = {
+                        "processes": dist.world, "training_seeds": [req.train.seed + r for r in range(dist.world)],
+                        # every process must end with the same deltas (averaged gradients, same Adam steps)
+                        "delta_sha256_per_process": dist.gather_object(delta_digest(erasure.deltas)),
+                    }
                 else:
                     erasure = erase(pipe, req, progress, args.cache_dir)
                 progress.close()

@@ -58,4 +58,5 @@ def load(tiny_path):
 def comfy(tmp_path_factory):
     import headless
 
-    return headless.start([], root=str(tmp_path_factory.mktemp("comfy")))
+    # the same custom-node folders as tests/nodes (one ComfyUI per process; whichever fixture starts it)
+    return headless.start([REPO / "tests" / "fixtures" / "custom_nodes"], root=str(tmp_path_factory.mktemp("comfy")))
