@@ -41,7 +41,7 @@ def lora_image_error(pipe, family, deltas: dict, lora_path: str, prompts: Sequen
     try:
         lora = images()
     finally:
-        pipe.delete_adapters("surgun_check")
+        pipe.unload_lora_weights()  # takes the PEFT layers out again (the pipeline is as it was)
     err, effect = _stats(lora, exact), _stats(exact, original)
     return {"prompts": list(prompts), "images": int(original.shape[0]), "steps": steps, "size": size,
             "lora_vs_exact": err, "exact_vs_original": effect,

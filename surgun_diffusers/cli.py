@@ -168,7 +168,7 @@ def make_request(args, name: str, family_id: str):
     )
 
 
-def write_outputs(args, pipe, erasure, req, files: dict[str, Path]) -> dict:
+def write_outputs(args, pipe, erasure, req, files: dict[str, Path], process: str = "0/1") -> dict:
     """The weights file, the LoRA (+ its measured error) and the record; the record last (it marks the concept done)."""
     import torch
 
@@ -180,7 +180,7 @@ def write_outputs(args, pipe, erasure, req, files: dict[str, Path]) -> dict:
     save_dtype = None if args.save_dtype == "model" else getattr(torch, args.save_dtype)
     save_weights_file(str(files["weights"]), pipe, family, erasure.deltas, erasure.metadata, save_dtype)
     record = {"status": DONE, "concept": req.concept, "family": family.id, "weights_file": files["weights"].name,
-              "data_parallel": erasure.metadata.get("data_parallel"),
+              "process": process, "data_parallel": erasure.metadata.get("data_parallel"),
               "comfyui": family.in_comfyui, "layers": len(erasure.modules), "steps": req.train.steps,
               "final": erasure.metadata["final"], "timing_s": erasure.metadata["timing_s"],
               "targets": erasure.metadata["targets"], "distractors": erasure.metadata["distractors"]}
@@ -277,7 +277,7 @@ def run(args) -> int:
                     erasure = erase(pipe, req, progress, args.cache_dir)
                 progress.close()
                 if dist.is_main or not args.data_parallel:
-                    rec = write_outputs(args, pipe, erasure, req, files)
+                    rec = write_outputs(args, pipe, erasure, req, files, f"{dist.rank}/{dist.world}")
                     log.info("[SurgUn] %r done: %s%s", name, files["weights"],
                              f", LoRA {files['lora']} (rank median {rec['lora']['rank_median']}, max {rec['lora']['rank_max']})" if "lora" in rec else "")
             except SurgUnError as e:
