@@ -70,7 +70,7 @@ def test_names_agree_with_comfyui_for_every_key(comfy, load, layout):
 def _erase(pipe):
     req = EraseRequest(concept="Zorblax", targets=("a painting by {}",), distractors=("Monet", "Hokusai"),
                        retain=("a photo of a dog",), train=TrainConfig(steps=3, learning_rate=1e-3, seed=1),
-                       sampling=SamplingOptions(size=16, steps=2, per_prompt=1, cfg=3.0))
+                       sampling=SamplingOptions(size=8 * int(pipe.vae_scale_factor), steps=2, per_prompt=1, cfg=3.0))
     return erase(pipe, req)
 
 
@@ -176,3 +176,29 @@ def test_sdxl_file_applies_in_comfyui_and_gives_the_same_model(comfy, load):
     assert torch.allclose(_comfy_out(plain, x, t, ctx, y), want_plain, atol=1e-4)
     assert torch.allclose(_comfy_out(ours, x, t, ctx, y), want, atol=1e-4)
     assert torch.allclose(_comfy_out(stock, x, t, ctx, y), want, atol=1e-4)
+
+
+def test_a_single_checkpoint_file_loads_with_local_configs_and_erases(comfy, load, tiny_path, tmp_path):
+    """An original-layout single file (written here with ComfyUI's VAE key converter) loads through
+    diffusers' from_single_file with the configs of a local folder, offline, and the CLI erases from it."""
+    import json
+
+    import comfy.diffusers_convert as diffusers_convert
+    import tiny
+
+    from surgun_diffusers.cli import main
+    from surgun_diffusers.loading import load_pipeline, sniff_single_file
+
+    pipe = load("sd1")
+    names = UNetNames(pipe.unet.config)
+    single = tiny.save_single_file(pipe, tmp_path / "tiny-sd15.safetensors", names.to_comfy, diffusers_convert.convert_vae_state_dict)
+    assert sniff_single_file(str(single)) == "sd1"
+    p2 = load_pipeline(str(single), config=str(tiny_path("sd1")), device="cpu")
+    for part in ("unet", "vae", "text_encoder"):
+        a, b = getattr(pipe, part).state_dict(), getattr(p2, part).state_dict()
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), part
+    out = tmp_path / "out"
+    assert main(["--model", str(single), "--config", str(tiny_path("sd1")), "--concept", "Zorblax", "--distractors", "Monet",
+                 "--retain", "a photo of a dog", "--steps", "1", "--lr", "1e-3", "--sample-size", "64", "--sample-steps", "1",
+                 "--samples-per-prompt", "1", "--lora-check-images", "0", "--no-progress", "--device", "cpu", "--out", str(out)]) == 0
+    assert json.loads((out / "Zorblax.json").read_text())["family"] == "sd1"

@@ -13,7 +13,7 @@ from surgun_diffusers.export import apply_weights_file, load_weights_file, save_
 from surgun_diffusers.families import detect_family
 from surgun_diffusers.lora import lora_from_deltas, save_lora
 
-SIZE = {"sd1": 16, "sdxl": 16, "sana": 32}
+SIZE = {"sd1": 64, "sdxl": 16, "sana": 32}  # 8x8, 8x8 and 16x16 latents
 
 
 def request(family, **kw):

@@ -14,7 +14,8 @@ Families:
 
 * ``sd1``:  UNet with SD1.5's layout rules (320 channels, context 768, 8 heads, conv
   projections) but one level, so ComfyUI's own detector recognises the same weights as SD1.5;
-  a 1-layer CLIP of width 768; a 2-level AutoencoderKL (downscale 2).
+  a 1-layer CLIP of width 768; a slim 4-level AutoencoderKL (downscale 8, as SD's), so the three
+  can also be written as one original-layout checkpoint file (:func:`save_single_file`).
 * ``sdxl``: SDXL's layout (first level without attention, linear projections, text_time
   conditioning, two text encoders, two res blocks per level, 1 and 2 transformer layers) at
   width 32/64.
@@ -89,13 +90,13 @@ def _clip_text(hidden: int, seed: int, projection: int | None = None, vocab_size
     return (CLIPTextModelWithProjection if projection else CLIPTextModel)(cfg).eval()
 
 
-def _kl_vae(seed: int, latent_channels: int = 4):
+def _kl_vae(seed: int, channels: tuple = (32, 64)):
     from diffusers import AutoencoderKL
 
     torch.manual_seed(seed)
     return AutoencoderKL(
-        block_out_channels=(32, 64), in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 2,
-        up_block_types=("UpDecoderBlock2D",) * 2, latent_channels=latent_channels, norm_num_groups=32, sample_size=32,
+        block_out_channels=channels, in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * len(channels),
+        up_block_types=("UpDecoderBlock2D",) * len(channels), latent_channels=4, norm_num_groups=32, sample_size=32,
     ).eval()
 
 
@@ -114,7 +115,7 @@ def build_sd1(seed: int = 0, prediction: str = "epsilon"):
         attention_head_dim=8, norm_num_groups=32, use_linear_projection=False,
     ).eval()
     return StableDiffusionPipeline(
-        vae=_kl_vae(seed + 1), text_encoder=_clip_text(768, seed + 2), tokenizer=clip_tokenizer(), unet=unet,
+        vae=_kl_vae(seed + 1, (32, 32, 32, 32)), text_encoder=_clip_text(768, seed + 2), tokenizer=clip_tokenizer(), unet=unet,
         scheduler=EulerDiscreteScheduler(**{k: v for k, v in _ddpm_config(prediction).items() if k not in ("clip_sample", "set_alpha_to_one")}),
         safety_checker=None, feature_extractor=None, requires_safety_checker=False,
     )
@@ -183,3 +184,21 @@ def save(family: str, root: Path, seed: int = 0) -> Path:
     if not (out / "model_index.json").is_file():
         build(family, seed).save_pretrained(str(out), safe_serialization=True)
     return out
+
+
+def save_single_file(pipe, path: Path, unet_to_ldm, vae_to_ldm) -> Path:
+    """The SD1.x pipeline as one checkpoint in the original (LDM) layout, the way single-file SD1.5
+    checkpoints are distributed: ``model.diffusion_model.*`` (``unet_to_ldm(module name)``),
+    ``first_stage_model.*`` (``vae_to_ldm(state dict)``) and ``cond_stage_model.transformer.text_model.*``."""
+    from safetensors.torch import save_file
+
+    sd = {}
+    for k, v in pipe.unet.state_dict().items():
+        module, _, param = k.rpartition(".")
+        sd[f"model.diffusion_model.{unet_to_ldm(module)}.{param}"] = v
+    for k, v in vae_to_ldm(pipe.vae.state_dict()).items():
+        sd[f"first_stage_model.{k}"] = v
+    for k, v in pipe.text_encoder.state_dict().items():  # transformers >= 5.6 flattened CLIPTextModel's keys
+        sd["cond_stage_model.transformer." + (k if k.startswith("text_model.") else "text_model." + k)] = v
+    save_file({k: v.contiguous() for k, v in sd.items()}, str(path))
+    return Path(path)
