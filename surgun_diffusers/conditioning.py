@@ -91,13 +91,6 @@ class PromptEncoder:
             out[k] = torch.cat([c[k] for c in conds])
         return out
 
-    def free_text_encoders(self) -> None:
-        """Move the text encoders to the CPU once every prompt is encoded (frees accelerator memory)."""
-        for name in ("text_encoder", "text_encoder_2"):
-            enc = getattr(self.pipe, name, None)
-            if enc is not None:
-                enc.to("cpu")
-
     # -- distractor selection --------------------------------------------------------------
 
     def selection_embedder(self):

@@ -176,7 +176,9 @@ def resolve_modules(net: torch.nn.Module, family: Family, req: EraseRequest) -> 
     return select_trainable(net, pattern), pattern
 
 
-def _groups(method: str, plan_: Plan, samples: dict[str, torch.Tensor], device) -> list[ConceptData]:
+def concept_groups(method: str, plan_: Plan, samples: dict[str, torch.Tensor], device) -> list[ConceptData]:
+    """One ``ConceptData`` per target line: its own samples, its paired distractors' samples (trained
+    under the target prompt) and the retain prompts'; other methods arranged by ``surgun_core.methods``."""
     to = lambda x: x.to(device)  # noqa: E731
     out = []
     for target, ds in plan_.groups:
@@ -269,7 +271,7 @@ def erase(pipe, req: EraseRequest, progress: Progress | None = None, cache_dir: 
     config = method_config(req)
     if seed_offset:
         config = dataclasses.replace(config, seed=config.seed + seed_offset)
-    data = _groups(req.method, plan_, samples, encoder.device)
+    data = concept_groups(req.method, plan_, samples, encoder.device)
     deltas, result = train_on(pipe, family, encoder, modules, data, config, req.method, req.gradient_checkpointing,
                               on_step, grad_sync)
     total = time.monotonic() - t0

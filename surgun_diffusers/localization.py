@@ -37,7 +37,7 @@ def candidate_units(net, family, granularity: str, max_blocks: int) -> list[str]
 
 
 def localize_blocks(pipe, family, encoder, plan_, samples, req, progress) -> tuple[list[str], dict]:
-    from .erase import _groups, method_config, train_on
+    from .erase import concept_groups, method_config, train_on
 
     opts = req.localize
     net = getattr(pipe, family.denoiser)
@@ -61,7 +61,7 @@ def localize_blocks(pipe, family, encoder, plan_, samples, req, progress) -> tup
     reference_s = time.perf_counter() - t0
     probe_cfg = dataclasses.replace(method_config(req), steps=opts.probe_steps,
                                     learning_rate=opts.probe_lr or req.train.learning_rate)
-    data = _groups(req.method, plan_, samples, encoder.device)
+    data = concept_groups(req.method, plan_, samples, encoder.device)
 
     def probe(block: str) -> dict:
         modules = select_trainable(net, [block])

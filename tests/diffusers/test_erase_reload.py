@@ -103,3 +103,24 @@ def test_esd_x_runs_through_the_same_loop(load):
     er = erase(load("sdxl"), request("sdxl", method="esd_x"))
     assert er.metadata["method"] == "esd_x" and er.metadata["hyperparameters"]["weights"] == {"ascent": 0.0, "distract": 1.0, "retain": 0.0}
     assert all(d.abs().max() > 0 for d in er.deltas.values())
+
+
+def test_the_lora_image_check_measures_zero_for_an_exact_lora_and_leaves_the_pipeline_as_it_was(load, tmp_path):
+    from surgun_diffusers.check import lora_image_error
+
+    pipe = load("sdxl")
+    fam = detect_family(pipe)
+    er = erase(pipe, request("sdxl"))
+    before = {k: v.clone() for k, v in pipe.unet.state_dict().items()}
+    names_before = [n for n, _ in pipe.unet.named_modules()]
+    for energy, name in ((1.0, "full"), (0.3, "low")):
+        save_lora(pipe, fam, lora_from_deltas(er.deltas, energy=energy)[0], str(tmp_path / f"{name}.safetensors"))
+    kw = dict(prompts=["a painting of a village by Zorblax", "a photo of a dog"], count=1, steps=2, cfg=3.0, size=16, seed=4)
+    full = lora_image_error(pipe, fam, er.deltas, str(tmp_path / "full.safetensors"), **kw)
+    low = lora_image_error(pipe, fam, er.deltas, str(tmp_path / "low.safetensors"), **kw)
+    assert full["images"] == 2 and full["exact_vs_original"]["mean_abs"] > 0
+    assert full["lora_vs_exact"]["mean_abs"] < 1e-5  # full energy: the LoRA is the exact erasure
+    assert low["lora_vs_exact"]["mean_abs"] > full["lora_vs_exact"]["mean_abs"]
+    assert low["exact_vs_original"] == full["exact_vs_original"]  # the same seeds: the same exact and original images
+    assert [n for n, _ in pipe.unet.named_modules()] == names_before  # the PEFT layers are gone again
+    assert all(torch.equal(pipe.unet.state_dict()[k], before[k]) for k in before)
