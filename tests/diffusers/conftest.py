@@ -35,7 +35,7 @@ def tiny_root(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_path(tiny_root):
     """``tiny_path(family) -> Path`` of the saved tiny pipeline (built on first use)."""
-    import tiny
+    import tiny_pipelines as tiny
 
     def get(family: str) -> Path:
         return tiny.save(family, tiny_root)

@@ -184,7 +184,7 @@ def test_a_single_checkpoint_file_loads_with_local_configs_and_erases(comfy, loa
     import json
 
     import comfy.diffusers_convert as diffusers_convert
-    import tiny
+    import tiny_pipelines as tiny
 
     from surgun_diffusers.cli import main
     from surgun_diffusers.loading import load_pipeline, sniff_single_file
