@@ -265,8 +265,8 @@ def key(r: dict) -> tuple:
 
 def configs(only, dtype, device):
     fams = only or [f for f in FAMILIES if not (f == "sana48" and dtype == "float32" and device == "cpu")]
-    for f in fams:
-        for ckpt in CKPT:
+    for ckpt in CKPT:  # checkpointing on (the default) for every family first, then off
+        for f in fams:
             for preset in PRESETS:
                 for method in METHODS:
                     yield f, method, preset, ckpt

@@ -56,7 +56,10 @@ class Dist:
         """A sampler for :func:`surgun_diffusers.erase.erase` that shares prompts out and gathers the latents."""
 
         def run(pipe, family, prompts, sampling, seed, tick):
-            mine = local(pipe, family, self.shard(prompts), sampling, seed, tick)
+            share = self.shard(prompts)
+            mine = local(pipe, family, share, sampling, seed, tick)
+            for _ in range((len(prompts) - len(share)) * sampling.steps):  # the other processes' part of the bar
+                tick()
             merged: dict[str, torch.Tensor] = {}
             for part in self.gather_object({k: v.cpu() for k, v in mine.items()}):
                 merged.update(part)

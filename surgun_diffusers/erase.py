@@ -245,6 +245,7 @@ def erase(pipe, req: EraseRequest, progress: Progress | None = None, cache_dir: 
     net = getattr(pipe, family.denoiser)
     encoder = PromptEncoder(pipe, family, sana_instruction=req.sana_instruction)
     plan_ = plan(pipe, req, encoder, cache_dir)
+    t_plan = time.monotonic() - t0
     modules, pattern = resolve_modules(net, family, req)
     s = req.sampling
     prompts = plan_.prompts
@@ -253,7 +254,7 @@ def erase(pipe, req: EraseRequest, progress: Progress | None = None, cache_dir: 
     sampler = sampler or (lambda p, f, ps, so, seed, tick: sample_latents(p, f, ps, so.per_prompt, so.steps, so.cfg, so.size, seed, tick,
                                                                           req.sana_instruction))
     samples = sampler(pipe, family, prompts, s, req.train.seed, progress.tick)
-    t_sample = time.monotonic() - t0
+    t_sample = time.monotonic() - t0 - t_plan
     encoder.encode_all([*prompts, ""])
 
     localization = None
@@ -288,7 +289,7 @@ def erase(pipe, req: EraseRequest, progress: Progress | None = None, cache_dir: 
         "gradient_checkpointing": req.gradient_checkpointing,
         "reference_target_loss": result.reference_target_loss, "ascent_cap_value": result.cap,
         "final": result.history[-1] if result.history else {},
-        "timing_s": {"sampling": round(t_sample, 3), "total": round(total, 3)},
+        "timing_s": {"plan": round(t_plan, 3), "sampling": round(t_sample, 3), "total": round(total, 3)},
     }
     if localization is not None:
         metadata["localization"] = localization
