@@ -275,7 +275,9 @@ def configs(only, dtype, device):
 def run_all(args) -> None:
     jsonl = Path(args.results).with_suffix(".jsonl")
     jsonl.parent.mkdir(parents=True, exist_ok=True)
-    done = {key(json.loads(x)) for x in jsonl.read_text().splitlines() if x.strip()} if jsonl.is_file() else set()
+    # measured, or known not to fit; a configuration that failed otherwise (e.g. was interrupted) is run again
+    done = {key(r) for r in (json.loads(x) for x in (jsonl.read_text().splitlines() if jsonl.is_file() else []) if x.strip())
+            if r.get("status") == "ok" or str(r.get("status", "")).startswith("does not fit")}
     for f, method, preset, ckpt in configs(args.only, args.dtype, args.device):
         dtype = "bfloat16" if (f == "sana48" and args.device == "cpu") else args.dtype
         k = (f, method, preset, ckpt, args.device, dtype)
