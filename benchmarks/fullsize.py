@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -46,6 +47,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+log = logging.getLogger("SurgUn")
 RESULTS = REPO / "benchmarks" / "results"
 
 SD15_UNET = dict(  # runwayml/stable-diffusion-v1-5 unet/config.json
@@ -288,7 +290,7 @@ def run_all(args) -> None:
                "--mem-limit-gb", str(args.mem_limit_gb)]
         if args.device == "cpu" and args.nice:
             cmd = ["nice", "-n", "19", *cmd]
-        print(f"[SurgUn] {f} {method} {preset} ckpt={'on' if ckpt else 'off'} ...", file=sys.stderr, flush=True)
+        log.info("[SurgUn] %s %s %s ckpt=%s ...", f, method, preset, "on" if ckpt else "off")
         t = time.perf_counter()
         env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "PYTHONPATH": str(REPO)}
         p = subprocess.run(cmd, capture_output=True, text=True, env=env)
@@ -305,7 +307,7 @@ def run_all(args) -> None:
         rec["wall_s"] = round(time.perf_counter() - t, 1)
         with jsonl.open("a") as fh:
             fh.write(json.dumps(rec) + "\n")
-        print(f"[SurgUn]   -> {rec['status']} step {rec.get('step_s')} s, peak {rec.get('peak_mem_gib')} GiB", file=sys.stderr, flush=True)
+        log.info("[SurgUn]   -> %s step %s s, peak %s GiB", rec["status"], rec.get("step_s"), rec.get("peak_mem_gib"))
         write_summary(jsonl)
     write_summary(jsonl)
 
@@ -378,13 +380,15 @@ def main() -> None:
     ap.add_argument("--results", default=str(RESULTS / "fullsize.jsonl"))
     ap.add_argument("--remake-md", action="store_true")
     args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     if args.worker:
         if args.device == "cpu" and args.mem_limit_gb > 0:
             import resource
 
             lim = int(args.mem_limit_gb * 1024 ** 3)
             resource.setrlimit(resource.RLIMIT_AS, (lim, lim))
-        print(json.dumps(worker(args)), flush=True)
+        sys.stdout.write(json.dumps(worker(args)) + "\n")  # the one line the parent process reads
+        sys.stdout.flush()
         return
     if args.remake_md:
         write_summary(Path(args.results).with_suffix(".jsonl"))
