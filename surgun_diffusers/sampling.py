@@ -47,14 +47,22 @@ def decode(pipe, latents: torch.Tensor, batch: int = 4) -> torch.Tensor:
     vae = pipe.vae
     sf = vae.config.get("scaling_factor", 1.0) or 1.0
     shift = vae.config.get("shift_factor", None)
+    dtype = vae.dtype
+    upcast = dtype == torch.float16 and vae.config.get("force_upcast", False)  # SDXL's VAE overflows in fp16
+    if upcast:
+        vae.to(torch.float32)
     images = []
-    with torch.no_grad():
-        for i in range(0, latents.shape[0], batch):
-            z = latents[i:i + batch].to(device=vae.device, dtype=vae.dtype) / sf
-            if shift is not None:
-                z = z + shift
-            x = vae.decode(z, return_dict=False)[0]
-            images.append((x.float() / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).cpu())
+    try:
+        with torch.no_grad():
+            for i in range(0, latents.shape[0], batch):
+                z = latents[i:i + batch].to(device=vae.device, dtype=vae.dtype) / sf
+                if shift is not None:
+                    z = z + shift
+                x = vae.decode(z, return_dict=False)[0]
+                images.append((x.float() / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).cpu())
+    finally:
+        if upcast:
+            vae.to(dtype)
     return torch.cat(images)
 
 
