@@ -270,21 +270,31 @@ def key(r: dict) -> tuple:
     return (r["family"], r["method"], r["preset"], bool(r["gradient_checkpointing"]), r.get("device", "cpu"), r.get("dtype", "float32"))
 
 
+def variants(only, dtype, device) -> list[tuple[str, str]]:
+    """(family, weights dtype) to measure. On this CPU (24 GB shared): fp32, plus SDXL with bf16 weights
+    (fp32 weights + the cross-attention preset's fp32 deltas, gradients and Adam state exceed the limit)
+    and the 4.8B model in bf16 only (its fp32 weights alone are 19 GB)."""
+    fams = only or list(FAMILIES)
+    out = []
+    for f in fams:
+        if device == "cpu" and dtype == "float32":
+            out += [(f, "bfloat16")] if f == "sana48" else [(f, "float32")] + ([(f, "bfloat16")] if f == "sdxl" else [])
+        else:
+            out.append((f, dtype))
+    return out
+
+
 def configs(only, dtype, device):
-    fams = only or [f for f in FAMILIES if not (f == "sana48" and dtype == "float32" and device == "cpu")]
-    # most informative first: checkpointing on (the default), the cross-attention preset (the default),
-    # every family; the 4.8B model last
-    big = [f for f in fams if f == "sana48"]
-    for ckpt in CKPT:
-        for preset in ("cross_attention", "localised"):
-            for f in [f for f in fams if f not in big]:
-                for method in METHODS:
-                    yield f, method, preset, ckpt
-    for ckpt in CKPT:
-        for preset in ("cross_attention", "localised"):
-            for f in big:
-                for method in METHODS:
-                    yield f, method, preset, ckpt
+    """Most informative first: checkpointing on (the default), the cross-attention preset (the
+    default), every family; the 4.8B model last."""
+    vs = variants(only, dtype, device)
+    small, big = [v for v in vs if v[0] != "sana48"], [v for v in vs if v[0] == "sana48"]
+    for group in (small, big):
+        for ckpt in CKPT:
+            for preset in ("cross_attention", "localised"):
+                for f, dt in group:
+                    for method in METHODS:
+                        yield f, method, preset, ckpt, dt
 
 
 def run_all(args) -> None:
@@ -293,8 +303,7 @@ def run_all(args) -> None:
     # measured, or known not to fit; a configuration that failed otherwise (e.g. was interrupted) is run again
     done = {key(r) for r in (json.loads(x) for x in (jsonl.read_text().splitlines() if jsonl.is_file() else []) if x.strip())
             if r.get("status") == "ok" or str(r.get("status", "")).startswith("does not fit")}
-    for f, method, preset, ckpt in configs(args.only, args.dtype, args.device):
-        dtype = "bfloat16" if (f == "sana48" and args.device == "cpu") else args.dtype
+    for f, method, preset, ckpt, dtype in configs(args.only, args.dtype, args.device):
         k = (f, method, preset, ckpt, args.device, dtype)
         if k in done:
             continue
