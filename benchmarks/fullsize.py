@@ -266,6 +266,23 @@ def worker(args) -> dict:
     return rec
 
 
+def estimate_gib(family: str, preset: str, dtype: str) -> dict:
+    """Memory a step needs before any activation: the weights, and the trained deltas with their
+    gradients and Adam's two moments (4 fp32 copies). From a meta-device model: nothing allocated."""
+    from accelerate import init_empty_weights
+    from diffusers import SanaTransformer2DModel, UNet2DConditionModel
+
+    fam = FAMILIES[family]
+    with init_empty_weights():
+        net = (UNet2DConditionModel if fam["kind"] == "unet" else SanaTransformer2DModel)(**fam["config"])
+    total = sum(p.numel() for p in net.parameters())
+    trained = sum(net.get_submodule(m).weight.numel() for m in trained_layers(net, fam["kind"], preset)[0])
+    gib = 1024 ** 3
+    width = 4 if dtype == "float32" else 2
+    return {"weights_gib": round(total * width / gib, 2), "trained_params_m": round(trained / 1e6, 2),
+            "deltas_grads_adam_gib": round(trained * 16 / gib, 2)}
+
+
 def key(r: dict) -> tuple:
     return (r["family"], r["method"], r["preset"], bool(r["gradient_checkpointing"]), r.get("device", "cpu"), r.get("dtype", "float32"))
 
@@ -307,6 +324,18 @@ def run_all(args) -> None:
         k = (f, method, preset, ckpt, args.device, dtype)
         if k in done:
             continue
+        if args.device == "cpu":
+            est = estimate_gib(f, preset, dtype)
+            need = est["weights_gib"] + est["deltas_grads_adam_gib"]
+            if need > args.mem_limit_gb:
+                rec = {"family": f, "model": FAMILIES[f]["name"], "method": method, "preset": preset, "gradient_checkpointing": ckpt,
+                       "device": args.device, "dtype": dtype, "threads": args.threads, **est,
+                       "status": f"does not fit in {args.mem_limit_gb:g} GiB (needs {need:.1f} GiB before activations)", "wall_s": 0.0}
+                with jsonl.open("a") as fh:
+                    fh.write(json.dumps(rec) + "\n")
+                log.info("[SurgUn] %s %s %s ckpt=%s: %s", f, method, preset, "on" if ckpt else "off", rec["status"])
+                write_summary(jsonl)
+                continue
         cmd = [sys.executable, __file__, "--worker", "--family", f, "--method", method, "--preset", preset,
                "--ckpt", "on" if ckpt else "off", "--device", args.device, "--dtype", dtype, "--threads", str(args.threads),
                "--mem-limit-gb", str(args.mem_limit_gb)]
@@ -324,7 +353,7 @@ def run_all(args) -> None:
             oom = p.returncode in (-9, 137) or "can't allocate memory" in tail or "MemoryError" in tail or "out of memory" in tail.lower()
             rec = {"family": f, "model": FAMILIES[f]["name"], "method": method, "preset": preset, "gradient_checkpointing": ckpt,
                    "device": args.device, "dtype": dtype, "threads": args.threads,
-                   "status": f"does not fit in {args.mem_limit_gb} GiB" if oom else f"failed (rc {p.returncode})",
+                   "status": f"does not fit in {args.mem_limit_gb:g} GiB" if oom else f"failed (rc {p.returncode})",
                    "error": next((x for x in reversed(tail.splitlines()) if "Error" in x or "error" in x), tail.strip()[-300:])}
         rec["wall_s"] = round(time.perf_counter() - t, 1)
         with jsonl.open("a") as fh:
