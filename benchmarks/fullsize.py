@@ -341,7 +341,7 @@ def run_all(args) -> None:
                "--mem-limit-gb", str(args.mem_limit_gb)]
         if args.device == "cpu" and args.nice:
             cmd = ["nice", "-n", "19", *cmd]
-        log.info("[SurgUn] %s %s %s ckpt=%s ...", f, method, preset, "on" if ckpt else "off")
+        log.info("[SurgUn] %s (%s) %s %s ckpt=%s ...", f, dtype, method, preset, "on" if ckpt else "off")
         t = time.perf_counter()
         env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "PYTHONPATH": str(REPO)}
         p = subprocess.run(cmd, capture_output=True, text=True, env=env)
