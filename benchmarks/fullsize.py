@@ -24,8 +24,9 @@ other jobs sharing the machine's cores do not inflate, with the wall time kept b
 (CPU) or ``torch.cuda.max_memory_allocated`` (GPU).
 
 Each configuration runs in its own process (so peaks are its own) under a memory limit
-(``--mem-limit-gb``, an address-space rlimit on CPU); a configuration that does not fit is
-recorded as such. Results stream to ``benchmarks/results/fullsize.jsonl`` (one line per
+(``--mem-limit-gb``: on CPU the process ends once its resident set passes it; configurations whose
+weights plus trained deltas, gradients and Adam state alone exceed it are not started); a
+configuration that does not fit is recorded as such. Results stream to ``benchmarks/results/fullsize.jsonl`` (one line per
 configuration; a rerun skips the ones there) and are summarised in ``fullsize.{json,md}``.
 
     python benchmarks/fullsize.py --all                  # everything not yet measured (hours on 1 CPU thread)
@@ -141,6 +142,28 @@ class PeakRSS(threading.Thread):
         self.running = False
         self.join()
         return max(self.peak, self.proc.memory_info().rss)
+
+
+class ResidentLimit(threading.Thread):
+    """Ends the process (exit code 137, as the kernel's OOM killer would) once its resident set
+    passes the limit: the machine is shared, and a configuration that needs more does not fit.
+    Resident memory, not address space: allocators reserve far more address space than they use."""
+
+    def __init__(self, limit_gib: float):
+        super().__init__(daemon=True)
+        import psutil
+
+        self.proc = psutil.Process()
+        self.limit = int(limit_gib * 1024 ** 3)
+
+    def run(self):
+        while True:
+            rss = self.proc.memory_info().rss
+            if rss > self.limit:
+                sys.stderr.write(f"MemoryError: can't allocate memory: resident set {rss / 1024 ** 3:.2f} GiB passed the limit\n")
+                sys.stderr.flush()
+                os._exit(137)
+            time.sleep(0.01)
 
 
 def worker(args) -> dict:
@@ -426,7 +449,7 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--mem-limit-gb", type=float, default=19.0)
+    ap.add_argument("--mem-limit-gb", type=float, default=17.0, help="CPU: resident-set limit per configuration (the machine is shared)")
     ap.add_argument("--no-nice", dest="nice", action="store_false")
     ap.add_argument("--results", default=str(RESULTS / "fullsize.jsonl"))
     ap.add_argument("--remake-md", action="store_true")
@@ -434,10 +457,7 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     if args.worker:
         if args.device == "cpu" and args.mem_limit_gb > 0:
-            import resource
-
-            lim = int(args.mem_limit_gb * 1024 ** 3)
-            resource.setrlimit(resource.RLIMIT_AS, (lim, lim))
+            ResidentLimit(args.mem_limit_gb).start()
         sys.stdout.write(json.dumps(worker(args)) + "\n")  # the one line the parent process reads
         sys.stdout.flush()
         return
