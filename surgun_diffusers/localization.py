@@ -1,0 +1,111 @@
+"""Pixel-grounded block localisation on a diffusers pipeline, the same run as the pack's Block
+Localizer (``surgun_comfy.probe``) on diffusers objects:
+
+1. one short update of the real objective (same method, data and learning rate as the training)
+   on every candidate block at once, on every other target line (the rest are held out for the
+   referee's check); it stands in for the training, so the probe costs about one short training;
+2. for each block, only that block's part of the update, scaled by ``train steps / probe_steps``,
+   is merged into the denoiser; the trained and held-out target lines are rendered at seeds the
+   update never saw, and the retain prompts; ``surgun_core.localize.localize`` scores and selects.
+
+Candidates are the attention units of the chosen granularity (cross-attention by default, the
+units the default preset trains), evenly thinned to ``max_blocks``. Images are embedded with the
+core's documented pixel fallback (no CLIP-vision model is assumed).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+
+import torch
+
+from surgun_core.localize import SelectConfig, localize
+from surgun_core.scores import PIXEL_FALLBACK, pixel_embed
+from surgun_core.selection import select_trainable
+
+from .adapter.model import merged
+from .sampling import decode, render
+
+log = logging.getLogger("SurgUn")
+EVAL_SEED, FLOOR_SEED = 1000, 2000
+"""Offsets from the run's seed: the evaluation renders and the noise floor's re-render (the training
+samples use the seed itself), as in the pack's Block Localizer."""
+
+
+def candidate_units(net, family, granularity: str, max_blocks: int) -> list[str]:
+    units = family.attention_units([n for n, _ in net.named_modules()], granularity)
+    if max_blocks and len(units) > max_blocks:
+        step = len(units) / max_blocks
+        units = [units[int(i * step)] for i in range(max_blocks)]
+    return units
+
+
+def split_groups(groups: list) -> tuple[list, list]:
+    """(groups the update trains on, held-out groups): every other target line is held out."""
+    return (groups[::2], groups[1::2]) if len(groups) > 1 else (list(groups), [])
+
+
+def localize_blocks(pipe, family, encoder, plan_, samples, req, progress) -> tuple[list[str], dict]:
+    from .erase import concept_groups, method_config, train_on
+
+    opts = req.localize
+    net = getattr(pipe, family.denoiser)
+    units = candidate_units(net, family, opts.granularity, opts.max_blocks)
+    select = SelectConfig(keep=opts.keep, min_fraction=opts.min_fraction, noise_floor=opts.noise_floor,
+                          erase_threshold=opts.erase_threshold)
+    select.check_candidates(len(units))
+    layers = {u: select_trainable(net, [u]) for u in units}
+    s = req.sampling
+    steps = opts.render_steps or s.steps
+    trained, held_out = split_groups(plan_.groups)
+    targets, heldout = [t for t, _ in trained], [t for t, _ in held_out]
+    evaluated = [*targets, *heldout, *plan_.retain]
+    probe_cfg = dataclasses.replace(method_config(req), steps=opts.probe_steps,
+                                    learning_rate=opts.probe_lr or req.train.learning_rate)
+    strength = req.train.steps / opts.probe_steps
+    progress.grow((len(evaluated) + len(targets)) * steps + opts.probe_steps + len(units) * len(evaluated) * steps)
+
+    def images(prompts, offset: int) -> dict:
+        return render(pipe, family, prompts, opts.images_per_prompt, steps, s.cfg, s.size, req.train.seed + offset,
+                      progress.tick, req.sana_instruction)
+
+    def stacked(out: dict, prompts) -> torch.Tensor | None:
+        return torch.cat([out[p] for p in prompts]) if prompts else None
+
+    t0 = time.perf_counter()
+    untouched = images(evaluated, EVAL_SEED)
+    reference = {
+        "target": stacked(untouched, targets), "heldout": stacked(untouched, heldout), "retain": stacked(untouched, plan_.retain),
+        "floor": stacked(images(targets, FLOOR_SEED), targets),
+        "target_ref": torch.cat([decode(pipe, samples[t]) for t in targets]),
+        "distractors": torch.cat([decode(pipe, samples[p]) for _, ds in trained for p in ds.values()]),
+    }
+    reference_s = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    data = concept_groups(req.method, dataclasses.replace(plan_, groups=trained), samples, encoder.device)
+    all_layers = [m for u in units for m in layers[u]]
+    deltas, _ = train_on(pipe, family, encoder, all_layers, data, probe_cfg, req.method, req.gradient_checkpointing,
+                         lambda *a: progress.tick())
+    update_s = time.perf_counter() - t0
+
+    def probe(block: str) -> dict:
+        with merged(net, {m: deltas[m] for m in layers[block]}, strength):
+            out = images(evaluated, EVAL_SEED)
+        return {"target": stacked(out, targets), "heldout": stacked(out, heldout), "retain": stacked(out, plan_.retain)}
+
+    def on_block(i, n, row):
+        progress.say(f"block {i}/{n}: erase {row.erase:.3f} retain {row.retain:.3f}")
+
+    t0 = time.perf_counter()
+    result = localize(units, probe, pixel_embed, reference, select, PIXEL_FALLBACK, on_block)
+    result.timing_s = {"reference": round(reference_s, 2), "update": round(update_s, 2), "blocks": round(time.perf_counter() - t0, 2)}
+    result.config.update({"granularity": opts.granularity, "probe_steps": opts.probe_steps, "learning_rate": probe_cfg.learning_rate,
+                          "strength": strength, "images_per_prompt": opts.images_per_prompt, "render_steps": steps,
+                          "family": family.id, "trained_lines": targets, "held_out_lines": heldout})
+    log.info("[SurgUn] localised %d of %d blocks (update %.1f s, renders %.1f s): %s", len(result.chosen), len(units),
+             update_s, result.timing_s["blocks"], ", ".join(result.chosen))
+    return result.chosen, json.loads(result.to_json())

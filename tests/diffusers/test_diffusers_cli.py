@@ -1,0 +1,118 @@
+"""The command line, in process: one concept or a list, both files, a summary, resume, clear errors."""
+
+import json
+import logging
+
+import pytest
+from safetensors import safe_open
+
+from surgun_diffusers.cli import main
+
+FAST = ["--steps", "2", "--lr", "1e-3", "--sample-size", "16", "--sample-steps", "2", "--samples-per-prompt", "1",
+        "--no-progress", "--device", "cpu"]
+RETAIN = ["--retain", "a photo of a dog", "--retain", "a city street at night"]
+
+
+def run(path, out, *extra):
+    return main(["--model", str(path), "--out", str(out), *FAST, *extra])
+
+
+def test_a_list_of_concepts_writes_both_files_a_record_and_a_summary_then_resumes(tiny_path, tmp_path, caplog):
+    out = tmp_path / "out"
+    args = ["--concept", "Zorblax", "--concept", "Quibble Fenn", "--target", "a painting of a harbour by {}", "--kind", "artist",
+            "--distractors", "Claude Monet", "Hokusai", *RETAIN, "--lora-check-images", "1"]
+    with caplog.at_level(logging.INFO, logger="SurgUn"):
+        assert run(tiny_path("sdxl"), out, *args) == 0
+    for slug in ("Zorblax", "Quibble_Fenn"):
+        rec = json.loads((out / f"{slug}.json").read_text())
+        assert rec["status"] == "done" and rec["family"] == "sdxl" and rec["comfyui"] is True
+        assert rec["distractors"] == ["Claude Monet", "Hokusai"] and rec["steps"] == 2
+        assert rec["lora"]["rank_max"] >= rec["lora"]["rank_min"] >= 1 and 0.9 <= rec["lora"]["energy_kept"] <= 1.0
+        err = rec["lora"]["image_error"]
+        assert err["images"] == 3 and 0 <= err["lora_vs_exact"]["mean_abs"] <= 1 and err["lora_vs_exact"]["psnr_db"] > 0
+        with safe_open(str(out / f"{slug}.safetensors"), "pt") as f:
+            meta = json.loads(f.metadata()["surgun"])
+            assert all(k.startswith("diffusion_model.") and k.endswith(".diff") for k in f.keys())
+        assert meta["family"] == "sdxl" and meta["module_names"] == "comfyui" and meta["targets"][0].startswith("a painting of a harbour by ")
+        with safe_open(str(out / f"{slug}.lora.safetensors"), "pt") as f:
+            assert all(k.startswith("unet.") and (".lora_A." in k or ".lora_B." in k) for k in f.keys())
+    summary = json.loads((out / "summary.json").read_text())
+    assert [c["status"] for c in summary["concepts"]] == ["done", "done"]
+    assert any("Quibble Fenn" in r.message and "done" in r.message for r in caplog.records)
+
+    stamps = {p.name: p.stat().st_mtime_ns for p in out.iterdir() if p.name != "summary.json"}
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="SurgUn"):
+        assert run(tiny_path("sdxl"), out, *args) == 0  # resume: nothing redone
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir() if p.name != "summary.json"} == stamps
+    assert sum("already done" in r.message for r in caplog.records) == 2
+
+
+def test_distractors_come_from_the_kind_pool_through_the_pipelines_text_encoder(tiny_path, tmp_path):
+    out = tmp_path / "pool"
+    assert run(tiny_path("sdxl"), out, "--concept", "Vincent van Gogh", "--kind", "artist", "--k", "3", *RETAIN, "--no-lora",
+               "--cache-dir", str(tmp_path / "cache")) == 0
+    rec = json.loads((out / "Vincent_van_Gogh.json").read_text())
+    from surgun_core.distractors import aliases_of, load_pool
+
+    pool = set(load_pool("artist").entries)
+    assert len(rec["distractors"]) == 3 and set(rec["distractors"]) <= pool
+    assert not {d.lower() for d in rec["distractors"]} & aliases_of("Vincent van Gogh")
+    # paired with the kind's template: each distractor prompt is the target prompt with the name swapped
+    with safe_open(str(out / "Vincent_van_Gogh.safetensors"), "pt") as f:
+        meta = json.loads(f.metadata()["surgun"])
+    (target, prompts), = meta["distractor_prompts"].items()
+    assert target == "a painting in the style of Vincent van Gogh"
+    assert prompts == {d: f"a painting in the style of {d}" for d in rec["distractors"]}
+    assert meta["distractor_selection"]["source"] == "artist pool" and meta["distractor_selection"]["pool"]["size"] > 500
+
+
+def test_localised_run_trains_only_the_chosen_blocks(tiny_path, tmp_path):
+    out = tmp_path / "loc"
+    assert run(tiny_path("sdxl"), out, "--concept", "Zorblax", "--distractors", "Monet", "Hokusai", *RETAIN, "--no-lora",
+               "--localize", "--keep", "2", "--max-blocks", "4", "--probe-steps", "2",
+               # random tiny weights: nothing erases above the noise floor, so the plumbing is tested without it
+               "--no-noise-floor", "--erase-threshold", "-1", "--min-fraction", "0") == 0
+    with safe_open(str(out / "Zorblax.safetensors"), "pt") as f:
+        meta = json.loads(f.metadata()["surgun"])
+    loc = meta["localization"]
+    assert len(loc["blocks"]) == 4 and len(loc["chosen"]) == 2 and loc["embedding"].startswith("pixel fallback")
+    assert all(b.endswith(".attn2") for b in loc["chosen"])
+    assert sorted({m.rsplit(".", 2)[0] if m.endswith("to_out.0") else m.rsplit(".", 1)[0] for m in meta["blocks"]["modules_diffusers"]}) == sorted(loc["chosen"])
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--concept", "Zorblax", "--distractors", "Monet"], "no retain prompts were given"),
+    (["--concept", "Zorblax", *RETAIN], "no distractors were given and kind is 'custom'"),
+    (["--concept", "Zorblax", "--target", "a painting", "--distractors", "Monet", *RETAIN], "has no '{}' slot and does not contain the concept 'Zorblax'"),
+    (["--concepts", "/nonexistent/list.txt", *RETAIN], "file not found: '/nonexistent/list.txt'"),
+    (["--concept", "Zorblax", "--distractors", "Zorblax", *RETAIN], "also listed among the distractors"),
+])
+def test_bad_inputs_stop_with_a_clear_error(tiny_path, tmp_path, caplog, extra, message):
+    with caplog.at_level(logging.INFO, logger="SurgUn"):
+        rc = run(tiny_path("sdxl"), tmp_path / "bad", *extra)
+    assert rc != 0
+    errors = [r.message for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors and message in errors[0] and errors[0].startswith("[SurgUn]")
+
+
+def test_a_missing_model_says_what_was_received(tmp_path, caplog):
+    with caplog.at_level(logging.INFO, logger="SurgUn"):
+        assert main(["--model", str(tmp_path / "nope"), "--concept", "x", "--out", str(tmp_path / "o"), *FAST]) == 2
+    assert "was not found" in caplog.records[-1].message and str(tmp_path / "nope") in caplog.records[-1].message
+    (tmp_path / "notpipe").mkdir()
+    with caplog.at_level(logging.INFO, logger="SurgUn"):
+        assert main(["--model", str(tmp_path / "notpipe"), "--concept", "x", "--out", str(tmp_path / "o"), *FAST]) == 2
+    assert "not a diffusers pipeline (no model_index.json)" in caplog.records[-1].message
+
+
+def test_progress_counts_every_sampling_and_training_step(load):
+    from surgun_core.train import TrainConfig
+    from surgun_diffusers.erase import EraseRequest, SamplingOptions, erase
+    from surgun_diffusers.progress import Progress
+
+    p = Progress(enabled=False)
+    erase(load("sdxl"), EraseRequest(concept="Zorblax", distractors=("Monet", "Hokusai"), retain=("a dog",),
+                                     train=TrainConfig(steps=3, learning_rate=1e-3),
+                                     sampling=SamplingOptions(size=16, steps=2, per_prompt=1)), p)
+    assert p.total == 4 * 2 + 3 and p.done == p.total  # 4 prompts x 2 sampler steps + 3 training steps
