@@ -26,7 +26,7 @@ from typing import Callable, Sequence
 import torch
 
 from surgun_core.distractors import DistractorParams, EmbeddingCache, build_distractor_set
-from surgun_core.errors import SurgUnError
+from surgun_core.errors import SurgUnError, require_number
 from .methods import ESD_ROLE, METHODS, method_data
 from surgun_core.selection import parse_pattern_text, select_trainable
 from surgun_core.train import ConceptData, TrainConfig, TrainResult, train_competition
@@ -57,6 +57,7 @@ class SamplingOptions:
             v = getattr(self, name)
             if not isinstance(v, int) or v < 1:
                 raise SurgUnError(f"[SurgUn] sample {name} must be an integer >= 1, got {v!r}.")
+        require_number("sample cfg", self.cfg, 0.0, 100.0, "Give --sample-cfg a guidance scale such as 5.0 (0 = the family's usual value).")
 
 
 @dataclass(frozen=True)

@@ -17,9 +17,12 @@ def _installed_view() -> Path:
     """``surgun_core`` and ``surgun_diffusers`` importable as top-level packages, as
     ``pip install "comfyui-surgun[diffusers]"`` installs them (pyproject's packages), without the
     repository root on sys.path (the rest of the suite imports the pack as ``surgun_pack``)."""
+    import atexit
+    import shutil
     import tempfile
 
     view = Path(tempfile.mkdtemp(prefix="surgun-site-"))
+    atexit.register(shutil.rmtree, view, ignore_errors=True)
     for name in ("surgun_core", "surgun_diffusers"):
         (view / name).symlink_to(REPO / name, target_is_directory=True)
     return view

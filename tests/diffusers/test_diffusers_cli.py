@@ -87,6 +87,7 @@ def test_localised_run_trains_only_the_chosen_blocks(tiny_path, tmp_path):
     (["--concept", "Zorblax", "--target", "a painting", "--distractors", "Monet", *RETAIN], "has no '{}' slot and does not contain the concept 'Zorblax'"),
     (["--concepts", "/nonexistent/list.txt", *RETAIN], "file not found: '/nonexistent/list.txt'"),
     (["--concept", "Zorblax", "--distractors", "Zorblax", *RETAIN], "also listed among the distractors"),
+    (["--concept", "Zorblax", "--distractors", "Monet", "--sample-cfg", "nan", *RETAIN], "sample cfg must be a finite number in [0, 100], got 'nan'"),
 ])
 def test_bad_inputs_stop_with_a_clear_error(tiny_path, tmp_path, caplog, extra, message):
     with caplog.at_level(logging.INFO, logger="SurgUn"):
