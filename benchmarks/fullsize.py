@@ -420,9 +420,16 @@ def write_summary(jsonl: Path) -> None:
         "| model | dtype | preset (trained layers, M params) | ckpt | SurgUn step s | SurgUn peak GiB | ESD-x step s | ESD-x peak GiB | SurgUn / ESD-x time |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
+    def size(r, esd):
+        """Trained layers and parameters, from whichever method's record has them (a run that did not fit has none)."""
+        layers = r.get("trained_layers") or (esd or {}).get("trained_layers")
+        params = r.get("trained_params_m") or (esd or {}).get("trained_params_m")
+        shown = ", ".join(str(v) for v in (layers, params) if v is not None)
+        return f" ({shown})" if shown else ""
+
     for r, esd, ratio in rows:
         lines.append(
-            f"| {r['model']} | {r.get('dtype')} | {r['preset']} ({r.get('trained_layers', '?')}, {r.get('trained_params_m', '?')}) | "
+            f"| {r['model']} | {r.get('dtype')} | {r['preset']}{size(r, esd)} | "
             f"{'on' if r['gradient_checkpointing'] else 'off'} | {cell(r, 'step_s')} | {cell(r, 'peak_mem_gib', '{:.2f}')} | "
             f"{cell(esd, 'step_s')} | {cell(esd, 'peak_mem_gib', '{:.2f}')} | {ratio if ratio is not None else '-'} |")
     loc = sorted({(r["model"], tuple(r.get("localised_blocks") or ())) for r in recs if r.get("localised_blocks")})
