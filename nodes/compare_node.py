@@ -75,7 +75,7 @@ class SurgUnEraseRetainCompare(io.ComfyNode):
         require_socket("clip_vision", clip_vision, "CLIP_VISION", optional=True)
         require_socket("distractor_set", distractor_set, "DISTRACTORS", optional=True)
         cfg = detect_family(original).auto_cfg(cfg)
-        chosen = resolve_distractors(target, distractors, distractor_set)
+        chosen = resolve_distractors(target, distractors, distractor_set, single="SurgUn Erase/Retain Compare")
         request = CompareRequest(target=chosen.target, retain=split_lines(retain_prompts), distractors=chosen.names,
                                  concept=chosen.concept, distractor_prompts=chosen.prompts,
                                  images_per_prompt=images_per_prompt, steps=steps, size=size, cfg=cfg, seed=seed)

@@ -28,15 +28,31 @@ class Distractors:
     concept: str = ""
     """The builder's target name, found in target lines that mark no concept in braces."""
     metadata: dict = field(default_factory=dict)
+    concepts: tuple[str, ...] = ()
+    """The builder's target names when it has several targets (erased together)."""
+    per_concept: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    """(target name, its own distractor names) per target of a several-target builder."""
 
 
-def resolve_distractors(target: str, distractors: str, distractor_set=None) -> Distractors:
+def resolve_distractors(target: str, distractors: str, distractor_set=None, single: str = "") -> Distractors:
     """A connected DISTRACTORS input replaces the typed distractors, and an empty target then means
-    the builder's target prompt. The metadata (empty without a DISTRACTORS input) says how the set
-    was chosen."""
+    the builder's target prompt(s). The metadata (empty without a DISTRACTORS input) says how the set
+    was chosen. A node that takes one concept names itself in ``single`` and refuses several."""
+    from ..surgun_core.errors import SurgUnError
+
     target = (target or "").strip()
     if distractor_set is None:
         return Distractors(target, split_lines(distractors))
+    sets = getattr(distractor_set, "sets", None)
+    if sets is not None:
+        if single:
+            raise SurgUnError(
+                f"[SurgUn] {single} checks one concept, but distractor_set holds {len(sets)} targets "
+                f"({distractor_set.target}). Use one {single} per concept, each fed by a Distractor Builder with one target line."
+            )
+        return Distractors(target or distractor_set.target_prompt, tuple(distractor_set.names), tuple(distractor_set.prompts),
+                           "", distractor_set.metadata(), tuple(s.target for s in sets),
+                           tuple((s.target, tuple(s.names)) for s in sets))
     return Distractors(target or distractor_set.target_prompt, tuple(distractor_set.names), tuple(distractor_set.prompts),
                        distractor_set.target, distractor_set.metadata())
 

@@ -124,7 +124,7 @@ class SurgUnBlockLocalizer(io.ComfyNode):
         chosen = resolve_distractors(target, distractors, distractor_set)
         request = LocalizeRequest(
             targets=split_lines(chosen.target), distractors=chosen.names, retain=split_lines(retain_prompts),
-            concept=chosen.concept, distractor_prompts=chosen.prompts, preset=blocks, granularity=granularity,
+            concept=chosen.concepts or chosen.concept, distractor_prompts=chosen.prompts, preset=blocks, granularity=granularity,
             block_filter=block_filter or "", max_blocks=max_blocks, probe_steps=probe_steps, learning_rate=learning_rate,
             train_steps=train_steps, weights=CompetitionWeights(),
             select=SelectConfig(keep=keep, min_fraction=min_fraction, noise_floor=noise_floor, erase_threshold=erase_threshold),

@@ -153,7 +153,7 @@ class SurgUnTrain(io.ComfyNode):
             targets=split_lines(chosen.target),
             distractors=chosen.names,
             retain=split_lines(retain_prompts),
-            concept=chosen.concept,
+            concept=chosen.concept, concepts=chosen.concepts, concept_distractors=chosen.per_concept,
             distractor_prompts=chosen.prompts,
             paired=paired,
             train=TrainConfig(

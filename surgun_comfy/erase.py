@@ -11,7 +11,7 @@ from typing import Mapping
 
 from ..surgun_core import __version__
 from ..surgun_core.errors import SurgUnError, require_number, short
-from ..surgun_core.pairing import Group, plan_groups
+from ..surgun_core.pairing import Group, concepts_of, plan_groups
 from ..surgun_core.selection import parse_pattern_text, select_trainable
 from ..surgun_core.train import ConceptData, TrainConfig, TrainResult, require_terms
 from ..surgun_core.weights import ErasedWeights, delta_key
@@ -36,6 +36,10 @@ class EraseRequest:
     train: TrainConfig
     concept: str = ""
     """The concept's name when target lines do not mark it in braces (a Distractor Builder's target)."""
+    concepts: tuple[str, ...] = ()
+    """Several concepts' names (a Distractor Builder with several targets); overrides ``concept``."""
+    concept_distractors: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    """(concept, its own distractor names) per concept; the others use ``distractors``."""
     distractor_prompts: tuple[str, ...] = ()
     """Prompts for unpaired target lines (a Distractor Builder's template prompts); empty = the distractor lines."""
     paired: bool = True
@@ -76,7 +80,13 @@ class EraseRequest:
 
     @property
     def groups(self) -> list[Group]:
-        return plan_groups(self.targets, self.distractors, self.retain, self.distractor_prompts, self.concept, self.paired)
+        return plan_groups(self.targets, self.distractors, self.retain, self.distractor_prompts, self.concepts or self.concept,
+                           self.paired, dict(self.concept_distractors))
+
+    @property
+    def concept_names(self) -> list[str]:
+        """The concepts this run erases, in order ("" for target lines that name none)."""
+        return concepts_of(self.groups)
 
     @property
     def prompts(self) -> list[str]:
@@ -134,7 +144,8 @@ def erase_concept(model_patcher, clip, req: EraseRequest, node_id: str | None = 
                          if lr_scale != 1.0 else "") if n]
     prompts = req.prompts
     batches = renderer.plan(prompts)
-    shown = [groups[0].target, *groups[0].retain[-1:]]  # the readout: a target prompt and a shared retain prompt
+    firsts = list({g.concept.lower(): g for g in groups}.values())  # each concept's first target line
+    shown = [*(g.target for g in firsts), *groups[0].retain[-1:]]  # the readout: each concept's target and a shared retain prompt
     shown_batches = renderer.plan(shown)
     progress = NodeProgress(renderer.cost(batches) + req.train.steps + 2 * renderer.cost(shown_batches), node_id)
     renderer.tick = progress.tick
@@ -151,22 +162,24 @@ def erase_concept(model_patcher, clip, req: EraseRequest, node_id: str | None = 
         shown = " ".join(f"{k}={metrics[k]:.4f}" for k in ("loss", "target", "distractor", "retain") if k in metrics)
         progress.say(f"step {step}/{total} {shown}", force=step == total)
 
-    data = [ConceptData(g.target, samples[g.target], {d: samples[d] for d in g.distractors}, {r: samples[r] for r in g.retain})
-            for g in groups]
+    data = [ConceptData(g.target, samples[g.target], {d: samples[d] for d in g.distractors}, {r: samples[r] for r in g.retain},
+                        g.concept.lower()) for g in groups]
     arch = family.arch
     units = arch.checkpoint_units if (req.gradient_checkpointing or arch.key == "flux") else None
     progress.chart("train_start", {"total": req.train.steps, "cap": req.train.ascent_cap})
     deltas, result = train_deltas(model_patcher, renderer.bank, data, modules, train, units, on_step)
-    strength = readout(model_patcher, renderer, shown_batches, shown[0], shown[1] if len(shown) > 1 else None, deltas,
-                       result, req.train.seed)
+    strength = readout(model_patcher, renderer, shown_batches, shown[:len(firsts)], shown[len(firsts)] if len(shown) > len(firsts) else None,
+                       deltas, result, req.train.seed)
     progress.say(readout_text(strength, req.train.ascent_cap), force=True)
 
     metadata = {
         "pack": "SurgUn", "pack_version": __version__,
         "family": family.id, "family_name": family.name, "prediction": family.prediction,
         "target": groups[0].target, "targets": [g.target for g in groups], "distractors": list(req.distractors),
+        "concepts": [c for c in req.concept_names if c],
         "retain": list(req.retain),
-        "groups": [{"target": g.target, "distractors": list(g.distractors), "retain": list(g.retain), "paired": g.paired} for g in groups],
+        "groups": [{"target": g.target, "concept": g.concept, "distractors": list(g.distractors), "retain": list(g.retain),
+                    "paired": g.paired} for g in groups],
         "blocks": {"preset": req.block_preset, "pattern": pattern, "modules": modules},
         "hyperparameters": dataclasses.asdict(train),
         "sampling": {"size": renderer.pixels, "steps": req.sample_steps, "per_prompt": req.samples_per_prompt,
@@ -174,21 +187,31 @@ def erase_concept(model_patcher, clip, req: EraseRequest, node_id: str | None = 
         "gradient_checkpointing": units is not None,
         "guard": {"multiple": req.train.ascent_cap, "reference_probe_loss": result.reference_target_loss, "cap": result.cap,
                   "stops": result.guard_stops, "final_ratio": result.guard[-1][1] if result.guard else None},
+        **({"guard_per_concept": {c: result.concepts[c.lower()] for c in req.concept_names}} if result.concepts else {}),
         "final": result.history[-1] if result.history else {},
         "readout": strength,
         "notes": notes,
         **dict(req.extra_metadata),
     }  # no timings: the same seed and inputs give a byte-identical file
-    log.info("[SurgUn] erased %s from %s: %d layers, %d steps in %.1f s (sampling %.1f s)", short(groups[0].target), family.name,
+    log.info("[SurgUn] erased %s from %s: %d layers, %d steps in %.1f s (sampling %.1f s)", erased_what(metadata), family.name,
              len(modules), req.train.steps, time.monotonic() - t0, t_sample)
     return ErasedWeights({delta_key(n): d for n, d in deltas.items()}, metadata), result
 
 
+def erased_what(metadata: Mapping) -> str:
+    """What a run erased, for a message: the target prompt, or the concepts when there are several."""
+    concepts = metadata.get("concepts") or []
+    if len(concepts) > 1:
+        return f"{len(concepts)} concepts ({', '.join(short(c, 30) for c in concepts)})"
+    return short(metadata["target"])
+
+
 def summary(req: EraseRequest, weights: ErasedWeights, result: TrainResult) -> str:
     """The text SurgUn Train shows on the node after a run."""
-    more = f" (+{len(req.targets) - 1} phrasings)" if len(req.targets) > 1 else ""
+    several = len(weights.metadata.get("concepts") or []) > 1
+    more = f" (+{len(req.targets) - 1} phrasings)" if len(req.targets) > 1 and not several else ""
     saved = f"saved {os.path.basename(weights.path)}" if weights.path else "not saved (empty filename_prefix)"
     notes = "".join(f"\nnote: {n}" for n in weights.metadata.get("notes", ()))
     strength = readout_text(weights.metadata["readout"], req.train.ascent_cap)
-    return (f"erased {short(weights.metadata['target'])}{more}: {len(weights.deltas)} layers, {weights.num_params():,} weights, "
+    return (f"erased {erased_what(weights.metadata)}{more}: {len(weights.deltas)} layers, {weights.num_params():,} weights, "
             f"{req.train.steps} steps, final loss {result.history[-1]['loss']:.4f}\n{strength}\n{saved}{notes}")

@@ -23,7 +23,8 @@ class LocalizeRequest:
     trains on every other line and the rest are held out for the referee's check."""
     distractors: tuple[str, ...]
     retain: tuple[str, ...]
-    concept: str = ""
+    concept: str | tuple[str, ...] = ""
+    """The builder's target name(s), found in target lines without braces."""
     distractor_prompts: tuple[str, ...] = ()
     preset: str = "cross_attention"
     """Candidates are the blocks holding the layers of this preset (the layers SurgUn Train would train)."""

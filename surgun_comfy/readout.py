@@ -3,8 +3,8 @@
 * the guard: the target's probe loss as a multiple of its untouched value, against the cap;
 * the distractor term: its mean over the last tenth of the steps against the first tenth (falling
   means the target prompt now denoises the distractors' images);
-* images: the first target prompt and the first retain prompt rendered before and after with the
-  same seeds, compared as latents (cosine of the centred latents: 1 = unchanged). The target's
+* images: the first target prompt (of each concept, when a run erases several) and a retain prompt
+  rendered before and after with the same seeds, compared as latents (cosine of the centred latents: 1 = unchanged). The target's
   should drop; the retain prompt's should stay near 1.
 """
 
@@ -35,29 +35,40 @@ def _term(history: list[dict], key: str, first: bool) -> float | None:
     return sum(part) / len(part)
 
 
-def readout(model_patcher, renderer, batches: list[list[str]], target: str, retain: str | None, deltas: dict,
+def readout(model_patcher, renderer, batches: list[list[str]], targets: list[str], retain: str | None, deltas: dict,
             result: TrainResult, seed: int) -> dict:
-    """The numbers described in the module docstring; ``batches`` plan ``target`` and ``retain``
-    (``renderer.cost(batches)`` ticks, twice)."""
+    """The numbers described in the module docstring; ``batches`` plan ``targets`` and ``retain``
+    (``renderer.cost(batches)`` ticks, twice). ``target_similarity`` is the first target's; with
+    several targets, ``per_target`` has each one's."""
     import comfy.sd
 
     erased, _ = comfy.sd.load_lora_for_models(model_patcher, None, {delta_key(n): d for n, d in deltas.items()}, 1.0, 0)
     before = renderer.latents(model_patcher, batches, offset_seed(seed, SEED_OFFSET))
     after = renderer.latents(erased, batches, offset_seed(seed, SEED_OFFSET))
+    sims = {t: _similarity(after[t], before[t]) for t in targets}
     return {
-        "target_similarity": _similarity(after[target], before[target]),
+        "target_similarity": sims[targets[0]],
+        **({"per_target": sims} if len(targets) > 1 else {}),
         "retain_similarity": _similarity(after[retain], before[retain]) if retain else None,
         "guard_ratio": result.guard[-1][1] if result.guard else None,
+        **({"per_concept_guard": {c: v["final_ratio"] for c, v in result.concepts.items()}} if result.concepts else {}),
         "distractor_first": _term(result.history, "distractor", True),
         "distractor_last": _term(result.history, "distractor", False),
     }
 
 
 def readout_text(r: dict, multiple: float) -> str:
-    parts = [f"target images vs before: similarity {r['target_similarity']:.2f} (1 = unchanged)"]
+    if r.get("per_target"):
+        each = ", ".join(f"{v:.2f}" for v in r["per_target"].values())
+        parts = [f"target images vs before: similarity {each} for the {len(r['per_target'])} concepts (1 = unchanged)"]
+    else:
+        parts = [f"target images vs before: similarity {r['target_similarity']:.2f} (1 = unchanged)"]
     if r["retain_similarity"] is not None:
         parts.append(f"retain {r['retain_similarity']:.2f}")
-    if r["guard_ratio"] is not None:
+    if r.get("per_concept_guard"):
+        each = ", ".join(f"x{v:.2f}" for v in r["per_concept_guard"].values())
+        parts.append(f"target losses {each} of their start (guard at x{multiple:g})")
+    elif r["guard_ratio"] is not None:
         parts.append(f"target loss x{r['guard_ratio']:.2f} of its start (guard at x{multiple:g})")
     if r["distractor_first"] is not None:
         parts.append(f"distractor term {r['distractor_first']:.4g} -> {r['distractor_last']:.4g}")

@@ -11,6 +11,7 @@ import torch
 
 from .errors import NonFiniteLossError, SurgUnError
 from .guard import AscentGuard
+from .seeds import offset_seed
 from .objective import CompetitionWeights, competition_loss
 
 log = logging.getLogger("SurgUn")
@@ -77,6 +78,9 @@ class ConceptData:
     """Distractor name -> its samples; trained under ``target_prompt``."""
     retain: dict[str, torch.Tensor]
     """Retain prompt -> its samples; trained under that same prompt."""
+    concept: str = ""
+    """Which concept this group erases. Groups of one concept share a guard; several concepts in one
+    run each get their own (one concept reaching its cap does not stop the others' ascent)."""
 
     def validate(self, weights: CompetitionWeights) -> None:
         if not self.target_prompt or not self.target_prompt.strip():
@@ -112,6 +116,9 @@ class TrainResult:
     """(step, probe loss / reference) at every measurement of the guard."""
     guard_stops: list[int] = field(default_factory=list)
     """Steps at which the probe reached the cap and the ascent stopped (it resumes below 90 % of it)."""
+    concepts: dict[str, dict] = field(default_factory=dict)
+    """Per concept (several in one run): its guard's reference, cap, measurements and stops. The
+    fields above are the first concept's."""
 
 
 def _draw(n: int, k: int, g: torch.Generator) -> list[int]:
@@ -185,21 +192,26 @@ def train_competition(
         raise SurgUnError("[SurgUn] no trainable parameters were selected.")
     w = config.weights
 
-    guard = None
+    names = list(dict.fromkeys(d.concept for d in groups))
+    guards: dict[str, AscentGuard] = {}
     if w.ascent > 0 and config.ascent_cap > 0:
-        guard = AscentGuard(loss_fn, [(d.target_prompt, d.target) for d in groups], config.ascent_cap, params,
-                            config.guard_every, config.guard_draws, config.guard_samples, config.seed)
-        log.info("[SurgUn] guard: target probe loss %.5f, ascent stops at %.5f (x%g)", guard.reference, guard.cap, config.ascent_cap)
+        for i, name in enumerate(names):
+            mine = [(d.target_prompt, d.target) for d in groups if d.concept == name]
+            guards[name] = AscentGuard(loss_fn, mine, config.ascent_cap, params, config.guard_every, config.guard_draws,
+                                       config.guard_samples, offset_seed(config.seed, i))
+            log.info("[SurgUn] guard%s: target probe loss %.5f, ascent stops at %.5f (x%g)", f" ({name})" if name else "",
+                     guards[name].reference, guards[name].cap, config.ascent_cap)
+    guard = guards.get(names[0])
 
     opt = torch.optim.Adam(params, lr=config.learning_rate)
     g = torch.Generator().manual_seed(config.seed)
     history: list[dict] = []
 
     for step in range(config.steps):
-        ascent = w.ascent > 0 and (guard is None or guard.active)
-        if not ascent and w.distract == 0 and w.retain == 0:
-            break  # the guard stopped the only term: nothing is left to train
+        if w.distract == 0 and w.retain == 0 and not (w.ascent > 0 and (not guards or any(gd.active for gd in guards.values()))):
+            break  # the guards stopped the only term: nothing is left to train
         data = groups[0] if len(groups) == 1 else groups[int(torch.randint(len(groups), (1,), generator=g))]
+        ascent = w.ascent > 0 and (data.concept not in guards or guards[data.concept].active)
         x0, prompts, spans = _draw_batch(data, config, list(data.distractors), list(data.retain), ascent, g)
         losses = loss_fn(x0, prompts, g)
         l_t, l_d, l_r = (_role_loss(losses, spans[role]) for role in ("target", "distractor", "retain"))
@@ -218,15 +230,21 @@ def train_competition(
         opt.step()
 
         metrics = {"step": step + 1, **parts, "grad_norm": float(gn), "ascent_active": float(ascent)}
-        if guard is not None:
-            if guard.after_step(step + 1):
+        for name, gd in guards.items():
+            if gd.after_step(step + 1):
                 opt.state.clear()  # the ascent's momentum must not carry it past the cap
-                log.info("[SurgUn] guard: the target's probe loss reached x%.3f at step %d; the ascent stops", guard.ratio, step + 1)
-            metrics["guard_ratio"] = guard.ratio
+                log.info("[SurgUn] guard%s: the target's probe loss reached x%.3f at step %d; the ascent stops",
+                         f" ({name})" if name else "", gd.ratio, step + 1)
+            if len(guards) > 1:
+                metrics[f"guard_ratio:{name}"] = gd.ratio
+        if guard is not None:
+            metrics["guard_ratio"] = max(gd.ratio for gd in guards.values())
         history.append(metrics)
         if on_step is not None:
             on_step(step + 1, config.steps, metrics)
 
+    per_concept = {name: {"reference_probe_loss": gd.reference, "cap": gd.cap, "guard": list(gd.history), "stops": list(gd.stops),
+                          "final_ratio": gd.ratio} for name, gd in guards.items()} if len(names) > 1 else {}
     return TrainResult(history=history, reference_target_loss=guard.reference if guard else float("nan"),
                        cap=guard.cap if guard else None, guard=list(guard.history) if guard else [],
-                       guard_stops=list(guard.stops) if guard else [])
+                       guard_stops=list(guard.stops) if guard else [], concepts=per_concept)

@@ -44,6 +44,37 @@ class DistractorSet:
         return "\n".join(lines)
 
 
+@dataclass(frozen=True)
+class DistractorSets:
+    """The value of a DISTRACTORS socket for several targets (erased in one run): one set each."""
+
+    sets: tuple[DistractorSet, ...]
+
+    @property
+    def target(self) -> str:
+        return ", ".join(s.target for s in self.sets)
+
+    @property
+    def target_prompt(self) -> str:
+        """One target prompt per line (what SurgUn Train trains when its target field is empty)."""
+        return "\n".join(s.target_prompt for s in self.sets)
+
+    @property
+    def names(self) -> list[str]:
+        return list(dict.fromkeys(n for s in self.sets for n in s.names))
+
+    @property
+    def prompts(self) -> list[str]:
+        return list(dict.fromkeys(p for s in self.sets for p in s.prompts))
+
+    def metadata(self) -> dict:
+        return {"sets": [s.metadata() for s in self.sets]}
+
+    def preview(self) -> str:
+        n = len(self.sets)
+        return "\n\n".join(f"[{i + 1}/{n}] " + s.preview() for i, s in enumerate(self.sets))
+
+
 def mean_pairwise_distance_from(sim: Sequence[Sequence[float]]) -> float:
     n = len(sim)
     if n < 2:

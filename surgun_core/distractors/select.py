@@ -29,9 +29,9 @@ from typing import Callable, Sequence
 
 import torch
 
-from ..errors import SurgUnError
+from ..errors import SurgUnError, short
 from .pools import aliases_of, apply_template, load_alias_groups, load_pool
-from .result import DistractorSet
+from .result import DistractorSet, DistractorSets
 
 
 @dataclass(frozen=True)
@@ -173,3 +173,32 @@ def build_distractor_set(
         encoder=encoder_id,
         removed={k: v for k, v in reasons.items()},
     )
+
+
+def build_distractor_sets(
+    targets: Sequence[str],
+    kind: str,
+    embed: Callable[[list[str]], torch.Tensor],
+    params: DistractorParams,
+    candidates: Sequence[str] = (),
+    use_pool: bool = True,
+    protected: Sequence[str] = (),
+    encoder_id: str = "",
+) -> DistractorSet | DistractorSets:
+    """One set per target (several concepts erased in one run), each by :func:`build_distractor_set`
+    with every other target (and its aliases) protected, so no concept is trained toward while it is
+    erased. One target gives a plain :class:`DistractorSet`."""
+    targets = [t.strip() for t in targets if t and t.strip()]
+    groups = load_alias_groups()
+    for i, t in enumerate(targets):
+        for j in range(i):
+            if t.lower() == targets[j].lower() or t.lower() in aliases_of(targets[j], groups):
+                raise SurgUnError(
+                    f"[SurgUn] target lists the concept {short(targets[j])} twice (lines {j + 1} and {i + 1}: "
+                    f"{short(t)}). Remove line {i + 1}: each concept is erased once, with all its phrasings."
+                )
+    if len(targets) <= 1:
+        return build_distractor_set(targets[0] if targets else "", kind, embed, params, candidates, use_pool, protected, encoder_id)
+    return DistractorSets(tuple(
+        build_distractor_set(t, kind, embed, params, candidates, use_pool, [*protected, *(o for o in targets if o != t)], encoder_id)
+        for t in targets))

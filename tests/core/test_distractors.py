@@ -164,3 +164,32 @@ def test_cache_persists_across_restarts(tmp_path):
     (tmp_path / "enc_1.safetensors").write_bytes(b"damaged")
     EmbeddingCache(directory=str(tmp_path)).embedder("enc/1", raw)(["a new prompt"])  # a damaged file is rebuilt
     assert sum(len(c) for c in raw.calls) == calls + 1
+
+
+def test_several_targets_get_one_set_each_and_never_each_other():
+    from surgun_pack.surgun_core.distractors import build_distractor_sets
+
+    p = DistractorParams(k=40, band_quantile=0.0)
+    sets = build_distractor_sets(["Van Gogh", "Claude Monet", "Hokusai"], "artist", hash_embed(), p)
+    assert [s.target for s in sets.sets] == ["Van Gogh", "Claude Monet", "Hokusai"]
+    for s in sets.sets:
+        chosen = {n.lower() for n in s.names}
+        # the other targets and their aliases are protected in each set
+        assert not chosen & {"van gogh", "vincent van gogh", "claude monet", "monet", "hokusai"}
+        assert len(s.names) == 40
+    alone = build_distractor_set("Hokusai", "artist", hash_embed(), p, protected=["Van Gogh", "Claude Monet"])
+    assert sets.sets[2].names == alone.names
+    assert sets.target_prompt.splitlines() == [s.target_prompt for s in sets.sets]
+    assert sets.names == list(dict.fromkeys(n for s in sets.sets for n in s.names))
+    assert [m["target"] for m in sets.metadata()["sets"]] == ["Van Gogh", "Claude Monet", "Hokusai"]
+    one = build_distractor_sets(["Hokusai"], "artist", hash_embed(), p)
+    assert one.names == build_distractor_set("Hokusai", "artist", hash_embed(), p).names and not hasattr(one, "sets")
+
+
+@pytest.mark.parametrize("targets, line", [(["Van Gogh", "Hokusai", "van gogh"], "lines 1 and 3"),
+                                           (["Claude Monet", "Monet"], "lines 1 and 2")])
+def test_a_concept_listed_twice_or_by_its_alias_is_refused(targets, line):
+    from surgun_pack.surgun_core.distractors import build_distractor_sets
+
+    with pytest.raises(SurgUnError, match=f"twice \\({line}.*Remove line"):
+        build_distractor_sets(targets, "artist", hash_embed(), DistractorParams(k=4))

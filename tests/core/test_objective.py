@@ -224,3 +224,58 @@ def test_several_target_groups_are_all_trained(concept_setup):
     res = train_competition(ps, [ConceptData(**data), ConceptData(**other)], spy, TrainConfig(steps=20, seed=2))
     assert len(res.history) == 20 and math.isfinite(res.reference_target_loss)
     assert data["target_prompt"] in seen and "a photo of a dog" in seen
+
+
+def two_concepts():
+    """Two concepts erased in one run, each with its own target prompt, samples and distractors."""
+    from tiny_torch import TinyDenoiser
+
+    g = torch.Generator().manual_seed(5)
+    retain = {"a photo of a dog": torch.linspace(-1, 1, 8).repeat(4, 1)}
+    a = ConceptData("a painting by Alpha", torch.randn(4, 8, generator=g) + 2.0, {"d1": torch.full((4, 8), 1.0)}, retain, "alpha")
+    b = ConceptData("a painting by Beta", torch.randn(4, 8, generator=g) - 2.0, {"d2": torch.full((4, 8), -1.0)}, retain, "beta")
+    model = TinyDenoiser([a.target_prompt, b.target_prompt, *retain])
+    for p in model.parameters():
+        p.requires_grad_(False)
+    ps = _params(model)
+    for p in ps:
+        p.requires_grad_(True)
+    return model, ps, [a, b]
+
+
+def test_each_concept_has_its_own_guard_and_one_reaching_its_cap_leaves_the_others_ascent_on():
+    from surgun_pack.surgun_core.guard import AscentGuard
+
+    model, ps, data = two_concepts()
+    with torch.no_grad():  # Beta's prompt embedding is zero: the trained weights cannot move its loss, so its cap is never reached
+        model.table[model.prompts[data[1].target_prompt]] = 0.0
+    res = train_competition(ps, data, eps_loss_fn(model), TrainConfig(steps=200, learning_rate=0.05, ascent_cap=1.5,
+                                                                      weights=CompetitionWeights(1.0, 0.0, 1.0), max_grad_norm=0.0))
+    assert set(res.concepts) == {"alpha", "beta"}
+    alpha, beta = res.concepts["alpha"], res.concepts["beta"]
+    assert alpha["stops"] and not beta["stops"]
+    ratios = dict(alpha["guard"])
+    assert all(1.5 <= ratios[s] <= 1.1 * 1.5 for s in alpha["stops"])
+    assert beta["final_ratio"] == pytest.approx(1.0)
+    for c in (alpha, beta):
+        assert c["cap"] == pytest.approx(1.5 * c["reference_probe_loss"])
+    # each guard probes only its own concept's samples: its reference is that concept's loss alone
+    own = AscentGuard(eps_loss_fn(model), [(data[1].target_prompt, data[1].target)], 1.5, seed=1)
+    assert beta["reference_probe_loss"] == pytest.approx(own.reference)
+    # after Alpha's guard stopped its ascent, Beta's steps still ascend and Alpha's do not
+    after = res.history[alpha["stops"][0]:]
+    assert any(h["ascent_active"] == 1.0 and "target" in h for h in after)
+    assert any(h["ascent_active"] == 0.0 and "target" not in h for h in after)
+    assert {"guard_ratio:alpha", "guard_ratio:beta"} <= set(res.history[-1])
+    assert res.guard == alpha["guard"]  # the first concept's guard is also the result's single-concept view
+
+
+def test_one_concept_over_several_groups_shares_one_guard(concept_setup):
+    model, data = concept_setup
+    other = {**data, "target_prompt": "a photo of a dog", "target": data["target"] - 4.0}
+    ps = _params(model)
+    for p in ps:
+        p.requires_grad_(True)
+    res = train_competition(ps, [ConceptData(**data), ConceptData(**other)], eps_loss_fn(model), TrainConfig(steps=5))
+    assert res.concepts == {} and "guard_ratio" in res.history[-1]
+    assert not any(k.startswith("guard_ratio:") for k in res.history[-1])

@@ -3,7 +3,7 @@
 import pytest
 
 from surgun_pack.surgun_core.errors import SurgUnError
-from surgun_pack.surgun_core.pairing import plan_groups, split_slot
+from surgun_pack.surgun_core.pairing import concepts_of, plan_groups, split_slot
 
 
 def test_braces_mark_the_concept_and_distractors_take_its_place():
@@ -45,3 +45,30 @@ def test_split_slot():
     assert split_slot("a {Van Gogh} sky") == ("a ", "Van Gogh", " sky")
     assert split_slot("no slot here") is None
     assert split_slot("Van Gogh's sky", concept="van gogh") == ("", "Van Gogh", "'s sky")
+
+
+def test_several_concepts_each_with_their_own_distractors():
+    groups = plan_groups(["a star in {neon} style", "a ring in {dots} style", "a {neon} cross"], ["pastel"], ["a dog"],
+                         per_concept={"Neon": ["pastel", "grid"], "dots": ["wave"]})
+    assert [g.concept for g in groups] == ["neon", "dots", "neon"]
+    assert groups[0].distractors == ("a star in pastel style", "a star in grid style")
+    assert groups[1].distractors == ("a ring in wave style",)
+    assert groups[2].distractors == ("a pastel cross", "a grid cross")
+    assert concepts_of(groups) == ["neon", "dots"]
+
+
+def test_builder_names_mark_several_concepts_without_braces():
+    groups = plan_groups(["a painting in the style of Van Gogh", "a painting in the style of Claude Monet"], ["Hokusai"], [],
+                         concept=("Van Gogh", "Claude Monet"))
+    assert [g.concept for g in groups] == ["Van Gogh", "Claude Monet"]
+    assert groups[1].distractors == ("a painting in the style of Hokusai",)
+
+
+@pytest.mark.parametrize("distractors, retain, per_concept", [
+    (["dots", "pastel"], [], None),              # a shared distractor line is another concept being erased
+    (["pastel"], ["{dots}"], None),              # retained as context
+    (["pastel"], [], {"neon": ["DOTS"]}),        # in one concept's own set
+])
+def test_a_concept_among_anothers_distractors_is_refused_with_the_fix(distractors, retain, per_concept):
+    with pytest.raises(SurgUnError, match="'dots' is erased in this run and also a distractor or retained concept of 'neon'"):
+        plan_groups(["a star in {neon} style", "a ring in {dots} style"], distractors, retain, per_concept=per_concept)

@@ -53,3 +53,44 @@ def test_builder_errors_are_clear(comfy):
     assert "admissible candidates for k=64" in res.error["exception_message"]
     res = comfy.run({**base, "b": builder(kind="painter"), "k": {"class_type": "PreviewAny", "inputs": {"source": ["b", 1]}}})
     assert not res.success and "kind" in str(res.error["node_errors"]) and "painter" in str(res.error["node_errors"])
+
+
+def test_several_targets_are_erased_in_one_run_each_with_its_own_distractors(comfy):
+    g = {
+        "1": {"class_type": "SurgUnTestTinyModel", "inputs": {"family": "sd1", "seed": 0}},
+        "b": builder(target="Claude Monet\nHokusai", k=3),
+        "2": {"class_type": "SurgUnTrain", "inputs": {
+            "model": ["1", 0], "clip": ["1", 1], **train_inputs(target="", distractors="", steps=4), "distractor_set": ["b", 0]}},
+    }
+    res = comfy.run(g)
+    assert res.success, res.error_text()
+    sets = res.outputs["b"][0][0].sets
+    meta = res.outputs["2"][1][0].metadata
+    assert meta["concepts"] == ["Claude Monet", "Hokusai"]
+    assert [gr["target"] for gr in meta["groups"]] == ["a painting in the style of Claude Monet", "a painting in the style of Hokusai"]
+    for group, chosen in zip(meta["groups"], sets):
+        assert group["distractors"] == chosen.prompts and group["paired"]  # each concept against its own set
+        assert not {n.lower() for n in chosen.names} & {"claude monet", "monet", "hokusai", "frida kahlo"}
+    assert set(meta["guard_per_concept"]) == {"Claude Monet", "Hokusai"}
+    assert all(v["reference_probe_loss"] > 0 for v in meta["guard_per_concept"].values())
+    assert set(meta["readout"]["per_target"]) == {gr["target"] for gr in meta["groups"]}
+    assert [s["target"] for s in meta["distractor_builder"]["sets"]] == ["Claude Monet", "Hokusai"]
+    shown = res.ui["2"]["text"][0]
+    assert "erased 2 concepts ('Claude Monet', 'Hokusai')" in shown and "for the 2 concepts" in shown
+    assert "[1/2] target: 'a painting in the style of Claude Monet'" in res.outputs["b"][1][0]
+
+
+def test_several_target_errors_name_the_fix(comfy):
+    base = {"1": {"class_type": "SurgUnTestTinyModel", "inputs": {"family": "sd1", "seed": 0}}}
+    res = comfy.run({**base, "b": builder(target="Claude Monet\nHokusai\nMonet"), "k": {"class_type": "PreviewAny", "inputs": {"source": ["b", 1]}}})
+    assert "target lists the concept 'Claude Monet' twice (lines 1 and 3: 'Monet'). Remove line 3" in res.error["exception_message"]
+    # typed targets: one concept among another's distractors
+    res = comfy.run({**base, "2": {"class_type": "SurgUnTrain", "inputs": {"model": ["1", 0], "clip": ["1", 1], **train_inputs(
+        target="a painting by {zorblax}\na painting by {quux}", distractors="monet\nquux")}}})
+    assert "'quux' is erased in this run and also a distractor or retained concept of 'zorblax'" in res.error["exception_message"]
+    # a one-concept node fed with several
+    res = comfy.run({**base, "b": builder(target="Claude Monet\nHokusai", k=3), "c": {"class_type": "SurgUnEraseRetainCompare", "inputs": {
+        "original": ["1", 0], "erased": ["1", 0], "clip": ["1", 1], "vae": ["1", 2], "target": "", "retain_prompts": "a dog",
+        "distractors": "", "images_per_prompt": 1, "steps": 1, "size": 64, "cfg": 3.0, "seed": 0, "distractor_set": ["b", 0]}},
+        "k": {"class_type": "PreviewAny", "inputs": {"source": ["c", 1]}}})
+    assert "SurgUn Erase/Retain Compare checks one concept, but distractor_set holds 2 targets" in res.error["exception_message"]

@@ -9,14 +9,15 @@ def test_braced_target_lines_train_against_their_own_swapped_lines(comfy):
     assert res.success, res.error_text()
     groups = res.outputs["2"][1][0].metadata["groups"]
     assert groups == [
-        {"target": "a painting of a harbour by zorblax", "paired": True,
+        {"target": "a painting of a harbour by zorblax", "concept": "zorblax", "paired": True,
          "distractors": ["a painting of a harbour by monet", "a painting of a harbour by hokusai"],
          "retain": ["a painting of a harbour by picasso", "a photo of a dog"]},
-        {"target": "a zorblax sketch of a cat", "paired": True,
+        {"target": "a zorblax sketch of a cat", "concept": "zorblax", "paired": True,
          "distractors": ["a monet sketch of a cat", "a hokusai sketch of a cat"],
          "retain": ["a picasso sketch of a cat", "a photo of a dog"]},
     ]
     assert "unpaired" not in res.ui["2"]["text"][0]
+    assert res.outputs["2"][1][0].metadata["concepts"] == ["zorblax"]  # two phrasings, one concept
 
 
 def test_unpaired_stays_available_and_is_said(comfy):
