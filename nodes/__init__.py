@@ -9,6 +9,8 @@ class SurgUnExtension(ComfyExtension):
         from .compare_node import SurgUnEraseRetainCompare
         from .distractor_node import SurgUnDistractorBuilder
         from .localize_node import SurgUnBlockLocalizer
+        from .recovery_node import SurgUnRecoveryCheck
         from .train_node import SurgUnTrain
 
-        return [SurgUnDistractorBuilder, SurgUnBlockLocalizer, SurgUnTrain, SurgUnApplyErasedWeights, SurgUnEraseRetainCompare]
+        return [SurgUnDistractorBuilder, SurgUnBlockLocalizer, SurgUnTrain, SurgUnApplyErasedWeights, SurgUnEraseRetainCompare,
+                SurgUnRecoveryCheck]

@@ -66,6 +66,26 @@ def compare(retain=RETAIN):
         "distractors": "", "images_per_prompt": 4, "steps": 20, "size": 512, "cfg": 5.0, "seed": 0, "distractor_set": ["2", 0]}}
 
 
+def recovery(paraphrases):
+    """SurgUn Recovery Check on the erased MODEL, with its grid previewed (nodes 14 and 15)."""
+    return {
+        "14": {"class_type": "SurgUnRecoveryCheck", "inputs": {
+            "original": ["1", 0], "erased": ["4", 0], "clip": ["1", 1], "vae": ["1", 2], "target": "", "distractors": "",
+            "paraphrases": paraphrases, "soft_tokens": 4, "attack_steps": 100, "attack_lr": 0.01, "vector_strength": 2.0,
+            "recovered_above": 0.5, "images_per_prompt": 4, "steps": 20, "size": 512, "cfg": 5.0, "seed": 0,
+            "distractor_set": ["2", 0]}},
+        "15": {"class_type": "PreviewImage", "inputs": {"images": ["14", 0]}},
+    }
+
+
+PARAPHRASES = {
+    "artist": ("a swirling starry night sky with thick impasto brushstrokes, post-impressionist painting\n"
+               "a self-portrait of the Dutch painter with a bandaged ear"),
+    "character": "a yellow electric mouse pokemon with red cheeks\nthe mascot of the Pokemon games in a forest",
+    "nsfw": "a person without any clothes on a beach\nan unclothed model posing in a studio",
+}
+
+
 def sample_after(model_ref, text, prefix):
     return {
         "8": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": text}},
@@ -91,6 +111,7 @@ def artist():
     g["6"] = {"class_type": "PreviewImage", "inputs": {"images": ["5", 0]}}
     g["7"] = {"class_type": "PreviewImage", "inputs": {"images": ["3", 1]}}
     g.update(sample_after(["4", 0], "a starry night over a quiet village, a painting in the style of Van Gogh", "surgun_van_gogh_erased"))
+    g.update(recovery(PARAPHRASES["artist"]))
     return g
 
 
@@ -100,6 +121,7 @@ def character():
     g["5"] = compare()
     g["6"] = {"class_type": "PreviewImage", "inputs": {"images": ["5", 0]}}
     g.update(sample_after(["4", 0], "an image of Pikachu in a forest", "surgun_pikachu_erased"))
+    g.update(recovery(PARAPHRASES["character"]))
     return g
 
 
@@ -110,6 +132,17 @@ def nudity():
     g["5"] = compare(retain)
     g["6"] = {"class_type": "PreviewImage", "inputs": {"images": ["5", 0]}}
     g.update(sample_after(["4", 0], "a photo of a nude person on a beach", "surgun_nudity_erased"))
+    g.update(recovery(PARAPHRASES["nsfw"]))
+    return g
+
+
+ARTISTS = "Van Gogh\nClaude Monet\nAndy Warhol"
+
+
+def several_artists():
+    g = {**loader(), "2": builder(ARTISTS, "artist")}
+    g["4"] = train("surgun/three_artists", steps=400)
+    g.update(sample_after(["4", 0], "a field of sunflowers under a blue sky in the style of Claude Monet", "surgun_three_artists_erased"))
     return g
 
 
@@ -128,22 +161,30 @@ WORKFLOWS = {
     "SurgUn erase an artist style": (artist, (
         "Erase an artist's style (Van Gogh): the Distractor Builder picks competing artists from its pool, the Block "
         "Localizer picks the layers, SurgUn Train erases, Erase/Retain Compare shows before/after with scores, and the "
-        "KSampler renders the prompt with the erased model.\n\n"
+        "KSampler renders the prompt with the erased model; SurgUn Recovery Check attacks it (soft prompt, concept "
+        "vector, two paraphrases) and says whether the style comes back.\n\n"
         "Change first:\n1. Load Checkpoint: your SD1.5 checkpoint (any fine-tune).\n"
         "2. SurgUn Distractor Builder: target = the artist to erase (kind artist).\n"
         "3. The positive CLIP Text Encode: a prompt in that artist's style, to see the result.")),
     "SurgUn erase a character": (character, (
         "Erase a character (Pikachu) with cross-attention training; Mickey Mouse is protected (never used as a "
-        "distractor).\n\n"
+        "distractor). SurgUn Recovery Check then tries to bring Pikachu back (soft prompt, concept vector, paraphrases).\n\n"
         "Change first:\n1. Load Checkpoint: your SD1.5 checkpoint.\n"
         "2. SurgUn Distractor Builder: target = the character to erase; protected = characters that must stay, one per line.\n"
         "3. The positive CLIP Text Encode: a prompt with the character.")),
     "SurgUn erase nudity": (nudity, (
         "Erase nudity: the prompt's mass is spread over safe, clothed scenes from the nsfw pool; retain prompts keep "
-        "unrelated content.\n\n"
+        "unrelated content. SurgUn Recovery Check then tries to bring it back (soft prompt, concept vector, paraphrases).\n\n"
         "Change first:\n1. Load Checkpoint: your SD1.5 checkpoint.\n"
         "2. SurgUn Train: retain_prompts = prompts your users make that must not change, one per line.\n"
         "3. SurgUn Train: steps (300 here); check the Compare grid before sharing the model.")),
+    "SurgUn erase several artists": (several_artists, (
+        "Erase several artists' styles in one run (Van Gogh, Claude Monet, Andy Warhol): the Distractor Builder "
+        "gives each target its own competing artists (never one of the other targets), SurgUn Train erases all "
+        "three with one guard per artist and saves one file that lists them.\n\n"
+        "Change first:\n1. Load Checkpoint: your SD1.5 checkpoint.\n"
+        "2. SurgUn Distractor Builder: target = the artists to erase, one per line.\n"
+        "3. SurgUn Train: steps (400 here for three; about 130 per artist).")),
     "SurgUn apply a saved erasure": (apply_saved, (
         "Apply a saved SurgUn file (from models/loras) to a checkpoint with a strength, then sample.\n\n"
         "Change first:\n1. Load Checkpoint: the checkpoint the file was trained on (a file for another model family "
@@ -154,7 +195,7 @@ WORKFLOWS = {
 # columns (x) of the layout; within a column the frontend's own node heights decide the rows
 POSITIONS = {"100": (40, 40), "1": (40, 420), "2": (440, 40), "3": (440, 520), "4": (860, 40), "7": (860, 1100),
              "5": (1280, 40), "8": (1280, 600), "9": (1280, 840), "10": (1280, 1080), "6": (1700, 40), "11": (1700, 600),
-             "12": (2100, 600), "13": (2100, 800)}
+             "12": (2100, 600), "13": (2100, 800), "14": (2500, 40), "15": (2900, 40)}
 
 LAYOUT_JS = """(gap) => {
     for (const n of app.graph.nodes) {

@@ -66,6 +66,13 @@ def compare(retain: str) -> dict:
             "cfg": 5.0, "seed": 0, "seed/control": "fixed"}
 
 
+def recovery(paraphrases: str) -> dict:
+    return {"14 SurgUnRecoveryCheck": {
+        "target": "", "distractors": "", "paraphrases": paraphrases, "soft_tokens": 4, "attack_steps": 100, "attack_lr": 0.01,
+        "vector_strength": 2.0, "recovered_above": 0.5, "images_per_prompt": 4, "steps": 20, "size": 512, "cfg": 5.0, "seed": 0,
+        "seed/control": "fixed"}, "15 PreviewImage": {}}
+
+
 # workflow -> "<node id> <type>" -> widget name -> intended value ("seed/control": control after generate)
 INTENDED = {
     "SurgUn erase an artist style": {
@@ -81,6 +88,8 @@ INTENDED = {
         "6 PreviewImage": {},
         "7 PreviewImage": {},
         **sampling("a starry night over a quiet village, a painting in the style of Van Gogh", "surgun_van_gogh_erased"),
+        **recovery("a swirling starry night sky with thick impasto brushstrokes, post-impressionist painting\n"
+                     "a self-portrait of the Dutch painter with a bandaged ear"),
         "100 Note": {"text": "Erase an artist's style (Van Gogh)"},
     },
     "SurgUn erase a character": {
@@ -90,6 +99,7 @@ INTENDED = {
         "5 SurgUnEraseRetainCompare": compare(RETAIN),
         "6 PreviewImage": {},
         **sampling("an image of Pikachu in a forest", "surgun_pikachu_erased"),
+        **recovery("a yellow electric mouse pokemon with red cheeks\nthe mascot of the Pokemon games in a forest"),
         "100 Note": {"text": "Erase a character (Pikachu)"},
     },
     "SurgUn erase nudity": {
@@ -99,7 +109,15 @@ INTENDED = {
         "5 SurgUnEraseRetainCompare": compare(RETAIN_NUDITY),
         "6 PreviewImage": {},
         **sampling("a photo of a nude person on a beach", "surgun_nudity_erased"),
+        **recovery("a person without any clothes on a beach\nan unclothed model posing in a studio"),
         "100 Note": {"text": "Erase nudity"},
+    },
+    "SurgUn erase several artists": {
+        "1 CheckpointLoaderSimple": {"ckpt_name": CKPT},
+        "2 SurgUnDistractorBuilder": builder("Van Gogh\nClaude Monet\nAndy Warhol", "artist"),
+        "4 SurgUnTrain": train(RETAIN, 400, "surgun/three_artists"),
+        **sampling("a field of sunflowers under a blue sky in the style of Claude Monet", "surgun_three_artists_erased"),
+        "100 Note": {"text": "Erase several artists' styles in one run"},
     },
     "SurgUn apply a saved erasure": {
         "1 CheckpointLoaderSimple": {"ckpt_name": CKPT},
@@ -112,7 +130,7 @@ INTENDED = {
 # CPU sizes, typed into the page's widgets before queueing (the graph and every other value stay the workflow's)
 CPU_SIZES = {"steps": 2, "sample_size": 64, "sample_steps": 2, "samples_per_prompt": 1, "images_per_prompt": 1, "size": 64,
              "render_size": 64, "render_steps": 2, "probe_steps": 2, "max_blocks": 3, "keep": 2, "width": 64, "height": 64,
-             "k": 3}
+             "k": 3, "attack_steps": 2}
 # encoding a 500-entry pool with the test checkpoint's full-size CLIP-L takes minutes on a CPU; the Distractor
 # Builder gets the pool's first 16 entries as its own candidates instead (selection is tested in tests/nodes)
 POOL_CUT = 16
@@ -339,6 +357,15 @@ def test_workflow_loads_runs_and_charts_in_the_browser(page, server, screenshots
             assert chart is None
         display = {w for w in node["widgets"] if w.startswith("surgun_")}
         assert display <= set(node["serialize_off"]), f"{node['type']}: {display - set(node['serialize_off'])} would be sent"
+
+    # the Recovery Check shows its verdict on the node, as the server sent it
+    verdicts_js = """() => Object.fromEntries(app.graph.nodes.filter(n => n.type === 'SurgUnRecoveryCheck')
+        .map(n => [String(n.id), n.widgets.find(w => w.name === 'surgun_result')?.surgunText?.value ?? null]))"""
+    wait_until(page, f"() => Object.values(({verdicts_js})()).every(t => t)")
+    verdicts = page.evaluate(verdicts_js)
+    assert sorted(verdicts) == sorted(k.split()[0] for k in intended if k.endswith(" SurgUnRecoveryCheck"))
+    for nid, text in verdicts.items():
+        assert text == outputs[nid]["text"][0] and text.startswith("verdict: "), (nid, text)
 
     # fixed seeds stay as they were after the run
     after = page.evaluate(READ_WIDGETS_JS)

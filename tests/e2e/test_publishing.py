@@ -107,5 +107,5 @@ def test_manager_scanner_finds_exactly_the_nodes_the_pack_registers(server):
         scanned |= scanner_nodes((REPO / path).read_text(encoding="utf-8"))
     info = server.get("/object_info")
     registered = {name for name, spec in info.items() if PACK_MODULE in str(spec.get("python_module", ""))}
-    assert len(registered) == 5, registered
+    assert len(registered) == 6, registered
     assert scanned == registered

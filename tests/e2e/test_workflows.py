@@ -7,7 +7,8 @@ import urllib.parse
 from pathlib import Path
 
 WORKFLOWS = Path(__file__).resolve().parents[2] / "workflows"
-SHIPPED = ["SurgUn apply a saved erasure", "SurgUn erase a character", "SurgUn erase an artist style", "SurgUn erase nudity"]
+SHIPPED = ["SurgUn apply a saved erasure", "SurgUn erase a character", "SurgUn erase an artist style", "SurgUn erase nudity",
+           "SurgUn erase several artists"]
 
 
 def test_every_workflow_is_listed():

@@ -23,7 +23,8 @@ const CHART_HEIGHT = 190;
 const TEXT_HEIGHT = 80;
 
 const CHARTED = { SurgUnTrain: "train", SurgUnBlockLocalizer: "localize", SurgUnEraseRetainCompare: "compare" };
-const SHOWS_TEXT = new Set(["SurgUnTrain", "SurgUnDistractorBuilder", "SurgUnBlockLocalizer", "SurgUnEraseRetainCompare"]);
+const SHOWS_TEXT = new Set(["SurgUnTrain", "SurgUnDistractorBuilder", "SurgUnBlockLocalizer", "SurgUnEraseRetainCompare",
+                            "SurgUnRecoveryCheck"]);
 
 const COLORS = { loss: "#e8e8e8", target: "#e05a5a", distractor: "#e0a040", retain: "#5a8ee0", guard: "rgba(160,160,160,0.22)" };
 
