@@ -223,6 +223,16 @@ def apply(weights_file: str, **inputs) -> dict:
             "a_hash": {"class_type": "SurgUnE2EModelHash", "inputs": {"model": ["a", 0]}}}
 
 
+def recovery(weights_file: str, **inputs) -> dict:
+    """Recovery Check of the loader's MODEL against it with a saved erasure applied (Apply Erased Weights)."""
+    base = {"original": MODEL, "erased": ["a", 0], "clip": CLIP, "vae": VAE, "target": "a painting by {zorblax}",
+            "distractors": "monet", "paraphrases": "zorblax artwork", "soft_tokens": 2, "attack_steps": 1, "attack_lr": 0.01,
+            "vector_strength": 2.0, "recovered_above": 0.5, "images_per_prompt": 1, "steps": 1, "size": 16, "cfg": 3.0, "seed": 0}
+    applied = {k: v for k, v in apply(weights_file).items() if k != "a_hash"}  # the check's report is the only output
+    return {**applied, "r": {"class_type": "SurgUnRecoveryCheck", "inputs": {**base, **inputs}},
+            "r_show": {"class_type": "PreviewAny", "inputs": {"source": ["r", 1]}}}
+
+
 def patched(graph: dict, node: str, socket: str, patch: dict) -> dict:
     """``graph`` with a model-sampling node between the loader and ``node``'s ``socket``."""
     graph["p"] = patch
@@ -255,15 +265,16 @@ class Battery:
             "localizer": lambda: localizer(seed=n),
             "compare": lambda: compare(seed=n),
             "apply": lambda: apply(self.good_file, strength=round(1.0 - n / 1000, 3)),
+            "recovery": lambda: recovery(self.good_file, seed=n),
         }[kind]()
         job = submit(self.server, {**graph, **identity(render)})
         assert job.ok, f"the good {kind} job after the bad one failed: {job.explain()}"
         shown = {
             "train": lambda: job.text("t"), "builder": lambda: job.text("b"), "localizer": lambda: job.text("z"),
-            "compare": lambda: job.text("x"), "apply": lambda: job.text("a_hash"),
+            "compare": lambda: job.text("x"), "apply": lambda: job.text("a_hash"), "recovery": lambda: job.text("r"),
         }[kind]()
         expected = {"train": "erased 'a painting by zorblax'", "builder": "zorblax", "localizer": "kept 1 of 1 blocks",
-                    "compare": "erase ", "apply": ""}[kind]
+                    "compare": "erase ", "apply": "", "recovery": "verdict: "}[kind]
         assert expected in shown, shown
         if kind == "apply":  # the erasure really changed the weights the sampler sees
             assert shown != self.reference["model"]
@@ -366,21 +377,22 @@ FLOATS = [
     ("localizer", "z", "render_cfg"),
     ("compare", "x", "cfg"),
     ("apply", "a", "strength"),
+    ("recovery", "r", "attack_lr"), ("recovery", "r", "vector_strength"), ("recovery", "r", "recovered_above"), ("recovery", "r", "cfg"),
 ]
 
 
 def graph_of(which: str, battery: Battery, /, **inputs) -> dict:
     """The tiny valid graph of node ``which`` with ``inputs`` changed."""
-    if which == "apply":
-        return apply(inputs.pop("weights_file", battery.good_file), **inputs)
+    if which in ("apply", "recovery"):
+        return {"apply": apply, "recovery": recovery}[which](inputs.pop("weights_file", battery.good_file), **inputs)
     return {"train": train, "builder": builder, "localizer": localizer, "compare": compare}[which](**inputs)
 
 
 def test_every_float_input_is_listed(server):
-    """The NaN cases cover every FLOAT input the five nodes declare."""
+    """The NaN cases cover every FLOAT input the six nodes declare."""
     info = server.get("/object_info")
     nodes = {"train": "SurgUnTrain", "builder": "SurgUnDistractorBuilder", "localizer": "SurgUnBlockLocalizer",
-             "compare": "SurgUnEraseRetainCompare", "apply": "SurgUnApplyErasedWeights"}
+             "compare": "SurgUnEraseRetainCompare", "apply": "SurgUnApplyErasedWeights", "recovery": "SurgUnRecoveryCheck"}
     declared = {(kind, name) for kind, n in nodes.items()
                 for group in ("required", "optional") for name, spec in info[n]["input"].get(group, {}).items() if spec[0] == "FLOAT"}
     assert declared == {(kind, name) for kind, _, name in FLOATS}
@@ -544,6 +556,24 @@ def test_path_like_text_in_every_text_input_is_only_text(battery):
     assert "erased '/tmp/evil'" in job.text("t") and "not saved" in job.text("t")
     assert files_written(battery.server) == before
     battery.untouched(job)
+
+
+# ---------------------------------------------------------------- several concepts, the Recovery Check (issue 14)
+
+
+@pytest.mark.parametrize("kind, node, inputs, expect", [
+    ("builder", "b", dict(target="zorblax\nquux\nZorblax"), ["target lists the concept 'zorblax' twice (lines 1 and 3", "Remove line 3"]),
+    ("train", "t", dict(target="a painting by {zorblax}\na photo of a {quux}", distractors="monet\nquux"),
+     ["'quux' is erased in this run and also a distractor or retained concept of 'zorblax'", "Remove 'quux'"]),
+    ("train", "t", dict(target="a painting by {zorblax}\na photo of a {quux}", distractors="monet", retain_prompts="{zorblax}"),
+     ["'zorblax' being erased is also listed as a distractor or a retained concept"]),
+    ("recovery", "r", dict(target="   "), ["target is empty"]),
+    ("recovery", "r", dict(soft_tokens=0), ["Value 0 smaller than min of 1: soft_tokens"]),
+], ids=["builder-listed-twice", "train-concept-among-distractors", "train-concept-retained", "recovery-empty-target",
+        "recovery-soft-tokens-0"])
+def test_several_concepts_and_recovery_check_bad_inputs(battery, kind, node, inputs, expect):
+    http = 400 if "smaller than min" in expect[0] else 200
+    refused_then_good(battery, graph_of(kind, battery, **inputs), node, kind, expect, http=http)
 
 
 def test_strength_0_is_exactly_the_untouched_model(battery):
