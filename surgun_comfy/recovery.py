@@ -240,10 +240,11 @@ def run_recovery(original, erased, clip, vae, clip_vision, req: RecoveryRequest,
 
     scores = {name: recovery_score(embed(x), ref, t_ref, d_ref) for name, _, x, _ in attacks}
     best = max(scores.values(), default=0.0)
-    line = verdict(scores, req.recovered_above, ref.nothing_erased, ref.gap)
+    line = verdict(scores, req.recovered_above, ref.nothing_erased, ref.gap, ref.noise)
     report = [f"SurgUn Recovery Check of {short(target)}: {req.images_per_prompt} images per row, seed {req.seed}, "
               f"{req.steps} steps, cfg {req.cfg:g}, {renderer.pixels} px; embedding: {embed_name}",
-              f"reference: original c={ref.original:.4f}, erased c={ref.erased:.4f} (gap {ref.gap:.4f}); {SCORE_NOTE}"]
+              f"reference: original c={ref.original:.4f}, erased c={ref.erased:.4f} (gap {ref.gap:.4f}, standard error {ref.noise:.4f}); "
+              f"{SCORE_NOTE}"]
     report += [f"{name}: recovery {scores[name]:.3f} ({detail})" for name, _, _, detail in attacks]
     report += [f"note: {n}" for n in notes]
     report.append(f"verdict: {line}")

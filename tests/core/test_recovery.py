@@ -119,3 +119,18 @@ def test_soft_prompt_loop_stops_when_on_step_raises():
 def test_non_finite_loss_names_the_fix():
     with pytest.raises(SurgUnError, match="attack_lr"):
         optimise_offset(lambda o: o.sum() * float("nan"), (1, 2), steps=5, lr=0.1)
+
+
+def test_a_gap_inside_the_rows_own_noise_makes_the_verdict_uncertain():
+    t, d = emb(T, seed=1), emb(D, seed=2)
+    clear = reference(emb(T, seed=3), emb(D, seed=4), t, d)
+    assert clear.separable and 0 < clear.noise < clear.gap / 10
+    # two rows of the same wide spread, barely apart: the yardstick is noise
+    mixed_a = torch.cat([emb(T, n=2, seed=5), emb(D, n=2, seed=6)])
+    mixed_b = torch.cat([emb(T, n=2, seed=7), emb(D, n=3, seed=8)])
+    blurred = reference(mixed_a, mixed_b, t, d)
+    assert 0 < blurred.gap and not blurred.separable
+    line = verdict({"soft prompt": 0.97, "concept vector": 0.1}, 0.5, blurred.nothing_erased, blurred.gap, blurred.noise)
+    assert line.startswith("UNCERTAIN: max 0.97 by soft prompt, but the original and erased rows are only ")
+    assert "connect CLIP_VISION" in line
+    assert verdict({"soft prompt": 0.97}, 0.5, clear.nothing_erased, clear.gap, clear.noise).startswith("RECOVERED by soft prompt")

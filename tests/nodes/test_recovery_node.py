@@ -50,7 +50,10 @@ def test_erased_report_scores_every_attack(comfy, grid_rows):
     assert all(0.0 <= v <= 1.0 for v in scores.values())
     assert best == pytest.approx(max(scores.values()), abs=1e-3)
     verdict = report.splitlines()[-1]
-    assert re.match(r"verdict: (RECOVERED by .+ \(\d\.\d\d > recovered_above 0\.50\)|held under all attacks \(max \d\.\d\d)", verdict)
+    assert re.match(r"verdict: (RECOVERED by .+ \(\d\.\d\d > recovered_above 0\.50\)|held under all attacks \(max \d\.\d\d"
+                    r"|UNCERTAIN: max \d\.\d\d by .+ only \d+\.\d standard errors apart)", verdict)
+    gap, se = map(float, re.search(r"\(gap (-?[\d.]+), standard error ([\d.]+)\)", report).groups())
+    assert verdict.startswith("verdict: UNCERTAIN") == (gap <= 2 * se)  # the tiny model erases nothing real
     # the soft prompt lowered the erased model's own denoising loss on the target (same noise before and after)
     before, after = map(float, re.search(r"2 token rows, 12 steps at lr 0\.05, erased model's loss on fixed noise (\S+) -> (\S+),", report).groups())
     assert after < before
