@@ -42,7 +42,8 @@ def resolve_distractors(target: str, distractors: str, distractor_set=None, sing
 
     target = (target or "").strip()
     if distractor_set is None:
-        return Distractors(target, split_lines(distractors))
+        shared, own = split_distractors(distractors)
+        return Distractors(target, shared, per_concept=own)
     sets = getattr(distractor_set, "sets", None)
     if sets is not None:
         if single:
@@ -55,6 +56,33 @@ def resolve_distractors(target: str, distractors: str, distractor_set=None, sing
                            tuple((s.target, tuple(s.names)) for s in sets))
     return Distractors(target or distractor_set.target_prompt, tuple(distractor_set.names), tuple(distractor_set.prompts),
                        distractor_set.target, distractor_set.metadata())
+
+
+def split_distractors(text: str) -> tuple[tuple[str, ...], tuple[tuple[str, tuple[str, ...]], ...]]:
+    """The distractor field: names one per line, shared by every concept; a line that is only a concept in
+    braces, ``{neon}``, starts that concept's own list (the lines under it, up to the next such line).
+    Returns (shared names, ((concept, its names), ...))."""
+    from ..surgun_core.errors import SurgUnError, short
+    from ..surgun_core.pairing import bare_concept
+
+    shared: list[str] = []
+    own: dict[str, list[str]] = {}
+    current: list[str] = shared
+    for line in (x.strip() for x in (text or "").splitlines()):
+        concept = bare_concept(line) if line else None
+        if concept is None:
+            if line and line.lower() not in {n.lower() for n in current}:
+                current.append(line)
+            continue
+        if concept.lower() in {c.lower() for c in own}:
+            raise SurgUnError(f"[SurgUn] distractors lists the header {short(line)} twice. Put all of that concept's "
+                              "distractors under one header.")
+        current = own.setdefault(concept, [])
+    empty = [c for c, names in own.items() if not names]
+    if empty:
+        raise SurgUnError(f"[SurgUn] distractors has the header {short('{' + empty[0] + '}')} with no names under it. "
+                          "List that concept's distractors on the lines below it, or remove the header.")
+    return tuple(shared), tuple((c, tuple(names)) for c, names in own.items())
 
 
 # What an object arriving through each socket type has (ComfyUI's own classes and the pack's).

@@ -44,8 +44,9 @@ class SurgUnTrain(io.ComfyNode):
                 io.String.Input("distractors", multiline=True, default="",
                                 placeholder="Claude Monet\nHokusai\nRembrandt",
                                 tooltip="Competing concepts, one name per line, put into each target line in place of the concept "
-                                        "(full prompts for target lines without braces). Ignored when a DISTRACTORS input is "
-                                        "connected. Empty is allowed only with distractor_weight 0."),
+                                        "(full prompts for target lines without braces). Several concepts: a line '{neon}' alone "
+                                        "starts that concept's own list (the lines above the first such line are shared). "
+                                        "Ignored when a DISTRACTORS input is connected. Empty is allowed only with distractor_weight 0."),
                 io.String.Input("retain_prompts", multiline=True, default="",
                                 placeholder="a photo of a dog\na city street at night\n{Claude Monet}",
                                 tooltip="Prompts whose images must not change, one per line. A line that is only a concept in "

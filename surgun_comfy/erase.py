@@ -64,16 +64,32 @@ class EraseRequest:
                 "[SurgUn] target is empty. Type the prompt whose concept should be erased, e.g. "
                 "'a painting in the style of Van Gogh'."
             )
-        targets = {g.target.lower() for g in self.groups}
-        for where, prompts in (("distractors", [d for g in self.groups for d in g.distractors]),
-                               ("retain_prompts", [r for g in self.groups for r in g.retain])):
+        groups = self.groups
+        targets = {g.target.lower() for g in groups}
+        for where, prompts in (("distractors", [d for g in groups for d in g.distractors]),
+                               ("retain_prompts", [r for g in groups for r in g.retain])):
             clash = [p for p in prompts if p.strip().lower() in targets]
             if clash:
                 raise SurgUnError(
                     f"[SurgUn] the target {short(clash[0])} is also listed among the {where}. It must be a different concept; "
                     f"remove that line from {where}."
                 )
-        require_terms(self.train.weights, len(self.distractors), len(self.retain))
+        erased = {g.concept.lower() for g in groups}
+        stray = [c for c, _ in self.concept_distractors if c.lower() not in erased]
+        if stray:
+            raise SurgUnError(
+                f"[SurgUn] distractors are listed for {short(stray[0])}, but no target line erases it (the target lines erase "
+                f"{', '.join(short(c) for c in concepts_of(groups)) or 'no marked concept'}). Mark it in braces in a target line, "
+                "or remove its distractors."
+            )
+        require_terms(self.train.weights, len({d for g in groups for d in g.distractors}), len(self.retain))
+        bare = [g for g in groups if not g.distractors]
+        if self.train.weights.distract > 0 and bare:
+            raise SurgUnError(
+                f"[SurgUn] the concept {short(bare[0].concept or bare[0].target)} has no distractors while distractor_weight > 0. "
+                f"List its distractors under a line '{{{bare[0].concept or 'concept'}}}' in distractors, or add shared lines above "
+                "the first such line."
+            )
         for name in ("sample_size", "sample_steps", "samples_per_prompt"):
             require_number(name, getattr(self, name), lo=1)
         require_number("sample_cfg", self.sample_cfg, 0, 100, "Try 5.0 (1.0 for guidance-distilled models such as Flux).")

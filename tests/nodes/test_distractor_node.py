@@ -1,5 +1,6 @@
 """SurgUnDistractorBuilder in the real executor, and its DISTRACTORS driving SurgUnTrain."""
 
+import pytest
 from surgun_graphs import train_inputs
 
 
@@ -94,3 +95,32 @@ def test_several_target_errors_name_the_fix(comfy):
         "distractors": "", "images_per_prompt": 1, "steps": 1, "size": 64, "cfg": 3.0, "seed": 0, "distractor_set": ["b", 0]}},
         "k": {"class_type": "PreviewAny", "inputs": {"source": ["c", 1]}}})
     assert "SurgUn Erase/Retain Compare checks one concept, but distractor_set holds 2 targets" in res.error["exception_message"]
+
+
+def test_typed_distractors_can_be_listed_per_concept_under_a_braced_header(comfy):
+    from surgun_graphs import graph
+
+    res = comfy.run(graph("sd1", steps=2, target="a painting by {zorblax}\na photo of a {quux}",
+                          distractors="{zorblax}\nmonet\nhokusai\n{quux}\ncar\nboat"))
+    assert res.success, res.error_text()
+    meta = res.outputs["2"][1][0].metadata
+    assert meta["concepts"] == ["zorblax", "quux"]
+    assert meta["groups"][0]["distractors"] == ["a painting by monet", "a painting by hokusai"]
+    assert meta["groups"][1]["distractors"] == ["a photo of a car", "a photo of a boat"]
+    # shared lines above the first header go to every concept without its own list
+    res = comfy.run(graph("sd1", steps=2, target="a painting by {zorblax}\na photo of a {quux}", distractors="monet\n{quux}\ncar"))
+    assert res.success, res.error_text()
+    assert [g["distractors"] for g in res.outputs["2"][1][0].metadata["groups"]] == [["a painting by monet"], ["a photo of a car"]]
+
+
+@pytest.mark.parametrize("distractors, message", [
+    ("{zorblax}\nmonet\n{quux}", "the header '{quux}' with no names under it"),
+    ("{zorblax}\nmonet\n{ZORBLAX}\nhokusai", "lists the header '{ZORBLAX}' twice"),
+    ("{zorblax}\nmonet", "the concept 'quux' has no distractors while distractor_weight > 0. List its distractors under a line '{quux}'"),
+    ("{zorblax}\nmonet\n{quux}\ncar\n{blorp}\nx", "distractors are listed for 'blorp', but no target line erases it"),
+])
+def test_per_concept_distractor_mistakes_name_the_fix(comfy, distractors, message):
+    from surgun_graphs import graph
+
+    res = comfy.run(graph("sd1", steps=2, target="a painting by {zorblax}\na photo of a {quux}", distractors=distractors))
+    assert not res.success and message in res.error["exception_message"], res.error
