@@ -1,0 +1,187 @@
+"""Yardstick v2 methods: what each trains on (prompts), built from ``split.py``, and the two new
+baselines (CA model-based, UCE).
+
+* ``surgun``: the SurgUn Train node, run through ComfyUI's executor with the text inputs of
+  ``split.surgun_node_text`` (paired target lines, distractor names, ``{concept}`` retain lines);
+* ``esd_x``: ESD-x on the concept-only prompt ("neon style"), as published;
+* ``esd_x_full``: ESD-x on the target's full (train-half) prompts, the prompts UA is scored on;
+* ``ga``: gradient ascent on the target (unguarded);
+* ``ca``: Concept Ablation, model-based variant (the stronger one in Kumari et al. 2023): under the
+  target prompt, the trained model regresses onto the *frozen* model's prediction under the anchor
+  prompt, at noisy inputs made from the anchor's samples; plus prior preservation (anchor samples
+  under the anchor prompt);
+* ``ca_noise``: the v1 CA (noise variant), kept as an ablation;
+* ``uce``: Unified Concept Editing (Gandikota et al. 2024), closed form on the cross-attention
+  ``to_k``/``to_v`` weights: every token embedding of each target prompt is mapped to the output
+  the layer gives the paired anchor prompt's token at the same position, retain prompts' outputs are
+  preserved with weight ``lambda`` (the method's hyper-parameter, in the "lr" column);
+* ``X@Nx``: the compute-matched variant of X, N times the steps so that it sees as many training
+  samples as SurgUn (SurgUn draws 4 per step: target, 2 distractors, 1 retain; ESD-x and GA 1, CA 2).
+
+The anchor of CA and UCE is the first distractor SurgUn's algorithm chose (never hand-picked).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from . import split
+from .baselines import METHODS, method_data
+
+SURGUN_SAMPLES_PER_STEP = 4
+
+
+@dataclass(frozen=True)
+class V2Method:
+    name: str
+    base: str | None
+    """The v1 method (``baselines.METHODS``) it trains as; None: surgun (the node) or uce (closed form)."""
+    esd_concept_only: bool = False
+    ca_model: bool = False
+    samples_per_step: int = 1
+    steps_mult: int = 1
+    family: str = ""
+
+    @property
+    def label(self) -> str:
+        return self.family or self.name
+
+
+def _m(name, base, spp=1, mult=1, **kw):
+    return V2Method(name, base, samples_per_step=spp, steps_mult=mult, family=name.split("@")[0], **kw)
+
+
+V2_METHODS: dict[str, V2Method] = {m.name: m for m in [
+    _m("surgun", None, SURGUN_SAMPLES_PER_STEP),
+    _m("esd_x", "esd_x", esd_concept_only=True),
+    _m("esd_x_full", "esd_x"),
+    _m("ga", "ga"),
+    _m("ca", "ca", 2, ca_model=True),
+    _m("ca_noise", "ca", 2),
+    _m("uce", None),
+    _m("esd_x@4x", "esd_x", 1, 4, esd_concept_only=True),
+    _m("esd_x_full@4x", "esd_x", 1, 4),
+    _m("ga@4x", "ga", 1, 4),
+    _m("ca@2x", "ca", 2, 2, ca_model=True),
+]}
+STEP_MATCHED = ("surgun", "esd_x", "esd_x_full", "ga", "ca", "ca_noise", "uce")
+COMPUTE_MATCHED = ("esd_x@4x", "esd_x_full@4x", "ga@4x", "ca@2x")
+UCE_LAMBDAS = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
+
+
+# ---------------------------------------------------------------- training data (prompts)
+def baseline_groups(kind: str, name: str, chosen) -> list[dict]:
+    """Per SurgUn group (same train-half target lines): target, distractor and retain prompts, anchor."""
+    return [{"target": g.target, "distractors": list(g.distractors), "retain": list(g.retain), "anchor": g.distractors[0]}
+            for g in split.surgun_groups(kind, name, chosen)]
+
+
+def training_prompts(mname: str, kind: str, name: str, chosen) -> set[str]:
+    """Every prompt method ``mname`` samples or conditions on while training (lower-case)."""
+    m = V2_METHODS[mname]
+    out: set[str] = set()
+    if m.name == "surgun":
+        for g in split.surgun_groups(kind, name, chosen):
+            out |= {g.target, *g.distractors, *g.retain}
+        return {p.lower() for p in out}
+    for g in baseline_groups(kind, name, chosen):
+        if m.name == "uce":
+            out |= {g["target"], g["anchor"], *g["retain"]}
+            continue
+        md = _method_data(m, kind, name, g, _FakeSamples())
+        d = md.data
+        out |= {d.target_prompt, *(k for k in d.distractors if not k.startswith("__")), *d.retain, g["target"]}
+        if m.ca_model:
+            out.add(g["anchor"])
+    return {p.lower() for p in out}
+
+
+def sample_prompts_needed(kind: str, name: str, chosen) -> list[str]:
+    """The prompts whose training samples the baselines draw (all of them, once per seed)."""
+    out = []
+    for g in baseline_groups(kind, name, chosen):
+        out += [g["target"], *g["distractors"], *g["retain"]]
+    return list(dict.fromkeys(out))
+
+
+class _FakeSamples(dict):
+    def __missing__(self, key):
+        return torch.zeros(1)
+
+
+def _method_data(m: V2Method, kind: str, name: str, g: dict, samples):
+    base = METHODS[m.base]
+    return method_data(base, g["target"], samples[g["target"]], {d: samples[d] for d in g["distractors"]},
+                       {r: samples[r] for r in g["retain"]}, anchor=g["anchor"],
+                       concept_prompt=split.concept_prompt(kind, name) if m.esd_concept_only else None)
+
+
+def concept_data(mname: str, kind: str, name: str, chosen, samples: dict) -> list:
+    """The ``ConceptData`` groups a gradient baseline trains on, from ``samples`` (prompt -> latents)."""
+    m = V2_METHODS[mname]
+    return [_method_data(m, kind, name, g, samples).data for g in baseline_groups(kind, name, chosen)]
+
+
+def anchor_map(kind: str, name: str, chosen) -> dict[str, str]:
+    """CA model-based: target prompt -> its anchor prompt."""
+    return {g["target"]: g["anchor"] for g in baseline_groups(kind, name, chosen)}
+
+
+# ---------------------------------------------------------------- CA, model-based
+def ca_model_loss(anchor_of: dict[str, str]):
+    """Loss factory: samples under a target prompt regress onto the frozen model's prediction under
+    its anchor prompt (same noisy input); every other sample (prior preservation) is plain denoising."""
+    from ...surgun_comfy.losses import noisy_input, weighted_error
+
+    def factory(deltas, bank):
+        base = deltas.work.model
+        ms = deltas.work.get_model_object("model_sampling")
+
+        def fn(x0, prompts, g):
+            sigma, xt, x0 = noisy_input(ms, x0, g, bank.device)
+            pred = base.apply_model(xt, sigma, **bank.batch(prompts))
+            mapped = [anchor_of.get(p) for p in prompts]
+            target = x0.float()
+            if any(mapped):
+                with deltas.original(), torch.no_grad():
+                    frozen = base.apply_model(xt, sigma, **bank.batch([a or p for a, p in zip(mapped, prompts)])).float()
+                mask = torch.tensor([a is not None for a in mapped]).view(-1, *([1] * (x0.dim() - 1)))
+                target = torch.where(mask, frozen, target)
+            return weighted_error(ms, pred, target, sigma)
+
+        return fn
+
+    return factory
+
+
+# ---------------------------------------------------------------- UCE
+def uce_deltas(model_patcher, bank, modules: list[str], edits: list[tuple[str, str]], preserve: list[str],
+               lam: float, reg: float = 1e-2) -> dict[str, torch.Tensor]:
+    """Closed-form UCE edit of every ``to_k``/``to_v`` in ``modules``:
+
+        W' = (sum_i W c_a,i c_i^T + lam sum_j W c_j c_j^T + reg W)(sum_i c_i c_i^T + lam sum_j c_j c_j^T + reg I)^-1
+
+    with c_i the target prompts' token embeddings, c_a,i the paired anchor prompts' token at the same
+    position, c_j the retain prompts' tokens (all 77 context tokens: the toy encoder carries the
+    concept into its padding tokens). ``reg`` keeps the solve well posed (UCE's identity term)."""
+    import comfy.utils
+
+    ctx = lambda p: bank.conditioning(p)[0][0][0].double()
+    with torch.inference_mode():
+        ct = torch.cat([ctx(t) for t, _ in edits])
+        ca = torch.cat([ctx(a) for _, a in edits])
+        cp = torch.cat([ctx(p) for p in preserve]) if preserve else torch.zeros(0, ct.shape[1], dtype=torch.double)
+        net = model_patcher.get_model_object("diffusion_model")
+        out = {}
+        eye = torch.eye(ct.shape[1], dtype=torch.double)
+        inv = torch.linalg.inv(ct.T @ ct + lam * cp.T @ cp + reg * eye)
+        for n in modules:
+            if not n.endswith(("attn2.to_k", "attn2.to_v")):
+                continue
+            w0 = comfy.utils.get_attr(net, f"{n}.weight")
+            w = w0.double()
+            lhs = (w @ ca.T) @ ct + lam * (w @ cp.T) @ cp + reg * w
+            out[n] = (lhs @ inv - w).to(w0.dtype)
+    return out

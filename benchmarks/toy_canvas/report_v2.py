@@ -1,0 +1,269 @@
+"""Yardstick v2 report: tables from the runs JSONL, Pareto plots and attack bars (PIL only), quick bounds."""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from pathlib import Path
+
+from . import split
+from .methods_v2 import COMPUTE_MATCHED, UCE_LAMBDAS, V2_METHODS
+
+METRICS = ("UA", "IRA", "CRA", "H", "related_IRA", "kept_on_target", "mode_spread_bits")
+def attack_keys(s) -> tuple:
+    return (*(f"soft@{n}" for n in s.attack_steps), "paraphrase")
+COLOURS = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (255, 127, 14), (148, 103, 189), (140, 86, 75), (227, 119, 194),
+           (127, 127, 127), (188, 189, 34), (23, 190, 207), (0, 0, 0)]
+
+
+def read_jsonl(path: Path) -> dict:
+    done = {}
+    if path.exists():
+        from .yardstick import run_key
+
+        for line in path.read_text().splitlines():
+            if line.strip():
+                rec = json.loads(line)
+                done[run_key(rec)] = rec
+    return done
+
+
+def ms(vals: list) -> dict | None:
+    vals = [v for v in vals if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    if not vals:
+        return None
+    return {"mean": statistics.mean(vals), "sd": statistics.stdev(vals) if len(vals) > 1 else 0.0, "n": len(vals)}
+
+
+def summarise(done: dict) -> dict:
+    grid = [r for r in done.values() if r.get("phase") == "grid"]
+    out: dict = {}
+    for r in grid:
+        out.setdefault(f"{r['method']}|{r['lr']}|{r['kind']}", []).append(r)
+    return {k: {m: ms([r.get(m) for r in rows]) for m in (*METRICS, "IRA_rel", "CRA_rel")} | {"targets": sorted({r["target"] for r in rows})}
+            for k, rows in out.items()}
+
+
+def best_table(summary: dict) -> dict:
+    best: dict = {}
+    for key, d in summary.items():
+        m, lr, kind = key.split("|")
+        if d["H"] and (best.get((kind, m)) is None or d["H"]["mean"] > best[(kind, m)][1]["H"]["mean"]):
+            best[(kind, m)] = (float(lr), d)
+    return best
+
+
+def grid_of(m: str, s) -> tuple:
+    return UCE_LAMBDAS if m == "uce" else tuple(s.lrs)
+
+
+def f(d, k="mean"):
+    """mean (sd); the mean alone when there is one value (no sd to give)."""
+    if not d:
+        return "-"
+    return f"{d['mean']:.3f}" if d["n"] == 1 else f"{d['mean']:.3f} ({d['sd']:.3f})"
+
+
+def write_report(jsonl: Path, out: Path, stem: str, s, targets, wall_s: float | None = None) -> dict:
+    done = read_jsonl(jsonl)
+    summary = summarise(done)
+    best = best_table(summary)
+    tnames = [f"{k}:{n}" for k, n in targets]
+    expected = {(t, m, lr, seed) for t in tnames for m in s.methods for lr in grid_of(m, s)
+                for seed in (s.seeds[:1] if m == "uce" else s.seeds)}
+    have = {(r["target"], r["method"], r["lr"], r["seed"]) for r in done.values() if r.get("phase") == "grid"}
+    missing = expected - have
+    attacks = [r for r in done.values() if r.get("phase") == "attack"]
+    partial = bool(missing) or (s.attacks and not attacks) or s.quick
+    gate = done.get("gate||||", {})
+    forms = done.get("paraphrase_forms||||", {}).get("forms", {})
+    untouched = {r["target"]: r for r in done.values() if r.get("phase") == "untouched"}
+
+    L = [f"# Toy canvas yardstick v2{' (quick mode)' if s.quick else ''}", ""]
+    if partial:
+        L += [f"**PARTIAL RESULTS**: {len(have & expected)} of {len(expected)} planned grid runs done "
+              f"({len(missing)} missing), {len(attacks)} attack runs. Numbers below cover only what is done; "
+              "rerun the same command to resume (finished runs are skipped).", ""]
+    L += [f"Targets planned: {', '.join(tnames)}. Steps {s.steps} (compute-matched variants x4 / x2), lr grid {list(s.lrs)} "
+          f"(UCE: preserve lambda {list(UCE_LAMBDAS)}), seeds {list(s.seeds)}, training samples per prompt {s.samples_per_prompt}. "
+          f"SurgUn = the SurgUn Train node run by ComfyUI's executor (paired target lines, distractor names from SurgUn's "
+          f"algorithm, `{{concept}}` retain lines). v1 results are kept in `toy_canvas.md`.",
+          (f"Model gate: object {gate['object_accuracy']:.3f}, style {gate['style_accuracy']:.3f} ({gate['n_images']} images)." if gate else ""),
+          "", "## Held out by construction", "",
+          "The 8x8 table is split by the other attribute (style target: objects; object target: styles): even indices train, "
+          f"odd indices evaluate (objects train {list(split.contexts('style', 'train'))}, eval {list(split.contexts('style', 'eval'))}; "
+          f"styles train {list(split.contexts('object', 'train'))}, eval {list(split.contexts('object', 'eval'))}). Every method "
+          "trains on train-half prompts only; UA, kept-on-target, mode spread and both attacks use the target in eval-half "
+          "contexts; IRA/CRA use eval-half cells with neither the target nor a distractor/anchor; related retention uses "
+          "eval-half cells of the 2 concepts nearest the target (untouched text encoder). Seeds: training samples "
+          f"`seed + batch` (< {split.TRAIN_SEED_SPAN}), evaluation/attack ranges {split.SEED_BASES}. "
+          "`tests/benchmarks/test_yardstick_split.py` intersects every method's training prompts (the harness's own "
+          "functions, SurgUn's through `surgun_core.pairing`) with every evaluation set; the run asserts the same per target.", ""]
+    if forms:
+        L += ["## What the untouched text encoder generalises to (paraphrase forms)", "",
+              "Classifier recognition of the concept on the untouched model, every concept of the kind, eval-half contexts. "
+              f"Forms recognised >= {RECOGNISED_TXT} and trained on by no method form the paraphrase attack.", "",
+              "| kind | form | template | recognised | images |", "| --- | --- | --- | --- | --- |"]
+        for k, v in forms.items():
+            L.append(f"| {v['kind']} | {v['form']} | `{v['template']}` | {v['recognised']:.3f} | {v['n_images']} |")
+        L.append("")
+    cols = METRICS
+    if best:
+        L += ["## Each method at its best lr (highest mean H), held-out prompts", "",
+              "Cells: mean (sd) over targets x seeds (the mean alone for a single run). UA: eval-half target images not classified as the target; IRA/CRA: "
+              "retain cells; related IRA: the 2 nearest concepts; kept on target: the other attribute on the target's eval "
+              "images; mode spread: entropy (bits) of the classes the target prompts now produce. `edge`: the best lr is at "
+              "the end of the grid (extend it).", "",
+              "| kind | method | matched | lr | " + " | ".join(c.replace("_", " ") for c in cols) + " | n |",
+              "|" + " --- |" * (5 + len(cols))]
+        for (kind, m), (lr, d) in sorted(best.items(), key=lambda kv: (kv[0][0] != "style", kv[0][1] in COMPUTE_MATCHED, -kv[1][1]["H"]["mean"])):
+            grid = grid_of(m, s)
+            edge = " edge" if len(grid) > 1 and lr in (min(grid), max(grid)) else ""
+            L.append(f"| {kind} | {m} | {'compute' if m in COMPUTE_MATCHED else 'step'} | {lr:.0e}{edge} | "
+                     + " | ".join(f(d[c]) for c in cols) + f" | {d['H']['n']} |")
+        L.append("")
+    keys = attack_keys(s)
+    strong = keys[-2] if len(keys) > 1 else "paraphrase"
+    if attacks:
+        L += ["## Attacks at each method's best lr", "",
+              "soft@N: a soft prompt (cross-attention context) optimised N Adam steps toward fresh samples of each eval "
+              "target prompt (new seeds, never trained on), one per prompt and attack seed; recovery = share of its images "
+              "classified as the target. paraphrase: recovery on the paraphrase forms above. Lower is better. Cells: mean "
+              "(sd over targets x seeds); `bin. sd`: binomial sd of one run's share at the observed mean.", "",
+              f"| kind | method | lr | {' | '.join(keys)} | images per run (soft, para) | bin. sd {strong} | n |",
+              "|" + " --- |" * (6 + len(keys))]
+        by: dict = {}
+        for r in attacks:
+            by.setdefault((r["kind"], r["method"], r["lr"]), []).append(r)
+        for (kind, m, lr), rows in sorted(by.items(), key=lambda kv: (kv[0][0] != "style", kv[0][1] != "untouched", kv[0][1])):
+            d = {k: ms([r.get(k) for r in rows]) for k in keys}
+            n_soft, n_para = rows[0].get("soft_n_images", 0), rows[0].get("paraphrase_n_images", 0)
+            p = d[strong]["mean"] if d[strong] else float("nan")
+            bsd = math.sqrt(p * (1 - p) / n_soft) if n_soft and not math.isnan(p) else float("nan")
+            L.append(f"| {kind} | {m} | {'-' if lr is None else f'{lr:.0e}'} | " + " | ".join(f(d[k]) for k in keys)
+                     + f" | {n_soft}, {n_para} | {bsd:.3f} | {len(rows)} |")
+        L.append("")
+    if untouched:
+        L += ["## Untouched model on the held-out sets", "", "| target | UA | IRA | CRA | related IRA | kept on target | "
+              "mode spread | distractors | related | paraphrase forms used |", "|" + " --- |" * 10]
+        for t, u in untouched.items():
+            L.append(f"| {t} | {u['UA']:.3f} | {u['IRA']:.3f} | {u['CRA']:.3f} | {u['related_IRA']:.3f} | {u['kept_on_target']:.3f} | "
+                     f"{u['mode_spread_bits']:.2f} | {', '.join(u['distractors']['names'])} | {', '.join(u['related'])} | "
+                     f"{', '.join(u['attack_forms']) or '-'} |")
+        L.append("")
+    if summary:
+        L += ["## Every grid point", "", "| method | lr | kind | " + " | ".join(c.replace("_", " ") for c in cols) + " | targets |",
+              "|" + " --- |" * (4 + len(cols))]
+        for key in sorted(summary, key=lambda k: (list(V2_METHODS).index(k.split("|")[0]), k.split("|")[2], float(k.split("|")[1]))):
+            m, lr, kind = key.split("|")
+            d = summary[key]
+            L.append(f"| {m} | {float(lr):.0e} | {kind} | " + " | ".join(f(d[c]) for c in cols) + f" | {', '.join(d['targets'])} |")
+        L.append("")
+    speed = out / stem / "speed.json"
+    if speed.exists():
+        sp = json.loads(speed.read_text())
+        L += ["## Speed (CPU seconds per training step, median, same layers and loop, one thread)", "",
+              ", ".join(f"{k} {v['median_cpu_s']:.3f} s (n={v['n_steps']})" for k, v in sp.items() if isinstance(v, dict))
+              + f"; SurgUn / ESD-x = {sp['ratio_surgun_to_esd_x']:.2f}x (SurgUn: 4 samples per step, ESD-x 1 sample with 3 "
+              "forward passes).", ""]
+    pngs = plots(summary, attacks, out, stem, keys)
+    for p in pngs:
+        L += [f"![{p}]({p})", ""]
+    if wall_s:
+        L.append(f"Wall time of this invocation: {wall_s:.0f} s.")
+    report = {"partial": partial, "missing_grid_runs": len(missing), "settings": {k: list(v) if isinstance(v, tuple) else v
+                                                                                  for k, v in vars(s).items()},
+              "gate": gate, "paraphrase_forms": forms, "untouched": untouched, "summary": summary,
+              "best": {f"{k}|{m}": {"lr": lr, **d} for (k, m), (lr, d) in best.items()},
+              "attacks": attacks, "runs": [r for r in done.values() if r.get("phase") == "grid"]}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{stem}.md").write_text("\n".join(L) + "\n")
+    (out / f"{stem}.json").write_text(json.dumps(report, indent=1))
+    return report
+
+
+RECOGNISED_TXT = "0.8"
+
+
+def plots(summary: dict, attacks: list, out: Path, stem: str, keys: tuple = ("paraphrase",)) -> list[str]:
+    """Pareto per kind (UA against retain = mean of IRA and CRA, over the lr grid, one curve per method) and attack bars."""
+    from PIL import Image, ImageDraw
+
+    names = []
+    methods = list(V2_METHODS)
+    for kind in ("style", "object"):
+        pts: dict = {}
+        for key, d in summary.items():
+            m, lr, k = key.split("|")
+            if k == kind and d["UA"] and d["IRA"] and d["CRA"]:
+                pts.setdefault(m, []).append((float(lr), (d["IRA"]["mean"] + d["CRA"]["mean"]) / 2, d["UA"]["mean"]))
+        if not pts:
+            continue
+        W, H, pad = 640, 480, 60
+        img = Image.new("RGB", (W + 170, H), "white")
+        dr = ImageDraw.Draw(img)
+        X = lambda v: pad + v * (W - 2 * pad)
+        Y = lambda v: H - pad - v * (H - 2 * pad)
+        dr.rectangle([X(0), Y(1), X(1), Y(0)], outline="black")
+        for t in range(6):
+            v = t / 5
+            dr.text((X(v) - 8, Y(0) + 5), f"{v:.1f}", fill="black")
+            dr.text((X(0) - 30, Y(v) - 5), f"{v:.1f}", fill="black")
+        dr.text((W // 2 - 80, H - 25), "retain = (IRA + CRA) / 2, held-out cells", fill="black")
+        dr.text((5, 10), f"{kind} targets: UA (held-out target prompts) vs retain over the lr grid (means over targets x seeds)", fill="black")
+        for i, m in enumerate(sorted(pts, key=methods.index)):
+            c = COLOURS[methods.index(m) % len(COLOURS)]
+            seq = sorted(pts[m])
+            xy = [(X(a), Y(b)) for _, a, b in seq]
+            if len(xy) > 1:
+                dr.line(xy, fill=c, width=2)
+            for (x, y), (lr, _, _) in zip(xy, seq):
+                dr.ellipse([x - 3, y - 3, x + 3, y + 3], fill=c)
+            dr.line([W + 5, 30 + 16 * i, W + 25, 30 + 16 * i], fill=c, width=3)
+            dr.text((W + 30, 24 + 16 * i), m, fill="black")
+        name = f"{stem}_pareto_{kind}.png"
+        img.save(out / name)
+        names.append(name)
+    rows = [r for r in attacks if any(r.get(k) is not None for k in keys)]
+    if rows:
+        by: dict = {}
+        for r in rows:
+            by.setdefault((r["kind"], r["method"]), []).append(r)
+        keys_ = sorted(by, key=lambda k: (k[0] != "style", k[1] != "untouched", k[1]))
+        gw = 20 * len(keys) + 24
+        W, H, pad, bw = max(400, gw * len(keys_) + 80), 420, 60, 20
+        img = Image.new("RGB", (W, H), "white")
+        dr = ImageDraw.Draw(img)
+        Y = lambda v: H - pad - v * (H - 2 * pad)
+        dr.line([pad - 10, Y(0), W - 10, Y(0)], fill="black")
+        dr.text((5, 8), f"attack recovery (share classified as the target; lower is better): {', '.join(keys)}", fill="black")
+        for t in range(6):
+            dr.text((5, Y(t / 5) - 5), f"{t / 5:.1f}", fill="black")
+        for i, key in enumerate(keys_):
+            x0 = pad + gw * i
+            for j, (k, c) in enumerate(zip(keys, [(120, 160, 220), (31, 80, 180), (214, 39, 40), (44, 160, 44)])):
+                d = ms([r.get(k) for r in by[key]])
+                if d:
+                    dr.rectangle([x0 + j * bw, Y(d["mean"]), x0 + (j + 1) * bw - 2, Y(0)], fill=c)
+            dr.text((x0, Y(0) + 5), key[1][:11], fill="black")
+            dr.text((x0, Y(0) + 18), key[0], fill="black")
+        name = f"{stem}_attacks.png"
+        img.save(out / name)
+        names.append(name)
+    return names
+
+
+def check_quick_v2(report: dict) -> None:
+    """CI bounds (each can fail): the gate; SurgUn (the node) erases the held-out target prompts well
+    beyond the untouched model and keeps most held-out retain cells."""
+    g = report["gate"]
+    assert g and g["object_accuracy"] >= 0.8 and g["style_accuracy"] >= 0.8, f"model gate failed: {g}"
+    assert report["untouched"], "no target was evaluated"
+    for t, u in report["untouched"].items():
+        su = [r for r in report["runs"] if r["target"] == t and r["method"] == "surgun"]
+        assert su, f"SurgUn did not run on {t}"
+        ua = max(r["UA"] for r in su)
+        assert ua >= u["UA"] + 0.25, f"SurgUn did not erase the held-out prompts of {t}: UA {ua:.3f} vs untouched {u['UA']:.3f}"
+        ira = max(r["IRA"] for r in su)
+        assert ira >= 0.6 * u["IRA"], f"SurgUn broke the held-out retain cells of {t}: IRA {ira:.3f} vs untouched {u['IRA']:.3f}"

@@ -1,0 +1,117 @@
+"""Yardstick v2: evaluation prompts, evaluation seeds and attack references are disjoint from
+everything any method trains on, computed by the harness's own functions (a change that leaks
+fails here); plus the report's PARTIAL marker and the quick bounds."""
+
+import itertools
+import json
+
+import pytest
+from surgun_pack.benchmarks.toy_canvas import methods_v2 as mv
+from surgun_pack.benchmarks.toy_canvas import split, world
+from surgun_pack.benchmarks.toy_canvas.report_v2 import check_quick_v2, write_report
+from surgun_pack.surgun_core.pairing import plan_groups
+
+TARGETS = [("style", s) for s in world.STYLES] + [("object", o) for o in world.OBJECTS]
+
+
+def choices(kind, name):
+    """Distractor sets to check: every 3-subset of the other concepts (the algorithm picks one of them)."""
+    others = [n for n in split.names_of(kind) if n != name]
+    return list(itertools.combinations(others, 3))
+
+
+def trained_by_anyone(kind, name, chosen):
+    return set().union(*(mv.training_prompts(m, kind, name, chosen) for m in mv.V2_METHODS))
+
+
+@pytest.mark.parametrize("kind,name", TARGETS)
+def test_no_evaluated_prompt_is_trained_on(kind, name):
+    for chosen in choices(kind, name):
+        trained = trained_by_anyone(kind, name, chosen)
+        others = [n for n in split.names_of(kind) if n != name]
+        for related in itertools.combinations(others, 2):
+            sets = split.eval_prompt_sets(kind, name, chosen, related,
+                                          [f for f in split.PARAPHRASE_FORMS[kind] if f != "concept_only"])
+            for role, prompts in sets.items():
+                assert prompts, role
+                leak = {p.lower() for p in prompts} & trained
+                assert not leak, (role, chosen, leak)
+
+
+def test_concept_only_paraphrase_is_trained_by_esd_x_and_so_never_an_attack():
+    """The check is not vacuous: ESD-x trains on "neon style", the concept-only paraphrase."""
+    trained = mv.training_prompts("esd_x", "style", "neon", ("pastel", "dots", "noise"))
+    assert "neon style" in trained
+    assert set(split.paraphrase_prompts("style", "neon", "concept_only")) <= trained
+
+
+@pytest.mark.parametrize("kind,name", [("style", "neon"), ("object", "star")])
+def test_surgun_trains_what_the_node_plans(kind, name):
+    """SurgUn's training prompts are exactly EraseRequest's groups from the node's text inputs, and
+    they use train-half contexts only; every method trains on train-half contexts only."""
+    chosen = tuple(n for n in split.names_of(kind) if n != name)[:3]
+    text = split.surgun_node_text(kind, name, chosen)
+    lines = lambda t: tuple(x for x in t.splitlines() if x)
+    groups = plan_groups(lines(text["target"]), lines(text["distractors"]), lines(text["retain_prompts"]))
+    assert [g.target for g in groups] == [split.cell(kind, name, c) for c in split.contexts(kind, "train")]
+    assert all(g.paired and len(g.distractors) == 3 and len(g.retain) == 4 for g in groups)
+    eval_ctx = set(split.contexts(kind, "eval"))
+    for m in mv.V2_METHODS:
+        for p in mv.training_prompts(m, kind, name, chosen):
+            words = set(p.replace(",", " ").split())
+            assert not words & eval_ctx, (m, p)
+
+
+def test_train_and_eval_halves_partition_the_table():
+    for kind in ("style", "object"):
+        tr, ev = set(split.contexts(kind, "train")), set(split.contexts(kind, "eval"))
+        assert not tr & ev and len(tr) == len(ev) == 4
+        assert tr | ev == set(world.OBJECTS if kind == "style" else world.STYLES)
+
+
+def test_seed_ranges_are_disjoint():
+    ranges = {f"train{s}": split.train_seed_range(s) for s in (0, 1, 2)}
+    ranges |= {r: split.eval_seed_range(r) for r in split.SEED_BASES}
+    eval_like = [k for k in ranges if not k.startswith("train")]
+    for a, b in itertools.combinations(eval_like, 2):
+        assert set(ranges[a]).isdisjoint(ranges[b]), (a, b)
+    for t in ("train0", "train1", "train2"):
+        for e in eval_like:
+            assert set(ranges[t]).isdisjoint(ranges[e]), (t, e)
+    for a in (0, 1):
+        assert split.attack_reference_seed(a) in ranges["attack_reference"]
+        assert split.attack_eval_seed(a) in ranges["attack_eval"]
+
+
+def test_compute_matched_variants_see_as_many_samples_as_surgun():
+    for m in mv.COMPUTE_MATCHED:
+        v = mv.V2_METHODS[m]
+        assert v.samples_per_step * v.steps_mult == mv.SURGUN_SAMPLES_PER_STEP, m
+
+
+def _settings(**kw):
+    from surgun_pack.benchmarks.toy_canvas.yardstick import V2Settings
+
+    return V2Settings(**kw)
+
+
+def test_report_marks_partial_and_quick_bounds_fail(tmp_path):
+    s = _settings(lrs=(1e-3,), seeds=(0,), methods=("surgun", "ga"), attacks=False, steps=3)
+    d = tmp_path / "v2"
+    d.mkdir()
+    u = {"phase": "untouched", "target": "style:neon", "kind": "style", "UA": 0.0, "IRA": 1.0, "CRA": 1.0, "H": 0.0,
+         "related_IRA": 1.0, "kept_on_target": 1.0, "mode_spread_bits": 0.0, "distractors": {"names": ["a", "b", "c"]},
+         "related": ["a", "b"], "attack_forms": []}
+    row = {"phase": "grid", "target": "style:neon", "kind": "style", "method": "surgun", "lr": 1e-3, "seed": 0,
+           "UA": 0.1, "IRA": 1.0, "CRA": 1.0, "H": 0.25, "related_IRA": 1.0, "kept_on_target": 1.0, "mode_spread_bits": 0.5}
+    gate = {"phase": "gate", "object_accuracy": 0.97, "style_accuracy": 1.0, "n_images": 64, "passed": True}
+    (d / "runs.jsonl").write_text("\n".join(json.dumps(r) for r in (gate, u, row)) + "\n")
+    rep = write_report(d / "runs.jsonl", tmp_path, "v2", s, [("style", "neon")])
+    md = (tmp_path / "v2.md").read_text()
+    assert rep["partial"] and "PARTIAL" in md and "1 of 2 planned grid runs" in md  # ga missing
+    with pytest.raises(AssertionError, match="did not erase"):
+        check_quick_v2(rep)
+    row["UA"] = 0.9
+    (d / "runs.jsonl").write_text("\n".join(json.dumps(r) for r in (gate, u, row)) + "\n")
+    check_quick_v2(write_report(d / "runs.jsonl", tmp_path, "v2", s, [("style", "neon")]))
+    assert (tmp_path / "v2_pareto_style.png").exists()
