@@ -42,14 +42,16 @@ class SurgUnRecoveryCheck(io.ComfyNode):
                 io.String.Input("paraphrases", multiline=True, default="",
                                 tooltip="Attack: other ways to ask for the concept, one prompt per line, rendered with the erased "
                                         "model. Empty = no paraphrase attack."),
-                io.Int.Input("soft_tokens", default=4, min=1, max=75,
-                             tooltip="Soft-prompt attack: how many token rows (the last ones) of the target's conditioning it may change."),
-                io.Int.Input("attack_steps", default=100, min=0, max=10000,
+                io.Int.Input("soft_tokens", default=77, min=1, max=308,
+                             tooltip="Soft-prompt attack: how many token rows (the last ones) of the target's conditioning it may "
+                                     "change; 77 = a whole CLIP window (the default: on the toy canvas model 4 rows recovered "
+                                     "nothing where all rows recovered the erased style fully)."),
+                io.Int.Input("attack_steps", default=200, min=0, max=10000,
                              tooltip="Soft-prompt attack: optimisation steps (each a forward and backward pass of the erased model "
                                      "on images_per_prompt samples). 0 = soft-prompt attack off."),
-                io.Float.Input("attack_lr", default=0.01, min=0.000001, max=1.0, step=1e-6, round=False,
+                io.Float.Input("attack_lr", default=0.05, min=0.000001, max=1.0, step=1e-6, round=False,
                                tooltip="Soft-prompt attack: Adam learning rate of the token-row offsets. Larger = a stronger, less natural attack."),
-                io.Float.Input("vector_strength", default=2.0, min=0.0, max=20.0, step=0.1,
+                io.Float.Input("vector_strength", default=5.0, min=0.0, max=20.0, step=0.1,
                                tooltip="Concept-vector attack: how much of (target minus target-without-concept) is added to the "
                                        "target's conditioning. 0 = concept-vector attack off."),
                 io.Float.Input("recovered_above", default=0.5, min=0.0, max=1.0, step=0.01,

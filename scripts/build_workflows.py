@@ -71,7 +71,7 @@ def recovery(paraphrases):
     return {
         "14": {"class_type": "SurgUnRecoveryCheck", "inputs": {
             "original": ["1", 0], "erased": ["4", 0], "clip": ["1", 1], "vae": ["1", 2], "target": "", "distractors": "",
-            "paraphrases": paraphrases, "soft_tokens": 4, "attack_steps": 100, "attack_lr": 0.01, "vector_strength": 2.0,
+            "paraphrases": paraphrases, "soft_tokens": 77, "attack_steps": 200, "attack_lr": 0.05, "vector_strength": 5.0,
             "recovered_above": 0.5, "images_per_prompt": 4, "steps": 20, "size": 512, "cfg": 5.0, "seed": 0,
             "distractor_set": ["2", 0]}},
         "15": {"class_type": "PreviewImage", "inputs": {"images": ["14", 0]}},

@@ -49,10 +49,10 @@ class RecoveryRequest:
     concept: str = ""
     distractor_prompts: tuple[str, ...] = ()
     paraphrases: tuple[str, ...] = ()
-    soft_tokens: int = 4
-    attack_steps: int = 100
-    attack_lr: float = 0.01
-    vector_strength: float = 2.0
+    soft_tokens: int = 77
+    attack_steps: int = 200
+    attack_lr: float = 0.05
+    vector_strength: float = 5.0
     recovered_above: float = 0.5
     images_per_prompt: int = 4
     steps: int = 20
@@ -64,10 +64,10 @@ class RecoveryRequest:
         if not (self.target or "").strip():
             raise SurgUnError("[SurgUn] target is empty (got ''). Type the prompt of the erased concept, "
                               "e.g. 'a painting by {Van Gogh}'.")
-        require_number("soft_tokens", self.soft_tokens, 1, 75, "Try 4 (token rows of the conditioning the attack may change).")
-        require_number("attack_steps", self.attack_steps, 0, 10000, "Try 100; 0 turns the soft-prompt attack off.")
-        require_number("attack_lr", self.attack_lr, 1e-6, 1.0, "Try 0.01.")
-        require_number("vector_strength", self.vector_strength, 0, 20, "Try 2.0; 0 turns the concept-vector attack off.")
+        require_number("soft_tokens", self.soft_tokens, 1, 308, "Try 77 (token rows of the conditioning the attack may change).")
+        require_number("attack_steps", self.attack_steps, 0, 10000, "Try 200; 0 turns the soft-prompt attack off.")
+        require_number("attack_lr", self.attack_lr, 1e-6, 1.0, "Try 0.05.")
+        require_number("vector_strength", self.vector_strength, 0, 20, "Try 5.0; 0 turns the concept-vector attack off.")
         require_number("recovered_above", self.recovered_above, 0, 1, "Try 0.5.")
         require_number("images_per_prompt", self.images_per_prompt, 1, 64, "Try 4.")
         require_number("steps", self.steps, 1, 1000, "Try 20.")

@@ -29,9 +29,8 @@ rows share their seeds. When the erased row is not further from the target than 
 (``gap <= MIN_GAP``: nothing measurably erased), recovery is 1 for every attack and
 ``nothing_erased`` is set. The gap is only a yardstick if it stands out of the images' own spread:
 ``noise`` is its standard error (from the per-image values of the two rows), and with
-``gap <= 2 * noise`` the verdict says the scores are UNCERTAIN (measured on the toy canvas model:
-with the pixel fallback, a soft-prompt score of 0.97 came with images the classifier put 0.12 in
-the style, as the erased row).
+``gap <= 2 * noise`` the verdict says the scores are UNCERTAIN (on the toy canvas model it fired
+where an erasure applied at strength 0.25 had erased nothing a classifier could see).
 """
 
 from __future__ import annotations

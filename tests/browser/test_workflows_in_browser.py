@@ -68,8 +68,8 @@ def compare(retain: str) -> dict:
 
 def recovery(paraphrases: str) -> dict:
     return {"14 SurgUnRecoveryCheck": {
-        "target": "", "distractors": "", "paraphrases": paraphrases, "soft_tokens": 4, "attack_steps": 100, "attack_lr": 0.01,
-        "vector_strength": 2.0, "recovered_above": 0.5, "images_per_prompt": 4, "steps": 20, "size": 512, "cfg": 5.0, "seed": 0,
+        "target": "", "distractors": "", "paraphrases": paraphrases, "soft_tokens": 77, "attack_steps": 200, "attack_lr": 0.05,
+        "vector_strength": 5.0, "recovered_above": 0.5, "images_per_prompt": 4, "steps": 20, "size": 512, "cfg": 5.0, "seed": 0,
         "seed/control": "fixed"}, "15 PreviewImage": {}}
 
 

@@ -96,7 +96,7 @@ def test_unrelated_model_is_refused(comfy):
 
 @pytest.mark.parametrize("over, message", [
     (dict(target="  "), "target is empty"),
-    (dict(soft_tokens=200), "Value 200 bigger than max of 75"),
+    (dict(soft_tokens=400), "Value 400 bigger than max of 308"),
 ])
 def test_bad_inputs_name_the_input(comfy, over, message):
     res = run(comfy, {"1": SOURCE, "R": check(["1", 0], seed=15, **over)})
