@@ -282,7 +282,8 @@ def main() -> None:
                 **evaluate(res.outputs["ap"][0][0], concepts), "recovery": out})
 
 
-ATTACKS = {  # Recovery Check settings for the agreement series: the defaults, a stronger soft prompt, a stronger vector
+ATTACKS = {  # Recovery Check settings for the agreement series. "defaults": the node's defaults when this was measured
+    # (4 token rows, lr 0.01, 100 steps, vector x2), found too weak here; the node's defaults are now "strong soft prompt"
     "defaults": {},
     "strong soft prompt": {"soft_tokens": 75, "attack_lr": 0.05, "attack_steps": 200, "vector_strength": 5.0},
     "strong vector": {"attack_steps": 0, "vector_strength": 10.0},
@@ -377,10 +378,12 @@ def report() -> None:
                   for r in series]
     points, stats = agreement([r for r in rows if "recovery" in r])
     lines += ["", "## SurgUn Recovery Check against the classifier", "",
-              "Every erased model above, every erased concept, and the series (one style at strengths 1, 0.5, 0.25, each "
-              "checked with the defaults, a stronger soft prompt (75 token rows, lr 0.05, 200 steps; vector x5) and a stronger "
+              "Every erased model above (checked with the node's defaults when this was measured: soft prompt on 4 token "
+              "rows, lr 0.01, 100 steps; vector x2), every erased concept, and the series (one style at strengths 1, 0.5, "
+              "0.25, each checked with those settings, a stronger soft prompt (75 token rows, lr 0.05, 200 steps; vector x5) and a stronger "
               "vector (x10)): the node's recovery per attack (pixel fallback) beside the classifier's, normalised the same "
-              "way (share of the attack's 8 images classified in the erased concept, 0 = as the erased row, 1 = as the original row).", "",
+              "way (share of the attack's 8 images classified in the erased concept, 0 = as the erased row, 1 = as the original "
+              "row). The stronger soft prompt's settings are the node's defaults since.", "",
               *(f"Agreement over {st['n']} points ({which}): Pearson {st['pearson']:.2f}, Spearman {st['spearman']:.2f}; "
                 f"recovered-or-not at 0.5 agrees on {st['verdicts_agree']} of {st['n']}." for which, st in
                 (("every point", stats["all"]), ("where the node's verdict is not UNCERTAIN", stats["certain"]))), "",
