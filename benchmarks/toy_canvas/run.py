@@ -240,12 +240,7 @@ class Bench:
         names = {"style": list(w.STYLES), "object": list(w.OBJECTS)}
         t_idx = names[same].index(name)
 
-        def truth(prompts, attr):
-            out = []
-            for p in prompts:
-                obj, sty = p[2:].split(" in ")
-                out.append(names[attr].index(obj if attr == "object" else sty[: -len(" style")]))
-            return torch.tensor(out)
+        truth = w.class_indices
 
         ua = (cls_t[same] != t_idx).float().mean().item()
         ira = (cls_o[same] == truth(other, same)).float().mean().item()

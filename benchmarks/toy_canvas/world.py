@@ -42,6 +42,18 @@ def prompt_for(obj: str, style: str) -> str:
     return PROMPT_TEMPLATE.format(object=obj, style=style)
 
 
+def parse_prompt(prompt: str) -> Tuple[str, str]:
+    """``(object, style)`` of a canonical prompt (the inverse of :func:`prompt_for`)."""
+    obj, style = prompt[len("a "):].split(" in ")
+    return obj, style[: -len(" style")]
+
+
+def class_indices(prompts, attr: str) -> torch.Tensor:
+    """The true class index of ``attr`` ("object" or "style") for each canonical prompt."""
+    names = OBJECTS if attr == "object" else STYLES
+    return torch.tensor([names.index(parse_prompt(p)[0 if attr == "object" else 1]) for p in prompts])
+
+
 def all_pairs() -> List[Tuple[int, int]]:
     """All (object index, style index) pairs, object-major (64 of them)."""
     return [(o, s) for o in range(len(OBJECTS)) for s in range(len(STYLES))]

@@ -47,6 +47,7 @@ from .methods_v2 import (
     training_prompts,
     uce_deltas,
 )
+from .erasure import setup_logging
 from .run import REPO, RESULTS, Bench, Settings, harmonic, read_targets
 
 log = logging.getLogger("surgun.bench.toy_canvas")
@@ -210,12 +211,7 @@ class Yardstick(Bench):
         names = {"style": list(w.STYLES), "object": list(w.OBJECTS)}
         t_idx = names[same].index(name)
 
-        def truth(prompts, attr):
-            out = []
-            for p in prompts:
-                obj, sty = p[2:].split(" in ")
-                out.append(names[attr].index(obj if attr == "object" else sty[: -len(" style")]))
-            return torch.tensor(out)
+        truth = w.class_indices
 
         tp = [p for p in split.eval_target_prompts(kind, name) for _ in range(s.eval_target_per_prompt)]
         rp = [p for p in split.eval_retain_prompts(kind, name, chosen) for _ in range(s.eval_other_per_prompt)]
@@ -496,15 +492,6 @@ def parse_args(argv=None):
     ap.add_argument("--out", type=Path, default=None, help="default benchmarks/results (quick: benchmarks/results/quick)")
     ap.add_argument("--weights", default=None)
     return ap.parse_args(argv)
-
-
-def setup_logging() -> None:
-    if not log.handlers:
-        h = logging.StreamHandler(sys.stdout)
-        h.setFormatter(logging.Formatter("%(message)s"))
-        log.addHandler(h)
-        log.setLevel(logging.INFO)
-        log.propagate = False
 
 
 def main(argv=None) -> None:
