@@ -43,6 +43,16 @@ class V2Method:
     samples_per_step: int = 1
     steps_mult: int = 1
     family: str = ""
+    node: tuple = ()
+    """SurgUn Train inputs this SurgUn variant overrides, as (name, value) pairs (the ablations)."""
+    n_distractors: int | None = None
+    """A SurgUn variant given only the first N of the algorithm's distractors (None: all)."""
+    localized: bool = False
+    """A SurgUn variant whose blocks come from the Block Localizer node, wired into Train's block_set."""
+
+    @property
+    def is_surgun(self) -> bool:
+        return self.family.startswith("surgun")
 
     @property
     def label(self) -> str:
@@ -65,9 +75,15 @@ V2_METHODS: dict[str, V2Method] = {m.name: m for m in [
     _m("esd_x_full@4x", "esd_x", 1, 4),
     _m("ga@4x", "ga", 1, 4),
     _m("ca@2x", "ca", 2, 2, ca_model=True),
+    # SurgUn's ingredients, one at a time (issue 13): every variant is the node, retain lines unchanged
+    _m("surgun_loc", None, SURGUN_SAMPLES_PER_STEP, localized=True),
+    _m("surgun_1d", None, 3, n_distractors=1),
+    _m("surgun_no_distractors", None, 2, n_distractors=0, node=(("distractor_weight", 0.0),)),
+    _m("surgun_no_ascent", None, 3, node=(("ascent_weight", 0.0),)),
 ]}
 STEP_MATCHED = ("surgun", "esd_x", "esd_x_full", "ga", "ca", "ca_noise", "uce")
 COMPUTE_MATCHED = ("esd_x@4x", "esd_x_full@4x", "ga@4x", "ca@2x")
+ABLATIONS = ("surgun_loc", "surgun_1d", "surgun_no_distractors", "surgun_no_ascent")
 UCE_LAMBDAS = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
 
 
@@ -82,8 +98,8 @@ def training_prompts(mname: str, kind: str, name: str, chosen) -> set[str]:
     """Every prompt method ``mname`` samples or conditions on while training (lower-case)."""
     m = V2_METHODS[mname]
     out: set[str] = set()
-    if m.name == "surgun":
-        for g in split.surgun_groups(kind, name, chosen):
+    if m.is_surgun:
+        for g in split.surgun_groups(kind, name, chosen, m.n_distractors):
             out |= {g.target, *g.distractors, *g.retain}
         return {p.lower() for p in out}
     for g in baseline_groups(kind, name, chosen):

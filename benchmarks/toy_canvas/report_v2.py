@@ -8,7 +8,7 @@ import statistics
 from pathlib import Path
 
 from . import split
-from .methods_v2 import COMPUTE_MATCHED, UCE_LAMBDAS, V2_METHODS
+from .methods_v2 import ABLATIONS, COMPUTE_MATCHED, UCE_LAMBDAS, V2_METHODS
 
 METRICS = ("UA", "IRA", "CRA", "H", "related_IRA", "kept_on_target", "mode_spread_bits")
 def attack_keys(s) -> tuple:
@@ -114,13 +114,17 @@ def write_report(jsonl: Path, out: Path, stem: str, s, targets, wall_s: float | 
               "Cells: mean (sd) over targets x seeds (the mean alone for a single run). UA: eval-half target images not classified as the target; IRA/CRA: "
               "retain cells; related IRA: the 2 nearest concepts; kept on target: the other attribute on the target's eval "
               "images; mode spread: entropy (bits) of the classes the target prompts now produce. `edge`: the best lr is at "
-              "the end of the grid (extend it).", "",
+              "the end of the grid (extend it). matched: `step` = the same steps as SurgUn, `compute` = as many training samples "
+              "as SurgUn, `ablation` = SurgUn (the node) with one ingredient changed (surgun_loc: blocks from the Block Localizer; "
+              "surgun_1d: one distractor; surgun_no_distractors: distractor_weight 0; surgun_no_ascent: ascent_weight 0).", "",
               "| kind | method | matched | lr | " + " | ".join(c.replace("_", " ") for c in cols) + " | n |",
               "|" + " --- |" * (5 + len(cols))]
-        for (kind, m), (lr, d) in sorted(best.items(), key=lambda kv: (kv[0][0] != "style", kv[0][1] in COMPUTE_MATCHED, -kv[1][1]["H"]["mean"])):
+        group = lambda m: "ablation" if m in ABLATIONS else "compute" if m in COMPUTE_MATCHED else "step"
+        for (kind, m), (lr, d) in sorted(best.items(), key=lambda kv: (kv[0][0] != "style", ("step", "compute", "ablation").index(group(kv[0][1])),
+                                                                        -kv[1][1]["H"]["mean"])):
             grid = grid_of(m, s)
             edge = " edge" if len(grid) > 1 and lr in (min(grid), max(grid)) else ""
-            L.append(f"| {kind} | {m} | {'compute' if m in COMPUTE_MATCHED else 'step'} | {lr:.0e}{edge} | "
+            L.append(f"| {kind} | {m} | {group(m)} | {lr:.0e}{edge} | "
                      + " | ".join(f(d[c]) for c in cols) + f" | {d['H']['n']} |")
         L.append("")
     keys = attack_keys(s)

@@ -98,19 +98,21 @@ def related_prompts(kind: str, related) -> list[str]:
 
 
 # ---------------------------------------------------------------- SurgUn, as a user wires the node
-def surgun_node_text(kind: str, name: str, chosen) -> dict:
+def surgun_node_text(kind: str, name: str, chosen, n_distractors: int | None = None) -> dict:
     """The SurgUn Train node's text inputs: target lines with the concept in braces (train-half
-    contexts), the distractor names, and retain lines ``{concept}`` for every other concept."""
+    contexts), the distractor names (the first ``n_distractors`` of them for the ablations), and
+    retain lines ``{concept}`` for every concept that is neither the target nor one of ``chosen``."""
     rest = [n for n in names_of(kind) if n != name and n not in chosen]
+    used = list(chosen) if n_distractors is None else list(chosen)[:n_distractors]
     return {"target": "\n".join(slot_line(kind, name, c) for c in contexts(kind, "train")),
-            "distractors": "\n".join(chosen), "retain_prompts": "\n".join("{" + n + "}" for n in rest)}
+            "distractors": "\n".join(used), "retain_prompts": "\n".join("{" + n + "}" for n in rest)}
 
 
-def surgun_groups(kind: str, name: str, chosen):
+def surgun_groups(kind: str, name: str, chosen, n_distractors: int | None = None):
     """The groups the node trains (``surgun_core.pairing.plan_groups``, as ``EraseRequest.groups``)."""
     from ...surgun_core.pairing import plan_groups
 
-    text = surgun_node_text(kind, name, chosen)
+    text = surgun_node_text(kind, name, chosen, n_distractors)
     lines = lambda t: tuple(x.strip() for x in t.splitlines() if x.strip())
     return plan_groups(lines(text["target"]), lines(text["distractors"]), lines(text["retain_prompts"]))
 

@@ -37,10 +37,12 @@ import torch
 
 from . import split
 from .methods_v2 import (
+    ABLATIONS,
     COMPUTE_MATCHED,
     STEP_MATCHED,
     UCE_LAMBDAS,
     V2_METHODS,
+    V2Method,
     anchor_map,
     concept_data,
     sample_prompts_needed,
@@ -60,7 +62,7 @@ class V2Settings:
     steps: int = 60
     lrs: tuple = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2)
     seeds: tuple = (0, 1, 2)
-    methods: tuple = STEP_MATCHED + COMPUTE_MATCHED
+    methods: tuple = STEP_MATCHED + COMPUTE_MATCHED + ABLATIONS
     samples_per_prompt: int = 2
     """Training samples per prompt (the node's samples_per_prompt; the baselines draw the same number)."""
     eval_target_per_prompt: int = 8
@@ -320,24 +322,40 @@ class Yardstick(Bench):
             self._train_samples[key] = r.latents(self.model, batches, seed)
         return self._train_samples[key]
 
-    def surgun_node(self, kind: str, name: str, chosen, lr: float, seed: int):
-        """The SurgUn Train node in ComfyUI's executor, wired as a user wires it."""
-        text = split.surgun_node_text(kind, name, chosen)
+    def surgun_node(self, m: V2Method, kind: str, name: str, chosen, lr: float, seed: int):
+        """The SurgUn Train node in ComfyUI's executor, wired as a user wires it (``m``: SurgUn or an
+        ablation: fewer distractors, a weight at 0, or blocks from the Block Localizer node)."""
+        text = split.surgun_node_text(kind, name, chosen, m.n_distractors)
+        size, steps, cfg = self.constants.WIDTH, self.constants.STEPS, self.constants.CFG
         graph = {
             "ld": {"class_type": "SurgUnToyCanvasLoader", "inputs": {"weights_path": self.weights_path}},
             "tr": {"class_type": "SurgUnTrain", "inputs": {
                 "model": ["ld", 0], "clip": ["ld", 1], **text, "blocks": "cross_attention", "block_pattern": "",
                 "steps": self.v2.steps, "learning_rate": lr, "ascent_weight": 1.0, "distractor_weight": 1.0,
-                "retain_weight": 1.0, "ascent_cap": 2.0, "seed": seed, "sample_size": self.constants.WIDTH,
-                "sample_steps": self.constants.STEPS, "samples_per_prompt": self.v2.samples_per_prompt,
-                "sample_cfg": self.constants.CFG, "filename_prefix": ""}},
+                "retain_weight": 1.0, "ascent_cap": 2.0, "seed": seed, "sample_size": size,
+                "sample_steps": steps, "samples_per_prompt": self.v2.samples_per_prompt,
+                "sample_cfg": cfg, "filename_prefix": "", **dict(m.node)}},
         }
+        if m.localized:  # the localiser's defaults, its probe at the training's lr and steps, renders as the samples
+            graph["lo"] = {"class_type": "SurgUnBlockLocalizer", "inputs": {
+                "model": ["ld", 0], "clip": ["ld", 1], "vae": ["ld", 2], **text, "blocks": "cross_attention",
+                "granularity": "attention", "probe_steps": 20, "learning_rate": lr, "train_steps": self.v2.steps,
+                "keep": 4, "min_fraction": 0.5, "noise_floor": True, "erase_threshold": 0.0, "images_per_prompt": 2,
+                "render_steps": steps, "render_size": size, "render_cfg": cfg, "max_blocks": 0, "seed": seed}}
+            graph["tr"]["inputs"]["block_set"] = ["lo", 0]
         res = self.node_comfy.run(graph)
+        if not res.success and m.localized and "no block erases above the noise floor" in res.error_text():
+            # the user's graph stops here and the model stays as it was: scored as the untouched model
+            log.info(f"[SurgUn]   {m.name} lr {lr:.0e}: the Block Localizer refused ({res.error_text()[:120]})")
+            return self.model, {"refused": "Block Localizer: no block erases above the noise floor", "layers": 0}
         if not res.success:
             raise RuntimeError(f"SurgUnTrain failed: {res.error_text()}")
         erased, weights = res.outputs["tr"][0][0], res.outputs["tr"][1][0]
-        return erased, {"final_loss": weights.metadata["final"].get("loss"), "guard_stops": weights.metadata["guard"]["stops"],
-                        "layers": len(weights.deltas)}
+        info = {"final_loss": weights.metadata["final"].get("loss"), "guard_stops": weights.metadata["guard"]["stops"],
+                "layers": len(weights.deltas)}
+        if m.localized:
+            info["modules"] = weights.metadata["blocks"]["modules"]
+        return erased, info
 
     def train(self, mname: str, kind: str, name: str, chosen, lr: float, seed: int):
         import comfy.sd
@@ -349,8 +367,8 @@ class Yardstick(Bench):
         from .methods_v2 import ca_model_loss
 
         m = V2_METHODS[mname]
-        if mname == "surgun":
-            return self.surgun_node(kind, name, chosen, lr, seed)
+        if m.is_surgun:
+            return self.surgun_node(m, kind, name, chosen, lr, seed)
         if mname == "uce":
             fresh_load()  # the closed form reads the base weights: no clone's patches may be applied in place
             groups = [(t, a) for t, a in anchor_map(kind, name, chosen).items()]

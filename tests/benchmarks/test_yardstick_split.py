@@ -62,6 +62,27 @@ def test_surgun_trains_what_the_node_plans(kind, name):
             assert not words & eval_ctx, (m, p)
 
 
+@pytest.mark.parametrize("kind,name", [("style", "neon"), ("object", "star")])
+def test_each_ablation_removes_one_ingredient_and_keeps_the_retain_lines(kind, name):
+    """The ablations are SurgUn's node inputs with one thing changed: the distractor count, a weight at
+    0 (the tooltip's 'off' value), or a Block Localizer in front; target and retain lines are the same."""
+    chosen = tuple(n for n in split.names_of(kind) if n != name)[:3]
+    full = split.surgun_node_text(kind, name, chosen)
+    lines = lambda t: [x for x in t.splitlines() if x]
+    seen = {}
+    for a in mv.ABLATIONS:
+        m = mv.V2_METHODS[a]
+        text = split.surgun_node_text(kind, name, chosen, m.n_distractors)
+        assert m.is_surgun and text["target"] == full["target"] and text["retain_prompts"] == full["retain_prompts"], a
+        seen[a] = (len(lines(text["distractors"])), dict(m.node), m.localized)
+        groups = split.surgun_groups(kind, name, chosen, m.n_distractors)
+        assert all(len(g.distractors) == seen[a][0] for g in groups), a
+    assert seen == {"surgun_loc": (3, {}, True), "surgun_1d": (1, {}, False),
+                    "surgun_no_distractors": (0, {"distractor_weight": 0.0}, False),
+                    "surgun_no_ascent": (3, {"ascent_weight": 0.0}, False)}
+    assert len(lines(full["distractors"])) == 3 and not mv.V2_METHODS["surgun"].node
+
+
 def test_train_and_eval_halves_partition_the_table():
     for kind in ("style", "object"):
         tr, ev = set(split.contexts(kind, "train")), set(split.contexts(kind, "eval"))
