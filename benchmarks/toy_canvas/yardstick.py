@@ -257,15 +257,20 @@ class Yardstick(Bench):
         same = kind
         t_idx = list(split.names_of(kind)).index(name)
         res = {}
-        with torch.inference_mode(False), TrainableDeltas(model, []) as td:
-            base = td.work.model
+        # Sampling (inference mode) re-applies the patches in place as inference tensors, which autograd cannot
+        # save: each run of optimiser steps enters its own TrainableDeltas (measured: one block around the steps
+        # and the checkpoint sampling failed at the first step after a checkpoint); ctx, Adam and noise carry over.
+        base = model.model
+        with torch.inference_mode(False):
             ctx = torch.cat([self.bank.conditioning(p)[0][0].clone() for p, _ in keys]).clone().requires_grad_(True)
             x0 = torch.cat([base.process_latent_in(refs[k].clone()).clone() for k in keys])
-            owner = torch.tensor([i for i, k in enumerate(keys) for _ in range(refs[k].shape[0])])
-            opt = torch.optim.Adam([ctx], lr=s.attack_lr)
-            g = torch.Generator().manual_seed(4242)
-            done = 0
-            for checkpoint in s.attack_steps:
+        owner = torch.tensor([i for i, k in enumerate(keys) for _ in range(refs[k].shape[0])])
+        opt = torch.optim.Adam([ctx], lr=s.attack_lr)
+        g = torch.Generator().manual_seed(4242)
+        done = 0
+        for checkpoint in s.attack_steps:
+            with torch.inference_mode(False), TrainableDeltas(model, []) as td:
+                base = td.work.model
                 for _ in range(checkpoint - done):
                     sigma = draw_sigmas(base.model_sampling, x0.shape[0], g)
                     noise = torch.randn(x0.shape, generator=g)
@@ -275,21 +280,21 @@ class Yardstick(Bench):
                     opt.zero_grad()
                     loss.backward()
                     opt.step()
-                done = checkpoint
-                hits, n = 0, 0
-                for a in s.attack_seeds:
-                    conds, names = {}, []
-                    for i, (p, aa) in enumerate(keys):
-                        if aa != a:
-                            continue
-                        _, extra = self.bank.conditioning(p)[0]
-                        conds[f"{p}#{a}"] = [[ctx[i:i + 1].detach().clone(), extra]]
-                        names += [f"{p}#{a}"] * s.attack_images
-                    cls = self.classify(self.sample_keys(model, conds, names, split.attack_eval_seed(a)))
-                    hits += int((cls[same] == t_idx).sum())
-                    n += len(names)
-                res[f"soft@{checkpoint}"] = hits / n
-            res["soft_n_images"] = n
+            done = checkpoint
+            hits, n = 0, 0
+            for a in s.attack_seeds:
+                conds, names = {}, []
+                for i, (p, aa) in enumerate(keys):
+                    if aa != a:
+                        continue
+                    _, extra = self.bank.conditioning(p)[0]
+                    conds[f"{p}#{a}"] = [[ctx[i:i + 1].detach().clone(), extra]]
+                    names += [f"{p}#{a}"] * s.attack_images
+                cls = self.classify(self.sample_keys(model, conds, names, split.attack_eval_seed(a)))
+                hits += int((cls[same] == t_idx).sum())
+                n += len(names)
+            res[f"soft@{checkpoint}"] = hits / n
+        res["soft_n_images"] = n
         return res
 
     def paraphrase_attack(self, model, kind: str, name: str, forms: list[str]) -> dict:
