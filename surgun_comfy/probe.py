@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import time
 
 import torch
 
 from ..surgun_core.errors import SurgUnError
-from ..surgun_core.localize import LocalizeResult, localize
+from ..surgun_core.localize import ERASE_PARTS, RETAIN_PARTS, LocalizeResult, localize
 from ..surgun_core.seeds import offset_seed
 from ..surgun_core.selection import select_trainable
 from ..surgun_core.train import ConceptData
@@ -53,9 +54,12 @@ def run_localizer(model_patcher, clip, vae, clip_vision, req: LocalizeRequest, n
     note = renderer.size_note("render_size", req.render_size)
     if note:
         log.warning("[SurgUn] %s", note)
-    train_batches, eval_batches, floor_batches = renderer.plan(train_prompts), renderer.plan([*targets, *heldout, *retain]), renderer.plan(targets)
-    progress = NodeProgress(renderer.cost(train_batches) + renderer.cost(eval_batches) + renderer.cost(floor_batches)
-                            + req.probe_steps + len(blocks) * renderer.cost(eval_batches), node_id)
+    train_batches, floor_batches = renderer.plan(train_prompts), renderer.plan(targets)
+    # erase renders for every block; retain renders (most of the images) only for the eligible blocks
+    parts = {ERASE_PARTS: renderer.plan([*targets, *heldout]), RETAIN_PARTS: renderer.plan(retain)}
+    per_block = {k: renderer.cost(b) for k, b in parts.items()}
+    progress = NodeProgress(renderer.cost(train_batches) + sum(per_block.values()) + renderer.cost(floor_batches)
+                            + req.probe_steps + len(blocks) * sum(per_block.values()), node_id)
     renderer.tick = progress.tick
 
     def stacked(images: dict, prompts) -> torch.Tensor | None:
@@ -63,7 +67,7 @@ def run_localizer(model_patcher, clip, vae, clip_vision, req: LocalizeRequest, n
 
     t0 = time.perf_counter()
     samples = renderer.latents(model_patcher, train_batches, req.seed)
-    untouched = renderer.images(model_patcher, vae, eval_batches, offset_seed(req.seed, EVAL_SEED))
+    untouched = {p: im for b in parts.values() for p, im in renderer.images(model_patcher, vae, b, offset_seed(req.seed, EVAL_SEED)).items()}
     reference = {
         "target": stacked(untouched, targets), "heldout": stacked(untouched, heldout), "retain": stacked(untouched, retain),
         "floor": stacked(renderer.images(model_patcher, vae, floor_batches, offset_seed(req.seed, FLOOR_SEED)), targets),
@@ -80,24 +84,27 @@ def run_localizer(model_patcher, clip, vae, clip_vision, req: LocalizeRequest, n
                              lambda *a: progress.tick())
     update_s = time.perf_counter() - t0
 
-    def probe(block: str) -> dict:
+    def probe(block: str, wanted: tuple) -> dict:
         import comfy.sd
 
         part = {delta_key(m): deltas[m] * req.strength for m in layers[block]}
         patched, _ = comfy.sd.load_lora_for_models(model_patcher, None, part, 1.0, 0)
-        rendered = renderer.images(patched, vae, eval_batches, offset_seed(req.seed, EVAL_SEED))
-        return {"target": stacked(rendered, targets), "heldout": stacked(rendered, heldout), "retain": stacked(rendered, retain)}
+        rendered = renderer.images(patched, vae, parts[wanted], offset_seed(req.seed, EVAL_SEED))
+        prompts = {"target": targets, "heldout": heldout, "retain": retain}
+        return {k: stacked(rendered, prompts[k]) for k in wanted}
 
     embed, embed_name = image_embedder(clip_vision)
 
     def on_block(i, n, row):
-        progress.say(f"block {i}/{n} {row.block}: erase {row.erase:.3f} retain {row.retain:.3f}", force=True)
+        progress.say(f"block {i}/{n} {row.block}: erase {row.erase:.3f}"
+                     + (f" retain {row.retain:.3f}" if math.isfinite(row.retain) else ""), force=True)
         progress.chart("localize_block", {"i": i, "n": n, "block": row.block, "erase": row.erase, "retain": row.retain,
                                           "erase_heldout": row.erase_heldout})
 
     t0 = time.perf_counter()
     progress.chart("localize_start", {"total": len(blocks)})
-    result = localize(blocks, probe, embed, reference, req.select, embed_name, on_block)
+    result = localize(blocks, probe, embed, reference, req.select, embed_name, on_block,
+                      on_eligible=lambda names: progress.skip((len(blocks) - len(names)) * per_block[RETAIN_PARTS]))
     progress.chart("localize_done", {"erase_threshold": result.threshold, "noise_floor": result.floor,
                                      "retain_cutoff": result.retain_cutoff, "chosen": result.chosen})
     result.timing_s = {"reference": round(reference_s, 2), "update": round(update_s, 2), "blocks": round(time.perf_counter() - t0, 2)}

@@ -35,6 +35,11 @@ class NodeProgress:
         self.bar.update_absolute(self.done, self.total)
         comfy.model_management.throw_exception_if_processing_interrupted()
 
+    def skip(self, n: int) -> None:
+        """Work planned in ``total`` that will not run: the bar's end moves in by ``n``."""
+        self.total = max(self.done, 1, self.total - int(n))
+        self.bar.update_absolute(self.done, self.total)
+
     def say(self, text: str, force: bool = False) -> None:
         now = time.monotonic()
         if not force and now - self._last_text < self.text_interval:

@@ -11,7 +11,9 @@ and decoded to pixels, and scored against the untouched model's images:
 * **noise floor**: the erase the untouched model itself shows when re-rendered with other seeds.
   A block is eligible only above the floor and at ``min_fraction`` of the best block's erase, so
   blocks that do nothing cannot win on retain.
-* **retain**: retain images unchanged (embedding cosine and SSIM, same seeds).
+* **retain**: retain images unchanged (embedding cosine and SSIM, same seeds). Rendered only for
+  the blocks that are eligible (by the erase or the held-out erase): the others cannot be chosen,
+  and retain prompts are most of the renders.
 
 Eligible blocks are ranked by retain; the top ``keep`` are chosen. The referee's check repeats
 the choice with the held-out erase and reports the overlap and the held-out erase of the chosen.
@@ -30,9 +32,11 @@ import torch
 from .errors import SurgUnError, require_number
 from .scores import competition, retain_score
 
-# probe(block) -> {"target": images, "heldout": images or None, "retain": images}, rendered with
-# only that block's part of the update applied (same seeds as the reference's images).
-Probe = Callable[[str], dict]
+# probe(block, parts) -> {part: images} for each requested part of "target", "heldout" (None when
+# there are no held-out prompts) and "retain", rendered with only that block's part of the update
+# applied (same seeds as the reference's images).
+Probe = Callable[[str, tuple], dict]
+ERASE_PARTS, RETAIN_PARTS = ("target", "heldout"), ("retain",)
 Embed = Callable[[torch.Tensor], torch.Tensor]
 
 
@@ -72,12 +76,13 @@ class SelectConfig:
 class BlockRow:
     block: str
     erase: float
-    retain: float
+    retain: float = float("nan")
+    """NaN: not rendered (the block was not eligible)."""
     erase_heldout: float = float("nan")
     toward: float = 0.0
     away: float = 0.0
-    retain_embed: float = 0.0
-    retain_ssim: float = 0.0
+    retain_embed: float = float("nan")
+    retain_ssim: float = float("nan")
     eligible: bool = False
     chosen: bool = False
     chosen_heldout: bool = False
@@ -101,7 +106,9 @@ class LocalizeResult:
         return [r.block for r in self.rows if r.chosen]
 
     def table(self) -> list[dict]:
-        return [asdict(r) for r in self.rows]
+        """One dict per block; scores not measured (retain of a block that was not eligible, the held-out
+        erase without held-out prompts) are None, so the JSON is valid everywhere."""
+        return [{k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in asdict(r).items()} for r in self.rows]
 
     def to_json(self) -> str:
         return json.dumps({
@@ -111,14 +118,17 @@ class LocalizeResult:
         }, indent=1)
 
 
-def _choose(rows: list[BlockRow], erase: Callable[[BlockRow], float], floor: float, config: SelectConfig) -> tuple[list[BlockRow], float]:
-    """Eligible rows (above the floor and at min_fraction of the best), best retain first; and the threshold used."""
-    best = max(erase(r) for r in rows)
+def _eligible(rows: list[BlockRow], erase: Callable[[BlockRow], float], floor: float, config: SelectConfig) -> tuple[list[BlockRow], float]:
+    """Rows above the floor and at min_fraction of the best (or at ``erase_threshold``), and the threshold used."""
     if not config.noise_floor:
-        return sorted([r for r in rows if erase(r) >= config.erase_threshold], key=lambda r: (-r.retain, -erase(r), r.block)), \
-            config.erase_threshold
-    threshold = max(floor, config.min_fraction * best)
-    eligible = [r for r in rows if erase(r) > floor and erase(r) >= threshold]
+        return [r for r in rows if erase(r) >= config.erase_threshold], config.erase_threshold
+    threshold = max(floor, config.min_fraction * max(erase(r) for r in rows))
+    return [r for r in rows if erase(r) > floor and erase(r) >= threshold], threshold
+
+
+def _choose(rows: list[BlockRow], erase: Callable[[BlockRow], float], floor: float, config: SelectConfig) -> tuple[list[BlockRow], float]:
+    """Eligible rows, best retain first; and the threshold used."""
+    eligible, threshold = _eligible(rows, erase, floor, config)
     return sorted(eligible, key=lambda r: (-r.retain, -erase(r), r.block)), threshold
 
 
@@ -177,12 +187,15 @@ def localize(
     config: SelectConfig,
     embedding_name: str,
     on_block: Callable[[int, int, BlockRow], None] | None = None,
+    on_eligible: Callable[[list[str]], None] | None = None,
 ) -> LocalizeResult:
     """Probe every block, score it, select (see the module docstring).
 
     ``reference`` holds the untouched model's images: ``target`` (the trained prompts, at the probe's
     seeds), ``heldout`` (held-out prompts at the same seeds, or None), ``retain``, ``floor`` (the
     trained prompts at other seeds), ``target_ref`` and ``distractors`` (the reference sets).
+    ``on_block`` is called after a block's erase is measured and again after its retain (eligible
+    blocks only); ``on_eligible`` once with the eligible blocks, before their retain renders.
     """
     config.check_candidates(len(blocks))
     t_ref, d_ref = embed(reference["target_ref"]), embed(reference["distractors"])
@@ -192,21 +205,35 @@ def localize(
     ref_r = embed(reference["retain"])
     floor = noise_floor(reference, embed)
     rows = []
-    for i, block in enumerate(blocks):
+    for i, block in enumerate(blocks):  # erase of every block
         t0 = time.perf_counter()
-        out = probe(block)
+        out = probe(block, ERASE_PARTS)
         now = competition(embed(out["target"]), t_ref, d_ref)
-        r = retain_score(embed(out["retain"]), ref_r, out["retain"], reference["retain"])
-        row = BlockRow(
-            block=block, erase=float(now["score"].mean() - base["score"].mean()), retain=r["retain"],
-            toward=float(now["toward"].mean() - base["toward"].mean()), away=float(now["away"].mean() - base["away"].mean()),
-            retain_embed=r["retain_embed"], retain_ssim=r["retain_ssim"], render_s=time.perf_counter() - t0,
-        )
+        row = BlockRow(block=block, erase=float(now["score"].mean() - base["score"].mean()),
+                       toward=float(now["toward"].mean() - base["toward"].mean()), away=float(now["away"].mean() - base["away"].mean()))
         if held is not None and out.get("heldout") is not None:
             row.erase_heldout = float(competition(embed(out["heldout"]), t_ref, d_ref)["score"].mean() - base_held)
-        if not all(math.isfinite(v) for v in (row.erase, row.retain)):
+        if not math.isfinite(row.erase):
             raise SurgUnError(f"[SurgUn] probing {block!r} produced non-finite images; lower learning_rate.")
+        row.render_s = time.perf_counter() - t0
         rows.append(row)
+        if on_block is not None:
+            on_block(i + 1, len(blocks), row)
+    eligible = {r.block for r in _eligible(rows, lambda r: r.erase, floor, config)[0]}
+    if all(math.isfinite(r.erase_heldout) for r in rows):
+        eligible |= {r.block for r in _eligible(rows, lambda r: r.erase_heldout, floor, config)[0]}
+    if on_eligible is not None:
+        on_eligible([r.block for r in rows if r.block in eligible])
+    for i, row in enumerate(rows):  # retain of the blocks that can be chosen
+        if row.block not in eligible:
+            continue
+        t0 = time.perf_counter()
+        out = probe(row.block, RETAIN_PARTS)
+        r = retain_score(embed(out["retain"]), ref_r, out["retain"], reference["retain"])
+        row.retain, row.retain_embed, row.retain_ssim = r["retain"], r["retain_embed"], r["retain_ssim"]
+        if not math.isfinite(row.retain):
+            raise SurgUnError(f"[SurgUn] probing {row.block!r} produced non-finite images; lower learning_rate.")
+        row.render_s += time.perf_counter() - t0
         if on_block is not None:
             on_block(i + 1, len(blocks), row)
     threshold, cutoff, referee = select_blocks(rows, floor, config)

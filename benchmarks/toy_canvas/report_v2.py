@@ -171,6 +171,15 @@ def write_report(jsonl: Path, out: Path, stem: str, s, targets, wall_s: float | 
               ", ".join(f"{k} {v['median_cpu_s']:.3f} s (n={v['n_steps']})" for k, v in sp.items() if isinstance(v, dict))
               + f"; SurgUn / ESD-x = {sp['ratio_surgun_to_esd_x']:.2f}x (SurgUn: 4 samples per step, ESD-x 1 sample with 3 "
               "forward passes).", ""]
+    for fname, when in (("probe_cost_before.json", "before retain renders were limited to eligible blocks"), ("probe_cost.json", "now")):
+        pc = out / stem / fname
+        if pc.exists():
+            c = json.loads(pc.read_text())
+            lo = c["localizer"]
+            L += [f"Block Localizer vs the SurgUn Train it steers ({when}; CPU s, each node alone in the executor, lr 3e-3, "
+                  f"`--probe-cost`): localizer {lo['cpu_s']} s ({lo['blocks']} blocks probed, retain rendered for "
+                  f"{lo['retain_rendered']}, chosen {', '.join(lo['chosen'])}), train {c['train']['cpu_s']} s: "
+                  f"**{c['ratio_localizer_to_train']:.2f}x** (target <= 1x).", ""]
     pngs = plots(summary, attacks, out, stem, keys)
     for p in pngs:
         L += [f"![{p}]({p})", ""]

@@ -327,9 +327,9 @@ class Yardstick(Bench):
             self._train_samples[key] = r.latents(self.model, batches, seed)
         return self._train_samples[key]
 
-    def surgun_node(self, m: V2Method, kind: str, name: str, chosen, lr: float, seed: int):
-        """The SurgUn Train node in ComfyUI's executor, wired as a user wires it (``m``: SurgUn or an
-        ablation: fewer distractors, a weight at 0, or blocks from the Block Localizer node)."""
+    def surgun_graph(self, m: V2Method, kind: str, name: str, chosen, lr: float, seed: int) -> dict:
+        """The graph a user wires: the toy loader, SurgUn Train, and for ``m.localized`` the Block Localizer
+        (``m``: SurgUn or an ablation: fewer distractors, a weight at 0, or blocks from the localiser)."""
         text = split.surgun_node_text(kind, name, chosen, m.n_distractors)
         size, steps, cfg = self.constants.WIDTH, self.constants.STEPS, self.constants.CFG
         graph = {
@@ -348,7 +348,11 @@ class Yardstick(Bench):
                 "keep": 4, "min_fraction": 0.5, "noise_floor": True, "erase_threshold": 0.0, "images_per_prompt": 2,
                 "render_steps": steps, "render_size": size, "render_cfg": cfg, "max_blocks": 0, "seed": seed}}
             graph["tr"]["inputs"]["block_set"] = ["lo", 0]
-        res = self.node_comfy.run(graph)
+        return graph
+
+    def surgun_node(self, m: V2Method, kind: str, name: str, chosen, lr: float, seed: int):
+        """The SurgUn Train node in ComfyUI's executor, wired as a user wires it (see ``surgun_graph``)."""
+        res = self.node_comfy.run(self.surgun_graph(m, kind, name, chosen, lr, seed))
         if not res.success and m.localized and "no block erases above the noise floor" in res.error_text():
             # the user's graph stops here and the model stays as it was: scored as the untouched model
             log.info(f"[SurgUn]   {m.name} lr {lr:.0e}: the Block Localizer refused ({res.error_text()[:120]})")
@@ -391,6 +395,27 @@ class Yardstick(Bench):
             info = {"final_loss": result.history[-1]["loss"], "layers": len(deltas)}
         erased, _ = comfy.sd.load_lora_for_models(self.model, None, {delta_key(n): d for n, d in deltas.items()}, 1.0, 0)
         return erased, info
+
+    def probe_cost(self, kind: str, name: str, chosen, lr: float = 3e-3, seed: int = 0) -> dict:
+        """CPU seconds of the Block Localizer node and of the SurgUn Train node it steers, each alone in
+        the executor, as surgun_loc wires them (the localiser's own split from its table_json)."""
+        full = self.surgun_graph(V2_METHODS["surgun_loc"], kind, name, chosen, lr, seed)
+        self.node_comfy.run({"ld": full["ld"]})  # the loader's cost counts for neither
+        out = {}
+        for label, graph in (("localizer", {"ld": full["ld"], "lo": full["lo"],
+                                            "show": {"class_type": "PreviewAny", "inputs": {"source": ["lo", 2]}}}),
+                             ("train", self.surgun_graph(V2_METHODS["surgun"], kind, name, chosen, lr, seed))):
+            t0 = time.process_time()
+            res = self.node_comfy.run(graph)
+            out[label] = {"cpu_s": round(time.process_time() - t0, 1)}
+            if not res.success:
+                raise RuntimeError(f"{label} failed: {res.error_text()}")
+            if label == "localizer":
+                table = json.loads(res.outputs["lo"][2][0])
+                out[label].update(timing_s=table["timing_s"], blocks=len(table["blocks"]), chosen=table["chosen"],
+                                  retain_rendered=sum(b["retain"] is not None for b in table["blocks"]))
+        out["ratio_localizer_to_train"] = round(out["localizer"]["cpu_s"] / out["train"]["cpu_s"], 2)
+        return out
 
     # ---------------------------------------------------------------- speed
     def speed(self, kind: str, name: str, chosen, steps: int = 25) -> dict:
@@ -512,6 +537,7 @@ def parse_args(argv=None):
     ap.add_argument("--no-attacks", action="store_true", help="skip the attack phase (and the paraphrase measurement)")
     ap.add_argument("--report-only", action="store_true", help="rewrite the md/json/PNGs from the JSONL and exit")
     ap.add_argument("--speed", action="store_true", help="only measure CPU s per step, SurgUn vs ESD-x vs GA (median of 25)")
+    ap.add_argument("--probe-cost", action="store_true", help="only measure CPU s of the Block Localizer node vs the SurgUn Train node it steers")
     ap.add_argument("--out", type=Path, default=None, help="default benchmarks/results (quick: benchmarks/results/quick)")
     ap.add_argument("--weights", default=None)
     return ap.parse_args(argv)
@@ -549,6 +575,13 @@ def main(argv=None) -> None:
     torch.set_num_threads(1)
     t0 = time.perf_counter()
     y = Yardstick(s, args.weights)
+    if args.probe_cost:
+        kind, name = targets[0]
+        pc = y.probe_cost(kind, name, y.choose_distractors(kind, name)["names"])
+        (out / stem).mkdir(parents=True, exist_ok=True)
+        (out / stem / "probe_cost.json").write_text(json.dumps(pc, indent=1))
+        log.info(json.dumps(pc, indent=1))
+        return
     if args.speed:
         kind, name = targets[0]
         sp = y.speed(kind, name, y.choose_distractors(kind, name)["names"])

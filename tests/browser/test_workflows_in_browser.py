@@ -349,6 +349,9 @@ def test_workflow_loads_runs_and_charts_in_the_browser(page, server, screenshots
             kept, probed = map(int, re.search(r"kept (\d+) of (\d+) blocks", outputs[nid]["text"][0]).groups())
             assert len(chart["points"]) == probed and len(chart["done"]["chosen"]) == kept
             assert chart["done"]["chosen"] == outputs[nid]["text"][0].split(":\n", 1)[1].splitlines()
+            # one row per block: an eligible block's second point (with its retain) replaced its first
+            assert len({p["block"] for p in chart["points"]}) == probed
+            assert all(isinstance(p["retain"], float) for p in chart["points"] if p["block"] in chart["done"]["chosen"])
         elif node["type"] == "SurgUnEraseRetainCompare":
             shown_erase = float(re.search(r"erase (-?[\d.]+)", outputs[nid]["text"][0]).group(1))
             assert chart["done"]["erase"] == pytest.approx(shown_erase, abs=5e-5)

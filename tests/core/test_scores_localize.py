@@ -102,14 +102,47 @@ def test_localize_end_to_end_with_callbacks_and_report():
         "bad": {"target": distractors, "heldout": distractors, "retain": images(seed=7)},
         "idle": {"target": ref["target"], "heldout": ref["heldout"], "retain": ref["retain"]},
     }
-    seen = []
-    res = localize(["good", "bad", "idle"], lambda b: outcomes[b], pixel_embed, ref, SelectConfig(keep=1),
-                   "pixel", on_block=lambda i, n, row: seen.append((i, n, row.block)))
+    seen, asked, eligible = [], [], []
+
+    def probe(block, parts):
+        asked.append((block, tuple(parts)))
+        return {k: outcomes[block][k] for k in parts}
+
+    res = localize(["good", "bad", "idle"], probe, pixel_embed, ref, SelectConfig(keep=1),
+                   "pixel", on_block=lambda i, n, row: seen.append((i, n, row.block)), on_eligible=eligible.append)
     assert res.chosen == ["good"]
-    assert seen == [(1, 3, "good"), (2, 3, "bad"), (3, 3, "idle")]
-    table = {r["block"]: r for r in json.loads(res.to_json())["blocks"]}
+    # every block's erase first, then retain for the eligible ones only ("idle" erases nothing)
+    assert seen == [(1, 3, "good"), (2, 3, "bad"), (3, 3, "idle"), (1, 3, "good"), (2, 3, "bad")]
+    assert eligible == [["good", "bad"]]
+    assert [b for b, parts in asked if "retain" in parts] == ["good", "bad"]
+    assert all("target" in parts and "retain" not in parts for b, parts in asked[:3])
+    text = res.to_json()
+    assert "NaN" not in text
+    table = {r["block"]: r for r in json.loads(text)["blocks"]}
     assert table["idle"]["erase"] == pytest.approx(0.0, abs=1e-6) and not table["idle"]["eligible"]
+    assert table["idle"]["retain"] is None and table["bad"]["retain"] < table["good"]["retain"]
     assert table["good"]["retain"] == pytest.approx(1.0, abs=1e-5) and table["good"]["erase"] > res.floor > 0
     assert res.referee["available"] and res.referee["overlap"] == 1.0
     img = report_image(res)
     assert img.shape[0] == 1 and img.shape[-1] == 3 and img.shape[1] == 76 + 3 * 22
+
+
+def test_retain_is_rendered_for_blocks_eligible_only_on_the_held_out_prompts():
+    """The referee's choice ranks by retain too: a block that erases only on the held-out prompts is rendered."""
+    target, distractors = images(seed=0), images(seed=2)
+    ref = {"target": target, "heldout": images(seed=4), "retain": images(seed=1), "floor": target * 0.98 + 0.01,
+           "target_ref": target, "distractors": distractors}
+    outcomes = {
+        "trained": {"target": distractors, "heldout": ref["heldout"], "retain": ref["retain"]},
+        "held": {"target": ref["target"], "heldout": distractors, "retain": images(seed=7)},
+        "idle": {"target": ref["target"], "heldout": ref["heldout"], "retain": ref["retain"]},
+    }
+    asked = []
+
+    def probe(block, parts):
+        asked.append((block, tuple(parts)))
+        return {k: outcomes[block][k] for k in parts}
+
+    res = localize(list(outcomes), probe, pixel_embed, ref, SelectConfig(keep=1), "pixel")
+    assert [b for b, parts in asked if "retain" in parts] == ["trained", "held"]
+    assert res.chosen == ["trained"] and res.referee["chosen_by_heldout"] == ["held"] and res.referee["overlap"] == 0.0

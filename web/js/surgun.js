@@ -76,10 +76,15 @@ function onChartEvent(detail) {
       chart = addPoint(node, "localize", promptId, null, true);
       chart.total = point?.total ?? null;
       break;
-    case "localize_block":
-      chart = addPoint(node, "localize", promptId, point, false);
+    case "localize_block": {
+      // a block comes twice when it is eligible: with its erase, then with its retain too
+      chart = addPoint(node, "localize", promptId, null, false);
+      const at = chart.points.findIndex((p) => p.block === point?.block);
+      if (at >= 0) chart.points[at] = point;
+      else chart.points.push(point);
       chart.total = point?.n ?? chart.total;
       break;
+    }
     case "localize_done":
       chart = addPoint(node, "localize", promptId, null, false);
       chart.done = point;
