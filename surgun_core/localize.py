@@ -268,9 +268,10 @@ def report_image(result: LocalizeResult, width: int = 900, bar_h: int = 18):
             hw = int(plot_w * max(0.0, r.erase_heldout) / e_max)
             d.rectangle([x_erase, y + bar_h - 4, x_erase + hw, y + bar_h], fill=(120, 30, 30))
         d.text((x_erase + plot_w + 4, y + 3), f"{r.erase:.3g}", fill="black")
-        rw = int(plot_w * min(1.0, max(0.0, r.retain)))
-        d.rectangle([x_retain, y, x_retain + rw, y + bar_h], fill=(60, 110, 200) if r.chosen else (170, 190, 230))
-        d.text((x_retain + plot_w + 4, y + 3), f"{r.retain:.4f}", fill="black")
+        if math.isfinite(r.retain):  # blocks that were not eligible have no retain renders
+            rw = int(plot_w * min(1.0, max(0.0, r.retain)))
+            d.rectangle([x_retain, y, x_retain + rw, y + bar_h], fill=(60, 110, 200) if r.chosen else (170, 190, 230))
+        d.text((x_retain + plot_w + 4, y + 3), f"{r.retain:.4f}" if math.isfinite(r.retain) else "-", fill="black")
         y += bar_h + 4
     for value, colour in ((result.floor, (120, 120, 120)), (result.threshold, (0, 0, 0))):
         tx = x_erase + int(plot_w * max(0.0, value) / e_max)
@@ -281,5 +282,6 @@ def report_image(result: LocalizeResult, width: int = 900, bar_h: int = 18):
     line = (f"held-out check: overlap {ref['overlap']:.2f}, chosen erase there {ref['chosen_erase_heldout']:.3g}"
             if ref.get("available") else "held-out check: needs two or more target lines")
     d.text((pad, height - 30), line, fill=(60, 60, 60))
-    d.text((pad, height - 14), "* chosen  ~ near-tie  | lines: noise floor (grey), erase threshold, retain of last kept", fill=(60, 60, 60))
+    d.text((pad, height - 14), "* chosen  ~ near-tie  | lines: noise floor (grey), erase threshold, retain of last kept  "
+                               "| retain -: not eligible, not rendered", fill=(60, 60, 60))
     return torch.from_numpy(np.asarray(img, dtype="float32") / 255.0).unsqueeze(0)
