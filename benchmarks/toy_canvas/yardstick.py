@@ -575,20 +575,14 @@ def main(argv=None) -> None:
     torch.set_num_threads(1)
     t0 = time.perf_counter()
     y = Yardstick(s, args.weights)
-    if args.probe_cost:
-        kind, name = targets[0]
-        pc = y.probe_cost(kind, name, y.choose_distractors(kind, name)["names"])
-        (out / stem).mkdir(parents=True, exist_ok=True)
-        (out / stem / "probe_cost.json").write_text(json.dumps(pc, indent=1))
-        log.info(json.dumps(pc, indent=1))
-        return
-    if args.speed:
-        kind, name = targets[0]
-        sp = y.speed(kind, name, y.choose_distractors(kind, name)["names"])
-        (out / stem).mkdir(parents=True, exist_ok=True)
-        (out / stem / "speed.json").write_text(json.dumps(sp, indent=1))
-        log.info(json.dumps(sp, indent=1))
-        return
+    for flag, measure, fname in ((args.probe_cost, y.probe_cost, "probe_cost.json"), (args.speed, y.speed, "speed.json")):
+        if flag:  # one measurement on the first target, written beside the results
+            kind, name = targets[0]
+            res = measure(kind, name, y.choose_distractors(kind, name)["names"])
+            (out / stem).mkdir(parents=True, exist_ok=True)
+            (out / stem / fname).write_text(json.dumps(res, indent=1))
+            log.info(json.dumps(res, indent=1))
+            return
     if s.quick and jsonl.exists():  # CI checks this code, not an earlier run's records
         jsonl.unlink()
     y.load(jsonl)
