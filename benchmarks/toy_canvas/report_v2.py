@@ -14,7 +14,9 @@ METRICS = ("UA", "IRA", "CRA", "H", "related_IRA", "kept_on_target", "mode_sprea
 def attack_keys(s) -> tuple:
     return (*(f"soft@{n}" for n in s.attack_steps), "paraphrase")
 COLOURS = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (255, 127, 14), (148, 103, 189), (140, 86, 75), (227, 119, 194),
-           (127, 127, 127), (188, 189, 34), (23, 190, 207), (0, 0, 0)]
+           (127, 127, 127), (188, 189, 34), (23, 190, 207), (0, 0, 0), (174, 199, 232), (255, 152, 150), (152, 223, 138),
+           (255, 187, 120), (197, 176, 213)]
+"""One colour per method of ``V2_METHODS`` (15 of them): no two curves share one."""
 
 
 def read_jsonl(path: Path) -> dict:
@@ -229,11 +231,12 @@ def plots(summary: dict, attacks: list, out: Path, stem: str, keys: tuple = ("pa
             c = COLOURS[methods.index(m) % len(COLOURS)]
             seq = sorted(pts[m])
             xy = [(X(a), Y(b)) for _, a, b in seq]
+            thin = m in ABLATIONS  # ablations: thin lines, hollow points
             if len(xy) > 1:
-                dr.line(xy, fill=c, width=2)
+                dr.line(xy, fill=c, width=1 if thin else 2)
             for (x, y), (lr, _, _) in zip(xy, seq):
-                dr.ellipse([x - 3, y - 3, x + 3, y + 3], fill=c)
-            dr.line([W + 5, 30 + 16 * i, W + 25, 30 + 16 * i], fill=c, width=3)
+                dr.ellipse([x - 3, y - 3, x + 3, y + 3], fill=None if thin else c, outline=c)
+            dr.line([W + 5, 30 + 16 * i, W + 25, 30 + 16 * i], fill=c, width=1 if thin else 3)
             dr.text((W + 30, 24 + 16 * i), m, fill="black")
         name = f"{stem}_pareto_{kind}.png"
         img.save(out / name)
