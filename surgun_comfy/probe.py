@@ -67,9 +67,10 @@ def run_localizer(model_patcher, clip, vae, clip_vision, req: LocalizeRequest, n
 
     t0 = time.perf_counter()
     samples = renderer.latents(model_patcher, train_batches, req.seed)
-    untouched = {p: im for b in parts.values() for p, im in renderer.images(model_patcher, vae, b, offset_seed(req.seed, EVAL_SEED)).items()}
-    reference = {
-        "target": stacked(untouched, targets), "heldout": stacked(untouched, heldout), "retain": stacked(untouched, retain),
+    untouched = {k: renderer.images(model_patcher, vae, b, offset_seed(req.seed, EVAL_SEED)) for k, b in parts.items()}
+    reference = {  # each part from its own plan, as the probes render it (same seeds)
+        "target": stacked(untouched[ERASE_PARTS], targets), "heldout": stacked(untouched[ERASE_PARTS], heldout),
+        "retain": stacked(untouched[RETAIN_PARTS], retain),
         "floor": stacked(renderer.images(model_patcher, vae, floor_batches, offset_seed(req.seed, FLOOR_SEED)), targets),
         "target_ref": torch.cat([decode_images(vae, samples[p]) for p in targets]),
         "distractors": torch.cat([decode_images(vae, samples[d]) for g in trained for d in g.distractors]),
