@@ -18,11 +18,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import time
 
 import torch
 
-from surgun_core.localize import SelectConfig, localize
+from surgun_core.localize import ERASE_PARTS, RETAIN_PARTS, SelectConfig, localize
 from surgun_core.scores import PIXEL_FALLBACK, pixel_embed
 from surgun_core.selection import select_trainable
 
@@ -62,11 +63,13 @@ def localize_blocks(pipe, family, encoder, plan_, samples, req, progress) -> tup
     steps = opts.render_steps or s.steps
     trained, held_out = split_groups(plan_.groups)
     targets, heldout = [t for t, _ in trained], [t for t, _ in held_out]
-    evaluated = [*targets, *heldout, *plan_.retain]
+    # erase renders for every unit; retain renders (most of the images) only for the eligible ones
+    parts = {ERASE_PARTS: [*targets, *heldout], RETAIN_PARTS: list(plan_.retain)}
     probe_cfg = dataclasses.replace(method_config(req), steps=opts.probe_steps,
                                     learning_rate=opts.probe_lr or req.train.learning_rate)
     strength = req.train.steps / opts.probe_steps
-    progress.grow((len(evaluated) + len(targets)) * steps + opts.probe_steps + len(units) * len(evaluated) * steps)
+    progress.grow((sum(map(len, parts.values())) + len(targets)) * steps + opts.probe_steps
+                  + len(units) * len(parts[ERASE_PARTS]) * steps)
 
     def images(prompts, offset: int) -> dict:
         return render(pipe, family, prompts, opts.images_per_prompt, steps, s.cfg, s.size, req.train.seed + offset,
@@ -76,9 +79,10 @@ def localize_blocks(pipe, family, encoder, plan_, samples, req, progress) -> tup
         return torch.cat([out[p] for p in prompts]) if prompts else None
 
     t0 = time.perf_counter()
-    untouched = images(evaluated, EVAL_SEED)
-    reference = {
-        "target": stacked(untouched, targets), "heldout": stacked(untouched, heldout), "retain": stacked(untouched, plan_.retain),
+    untouched = {k: images(prompts, EVAL_SEED) for k, prompts in parts.items()}
+    reference = {  # each part rendered on its own, as the probes render it (same seeds)
+        "target": stacked(untouched[ERASE_PARTS], targets), "heldout": stacked(untouched[ERASE_PARTS], heldout),
+        "retain": stacked(untouched[RETAIN_PARTS], plan_.retain),
         "floor": stacked(images(targets, FLOOR_SEED), targets),
         "target_ref": torch.cat([decode(pipe, samples[t]) for t in targets]),
         "distractors": torch.cat([decode(pipe, samples[p]) for _, ds in trained for p in ds.values()]),
@@ -92,16 +96,18 @@ def localize_blocks(pipe, family, encoder, plan_, samples, req, progress) -> tup
                          lambda *a: progress.tick())
     update_s = time.perf_counter() - t0
 
-    def probe(block: str) -> dict:
+    def probe(block: str, wanted: tuple) -> dict:
         with merged(net, {m: deltas[m] for m in layers[block]}, strength):
-            out = images(evaluated, EVAL_SEED)
-        return {"target": stacked(out, targets), "heldout": stacked(out, heldout), "retain": stacked(out, plan_.retain)}
+            out = images(parts[wanted], EVAL_SEED)
+        prompts = {"target": targets, "heldout": heldout, "retain": plan_.retain}
+        return {k: stacked(out, prompts[k]) for k in wanted}
 
     def on_block(i, n, row):
-        progress.say(f"block {i}/{n}: erase {row.erase:.3f} retain {row.retain:.3f}")
+        progress.say(f"block {i}/{n}: erase {row.erase:.3f}" + (f" retain {row.retain:.3f}" if math.isfinite(row.retain) else ""))
 
     t0 = time.perf_counter()
-    result = localize(units, probe, pixel_embed, reference, select, PIXEL_FALLBACK, on_block)
+    result = localize(units, probe, pixel_embed, reference, select, PIXEL_FALLBACK, on_block,
+                      on_eligible=lambda names: progress.grow(len(names) * len(parts[RETAIN_PARTS]) * steps))
     result.timing_s = {"reference": round(reference_s, 2), "update": round(update_s, 2), "blocks": round(time.perf_counter() - t0, 2)}
     result.config.update({"granularity": opts.granularity, "probe_steps": opts.probe_steps, "learning_rate": probe_cfg.learning_rate,
                           "strength": strength, "images_per_prompt": opts.images_per_prompt, "render_steps": steps,
