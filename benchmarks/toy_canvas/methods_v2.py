@@ -80,10 +80,13 @@ V2_METHODS: dict[str, V2Method] = {m.name: m for m in [
     _m("surgun_1d", None, 3, n_distractors=1),
     _m("surgun_no_distractors", None, 2, n_distractors=0, node=(("distractor_weight", 0.0),)),
     _m("surgun_no_ascent", None, 3, node=(("ascent_weight", 0.0),)),
+    # SurgUn with another setting of one node input, every ingredient kept (issue 13, item 5's next ideas)
+    _m("surgun_dps1", None, 3, node=(("distractors_per_step", 1),)),
 ]}
 STEP_MATCHED = ("surgun", "esd_x", "esd_x_full", "ga", "ca", "ca_noise", "uce")
 COMPUTE_MATCHED = ("esd_x@4x", "esd_x_full@4x", "ga@4x", "ca@2x")
 ABLATIONS = ("surgun_loc", "surgun_1d", "surgun_no_distractors", "surgun_no_ascent")
+VARIANTS = ("surgun_dps1",)
 UCE_LAMBDAS = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
 
 

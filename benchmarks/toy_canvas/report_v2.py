@@ -8,7 +8,7 @@ import statistics
 from pathlib import Path
 
 from . import split
-from .methods_v2 import ABLATIONS, COMPUTE_MATCHED, UCE_LAMBDAS, V2_METHODS
+from .methods_v2 import ABLATIONS, COMPUTE_MATCHED, UCE_LAMBDAS, V2_METHODS, VARIANTS
 
 METRICS = ("UA", "IRA", "CRA", "H", "related_IRA", "kept_on_target", "mode_spread_bits")
 def attack_keys(s) -> tuple:
@@ -118,11 +118,13 @@ def write_report(jsonl: Path, out: Path, stem: str, s, targets, wall_s: float | 
               "images; mode spread: entropy (bits) of the classes the target prompts now produce. `edge`: the best lr is at "
               "the end of the grid (extend it). matched: `step` = the same steps as SurgUn, `compute` = as many training samples "
               "as SurgUn, `ablation` = SurgUn (the node) with one ingredient changed (surgun_loc: blocks from the Block Localizer; "
-              "surgun_1d: one distractor; surgun_no_distractors: distractor_weight 0; surgun_no_ascent: ascent_weight 0).", "",
+              "surgun_1d: one distractor; surgun_no_distractors: distractor_weight 0; surgun_no_ascent: ascent_weight 0), "
+              "`variant` = SurgUn (the node) with every ingredient and one other input changed (surgun_dps1: distractors_per_step 1).", "",
               "| kind | method | matched | lr | " + " | ".join(c.replace("_", " ") for c in cols) + " | n |",
               "|" + " --- |" * (5 + len(cols))]
-        group = lambda m: "ablation" if m in ABLATIONS else "compute" if m in COMPUTE_MATCHED else "step"
-        for (kind, m), (lr, d) in sorted(best.items(), key=lambda kv: (kv[0][0] != "style", ("step", "compute", "ablation").index(group(kv[0][1])),
+        group = lambda m: ("ablation" if m in ABLATIONS else "variant" if m in VARIANTS
+                           else "compute" if m in COMPUTE_MATCHED else "step")
+        for (kind, m), (lr, d) in sorted(best.items(), key=lambda kv: (kv[0][0] != "style", ("step", "compute", "variant", "ablation").index(group(kv[0][1])),
                                                                         -kv[1][1]["H"]["mean"])):
             grid = grid_of(m, s)
             edge = " edge" if len(grid) > 1 and lr in (min(grid), max(grid)) else ""
@@ -231,7 +233,7 @@ def plots(summary: dict, attacks: list, out: Path, stem: str, keys: tuple = ("pa
             c = COLOURS[methods.index(m) % len(COLOURS)]
             seq = sorted(pts[m])
             xy = [(X(a), Y(b)) for _, a, b in seq]
-            thin = m in ABLATIONS  # ablations: thin lines, hollow points
+            thin = m in ABLATIONS + VARIANTS  # ablations and variants: thin lines, hollow points
             if len(xy) > 1:
                 dr.line(xy, fill=c, width=1 if thin else 2)
             for (x, y), (lr, _, _) in zip(xy, seq):

@@ -41,6 +41,7 @@ from .methods_v2 import (
     COMPUTE_MATCHED,
     STEP_MATCHED,
     UCE_LAMBDAS,
+    VARIANTS,
     V2_METHODS,
     V2Method,
     anchor_map,
@@ -62,7 +63,7 @@ class V2Settings:
     steps: int = 60
     lrs: tuple = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2)
     seeds: tuple = (0, 1, 2)
-    methods: tuple = STEP_MATCHED + COMPUTE_MATCHED + ABLATIONS
+    methods: tuple = STEP_MATCHED + COMPUTE_MATCHED + ABLATIONS + VARIANTS
     samples_per_prompt: int = 2
     """Training samples per prompt (the node's samples_per_prompt; the baselines draw the same number)."""
     eval_target_per_prompt: int = 8

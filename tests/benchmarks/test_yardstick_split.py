@@ -83,6 +83,20 @@ def test_each_ablation_removes_one_ingredient_and_keeps_the_retain_lines(kind, n
     assert len(lines(full["distractors"])) == 3 and not mv.V2_METHODS["surgun"].node
 
 
+def test_each_variant_keeps_every_ingredient_and_changes_one_other_input():
+    """A variant is the full method (all distractors, weights on, same lines) with one other node input set."""
+    kind, name = "style", "neon"
+    chosen = tuple(n for n in split.names_of(kind) if n != name)[:3]
+    full = split.surgun_node_text(kind, name, chosen)
+    seen = {}
+    for v in mv.VARIANTS:
+        m = mv.V2_METHODS[v]
+        assert m.is_surgun and not m.localized and split.surgun_node_text(kind, name, chosen, m.n_distractors) == full, v
+        assert not {"distractor_weight", "ascent_weight", "retain_weight"} & set(dict(m.node)), v
+        seen[v] = dict(m.node)
+    assert seen == {"surgun_dps1": {"distractors_per_step": 1}}
+
+
 def test_train_and_eval_halves_partition_the_table():
     for kind in ("style", "object"):
         tr, ev = set(split.contexts(kind, "train")), set(split.contexts(kind, "eval"))
