@@ -7,6 +7,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Mapping
 
 from ..surgun_core import __version__
@@ -94,7 +95,7 @@ class EraseRequest:
             require_number(name, getattr(self, name), lo=1)
         require_number("sample_cfg", self.sample_cfg, 0, 100, "Try 5.0 (1.0 for guidance-distilled models such as Flux).")
 
-    @property
+    @cached_property
     def groups(self) -> list[Group]:
         return plan_groups(self.targets, self.distractors, self.retain, self.distractor_prompts, self.concepts or self.concept,
                            self.paired, dict(self.concept_distractors))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from ..surgun_core.errors import SurgUnError, require_number, short
 from ..surgun_core.localize import SelectConfig
@@ -56,7 +57,7 @@ class LocalizeRequest:
         require_number("render_cfg", self.render_cfg, 0, 100, "Try 5.0 (1.0 for Flux).")
         self.probe  # the probe's training settings are checked now, before any work
 
-    @property
+    @cached_property
     def groups(self) -> tuple[list[Group], list[Group]]:
         """(groups the update trains on, held-out groups): every other target line is held out."""
         groups = plan_groups(self.targets, self.distractors, self.retain, self.distractor_prompts, self.concept)
