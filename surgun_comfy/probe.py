@@ -5,8 +5,9 @@
    it stands in for the training (one update instead of one per block, so the probe costs about
    what the training it steers costs).
 3. For each block, apply only that block's part of the update, scaled by train_steps / probe_steps,
-   render the trained prompts and the held-out prompts at seeds the update never saw, and the
-   retain prompts; score them (:func:`surgun_core.localize.localize`).
+   render the trained prompts and the held-out prompts at seeds the update never saw; then, for the
+   blocks that erase enough to be chosen, the retain prompts (the untouched model's retain images are
+   rendered only if there is such a block); score them (:func:`surgun_core.localize.localize`).
 """
 
 from __future__ import annotations
@@ -67,10 +68,11 @@ def run_localizer(model_patcher, clip, vae, clip_vision, req: LocalizeRequest, n
 
     t0 = time.perf_counter()
     samples = renderer.latents(model_patcher, train_batches, req.seed)
-    untouched = {k: renderer.images(model_patcher, vae, b, offset_seed(req.seed, EVAL_SEED)) for k, b in parts.items()}
+    untouched = lambda part: renderer.images(model_patcher, vae, parts[part], offset_seed(req.seed, EVAL_SEED))
+    erase_ref = untouched(ERASE_PARTS)
     reference = {  # each part from its own plan, as the probes render it (same seeds)
-        "target": stacked(untouched[ERASE_PARTS], targets), "heldout": stacked(untouched[ERASE_PARTS], heldout),
-        "retain": stacked(untouched[RETAIN_PARTS], retain),
+        "target": stacked(erase_ref, targets), "heldout": stacked(erase_ref, heldout),
+        "retain": lambda: stacked(untouched(RETAIN_PARTS), retain),  # rendered only if a block is eligible
         "floor": stacked(renderer.images(model_patcher, vae, floor_batches, offset_seed(req.seed, FLOOR_SEED)), targets),
         "target_ref": torch.cat([decode_images(vae, samples[p]) for p in targets]),
         "distractors": torch.cat([decode_images(vae, samples[d]) for g in trained for d in g.distractors]),
@@ -105,7 +107,7 @@ def run_localizer(model_patcher, clip, vae, clip_vision, req: LocalizeRequest, n
     t0 = time.perf_counter()
     progress.chart("localize_start", {"total": len(blocks)})
     result = localize(blocks, probe, embed, reference, req.select, embed_name, on_block,
-                      on_eligible=lambda names: progress.skip((len(blocks) - len(names)) * per_block[RETAIN_PARTS]))
+                      on_eligible=lambda names: progress.skip((len(blocks) - len(names) + (not names)) * per_block[RETAIN_PARTS]))
     progress.chart("localize_done", {"erase_threshold": result.threshold, "noise_floor": result.floor,
                                      "retain_cutoff": result.retain_cutoff, "chosen": result.chosen})
     result.timing_s = {"reference": round(reference_s, 2), "update": round(update_s, 2), "blocks": round(time.perf_counter() - t0, 2)}

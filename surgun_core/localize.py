@@ -192,8 +192,9 @@ def localize(
     """Probe every block, score it, select (see the module docstring).
 
     ``reference`` holds the untouched model's images: ``target`` (the trained prompts, at the probe's
-    seeds), ``heldout`` (held-out prompts at the same seeds, or None), ``retain``, ``floor`` (the
-    trained prompts at other seeds), ``target_ref`` and ``distractors`` (the reference sets).
+    seeds), ``heldout`` (held-out prompts at the same seeds, or None), ``retain`` (or a function that
+    renders them: it is called once, and only if some block is eligible), ``floor`` (the trained
+    prompts at other seeds), ``target_ref`` and ``distractors`` (the reference sets).
     ``on_block`` is called after a block's erase is measured and again after its retain (eligible
     blocks only); ``on_eligible`` once with the eligible blocks, before their retain renders.
     """
@@ -202,7 +203,6 @@ def localize(
     base = competition(embed(reference["target"]), t_ref, d_ref)
     held = reference.get("heldout")
     base_held = competition(embed(held), t_ref, d_ref)["score"].mean() if held is not None else None
-    ref_r = embed(reference["retain"])
     floor = noise_floor(reference, embed)
     rows = []
     for i, block in enumerate(blocks):  # erase of every block
@@ -224,12 +224,16 @@ def localize(
         eligible |= {r.block for r in _eligible(rows, lambda r: r.erase_heldout, floor, config)[0]}
     if on_eligible is not None:
         on_eligible([r.block for r in rows if r.block in eligible])
+    retain_ref = ref_r = None
     for i, row in enumerate(rows):  # retain of the blocks that can be chosen
         if row.block not in eligible:
             continue
+        if retain_ref is None:  # the untouched model's retain images, first needed now
+            retain_ref = reference["retain"]() if callable(reference["retain"]) else reference["retain"]
+            ref_r = embed(retain_ref)
         t0 = time.perf_counter()
         out = probe(row.block, RETAIN_PARTS)
-        r = retain_score(embed(out["retain"]), ref_r, out["retain"], reference["retain"])
+        r = retain_score(embed(out["retain"]), ref_r, out["retain"], retain_ref)
         row.retain, row.retain_embed, row.retain_ssim = r["retain"], r["retain_embed"], r["retain_ssim"]
         if not math.isfinite(row.retain):
             raise SurgUnError(f"[SurgUn] probing {row.block!r} produced non-finite images; lower learning_rate.")

@@ -68,7 +68,7 @@ def localize_blocks(pipe, family, encoder, plan_, samples, req, progress) -> tup
     probe_cfg = dataclasses.replace(method_config(req), steps=opts.probe_steps,
                                     learning_rate=opts.probe_lr or req.train.learning_rate)
     strength = req.train.steps / opts.probe_steps
-    progress.grow((sum(map(len, parts.values())) + len(targets)) * steps + opts.probe_steps
+    progress.grow((len(parts[ERASE_PARTS]) + len(targets)) * steps + opts.probe_steps
                   + len(units) * len(parts[ERASE_PARTS]) * steps)
 
     def images(prompts, offset: int) -> dict:
@@ -79,10 +79,10 @@ def localize_blocks(pipe, family, encoder, plan_, samples, req, progress) -> tup
         return torch.cat([out[p] for p in prompts]) if prompts else None
 
     t0 = time.perf_counter()
-    untouched = {k: images(prompts, EVAL_SEED) for k, prompts in parts.items()}
+    erase_ref = images(parts[ERASE_PARTS], EVAL_SEED)
     reference = {  # each part rendered on its own, as the probes render it (same seeds)
-        "target": stacked(untouched[ERASE_PARTS], targets), "heldout": stacked(untouched[ERASE_PARTS], heldout),
-        "retain": stacked(untouched[RETAIN_PARTS], plan_.retain),
+        "target": stacked(erase_ref, targets), "heldout": stacked(erase_ref, heldout),
+        "retain": lambda: stacked(images(parts[RETAIN_PARTS], EVAL_SEED), plan_.retain),  # only if a unit is eligible
         "floor": stacked(images(targets, FLOOR_SEED), targets),
         "target_ref": torch.cat([decode(pipe, samples[t]) for t in targets]),
         "distractors": torch.cat([decode(pipe, samples[p]) for _, ds in trained for p in ds.values()]),
@@ -107,7 +107,7 @@ def localize_blocks(pipe, family, encoder, plan_, samples, req, progress) -> tup
 
     t0 = time.perf_counter()
     result = localize(units, probe, pixel_embed, reference, select, PIXEL_FALLBACK, on_block,
-                      on_eligible=lambda names: progress.grow(len(names) * len(parts[RETAIN_PARTS]) * steps))
+                      on_eligible=lambda names: progress.grow((len(names) + bool(names)) * len(parts[RETAIN_PARTS]) * steps))
     result.timing_s = {"reference": round(reference_s, 2), "update": round(update_s, 2), "blocks": round(time.perf_counter() - t0, 2)}
     result.config.update({"granularity": opts.granularity, "probe_steps": opts.probe_steps, "learning_rate": probe_cfg.learning_rate,
                           "strength": strength, "images_per_prompt": opts.images_per_prompt, "render_steps": steps,

@@ -146,3 +146,29 @@ def test_retain_is_rendered_for_blocks_eligible_only_on_the_held_out_prompts():
     res = localize(list(outcomes), probe, pixel_embed, ref, SelectConfig(keep=1), "pixel")
     assert [b for b, parts in asked if "retain" in parts] == ["trained", "held"]
     assert res.chosen == ["trained"] and res.referee["chosen_by_heldout"] == ["held"] and res.referee["overlap"] == 0.0
+
+
+@pytest.mark.parametrize("erases", [True, False])
+def test_untouched_retain_images_are_rendered_once_and_only_if_a_block_is_eligible(erases):
+    target, distractors, retain = images(seed=0), images(seed=2), images(seed=1)
+    rendered = []
+
+    def render_retain():
+        rendered.append(1)
+        return retain
+
+    ref = {"target": target, "heldout": None, "retain": render_retain, "floor": target * 0.98 + 0.01,
+           "target_ref": target, "distractors": distractors}
+    moved = distractors if erases else target
+
+    def probe(block, parts):
+        return {"target": moved, "retain": retain}
+
+    if erases:
+        res = localize(["a", "b"], probe, pixel_embed, ref, SelectConfig(keep=1), "pixel")
+        assert rendered == [1] and res.chosen == ["a"]
+        assert all(r.retain == pytest.approx(1.0, abs=1e-5) for r in res.rows)
+    else:
+        with pytest.raises(SurgUnError, match="no block erases above the noise floor"):
+            localize(["a", "b"], probe, pixel_embed, ref, SelectConfig(keep=1), "pixel")
+        assert rendered == []
