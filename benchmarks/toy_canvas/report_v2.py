@@ -119,7 +119,7 @@ def write_report(jsonl: Path, out: Path, stem: str, s, targets, wall_s: float | 
               "the end of the grid (extend it). matched: `step` = the same steps as SurgUn, `compute` = as many training samples "
               "as SurgUn, `ablation` = SurgUn (the node) with one ingredient changed (surgun_loc: blocks from the Block Localizer; "
               "surgun_1d: one distractor; surgun_no_distractors: distractor_weight 0; surgun_no_ascent: ascent_weight 0), "
-              "`variant` = SurgUn (the node) with every ingredient and one other input changed (surgun_dps1: distractors_per_step 1).", "",
+              "`variant` = SurgUn (the node) with every ingredient and one other input changed (surgun_dps1: distractors_per_step 1; surgun_cap15: ascent_cap 1.5).", "",
               "| kind | method | matched | lr | " + " | ".join(c.replace("_", " ") for c in cols) + " | n |",
               "|" + " --- |" * (5 + len(cols))]
         group = lambda m: ("ablation" if m in ABLATIONS else "variant" if m in VARIANTS
