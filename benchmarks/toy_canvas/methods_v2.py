@@ -88,7 +88,7 @@ STEP_MATCHED = ("surgun", "esd_x", "esd_x_full", "ga", "ca", "ca_noise", "uce")
 COMPUTE_MATCHED = ("esd_x@4x", "esd_x_full@4x", "ga@4x", "ca@2x")
 ABLATIONS = ("surgun_loc", "surgun_1d", "surgun_no_distractors", "surgun_no_ascent")
 VARIANTS = ("surgun_dps1", "surgun_cap15")
-UCE_LAMBDAS = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
+UCE_LAMBDAS = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
 
 
 # ---------------------------------------------------------------- training data (prompts)
