@@ -15,8 +15,8 @@ def attack_keys(s) -> tuple:
     return (*(f"soft@{n}" for n in s.attack_steps), "paraphrase")
 COLOURS = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (255, 127, 14), (148, 103, 189), (140, 86, 75), (227, 119, 194),
            (127, 127, 127), (188, 189, 34), (23, 190, 207), (0, 0, 0), (174, 199, 232), (255, 152, 150), (152, 223, 138),
-           (255, 187, 120), (197, 176, 213)]
-"""One colour per method of ``V2_METHODS`` (15 of them): no two curves share one."""
+           (255, 187, 120), (197, 176, 213), (196, 156, 148)]
+"""At least one colour per method of ``V2_METHODS``: no two curves share one."""
 
 
 def read_jsonl(path: Path) -> dict:

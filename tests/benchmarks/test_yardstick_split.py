@@ -150,3 +150,9 @@ def test_report_marks_partial_and_quick_bounds_fail(tmp_path):
     (d / "runs.jsonl").write_text("\n".join(json.dumps(r) for r in (gate, u, row)) + "\n")
     check_quick_v2(write_report(d / "runs.jsonl", tmp_path, "v2", s, [("style", "neon")]))
     assert (tmp_path / "v2_pareto_style.png").exists()
+
+
+def test_every_method_has_its_own_plot_colour():
+    from surgun_pack.benchmarks.toy_canvas.report_v2 import COLOURS
+
+    assert len(set(COLOURS)) == len(COLOURS) >= len(mv.V2_METHODS)
