@@ -19,6 +19,7 @@ baselines (CA model-based, UCE).
   samples as SurgUn (SurgUn draws 4 per step: target, 2 distractors, 1 retain; ESD-x and GA 1, CA 2).
 
 The anchor of CA and UCE is the first distractor SurgUn's algorithm chose (never hand-picked).
+``surgun_protect`` alone gets another distractor set: the algorithm's, with the related concepts protected.
 """
 
 from __future__ import annotations
@@ -49,6 +50,9 @@ class V2Method:
     """A SurgUn variant given only the first N of the algorithm's distractors (None: all)."""
     localized: bool = False
     """A SurgUn variant whose blocks come from the Block Localizer node, wired into Train's block_set."""
+    protect_related: bool = False
+    """A SurgUn variant whose distractors come from the same algorithm with the target's related concepts
+    (its 2 nearest) typed into the Distractor Builder's ``protected`` input, so none of them is trained toward."""
 
     @property
     def is_surgun(self) -> bool:
@@ -83,11 +87,12 @@ V2_METHODS: dict[str, V2Method] = {m.name: m for m in [
     # SurgUn with another setting of one node input, every ingredient kept (issue 13, item 5's next ideas)
     _m("surgun_dps1", None, 3, node=(("distractors_per_step", 1),)),
     _m("surgun_cap15", None, SURGUN_SAMPLES_PER_STEP, node=(("ascent_cap", 1.5),)),
+    _m("surgun_protect", None, SURGUN_SAMPLES_PER_STEP, protect_related=True),
 ]}
 STEP_MATCHED = ("surgun", "esd_x", "esd_x_full", "ga", "ca", "ca_noise", "uce")
 COMPUTE_MATCHED = ("esd_x@4x", "esd_x_full@4x", "ga@4x", "ca@2x")
 ABLATIONS = ("surgun_loc", "surgun_1d", "surgun_no_distractors", "surgun_no_ascent")
-VARIANTS = ("surgun_dps1", "surgun_cap15")
+VARIANTS = ("surgun_dps1", "surgun_cap15", "surgun_protect")
 UCE_LAMBDAS = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
 
 

@@ -187,8 +187,9 @@ class Bench:
         """ESD's concept-only prompt."""
         return f"{name} style" if kind == "style" else f"a {name}"
 
-    def choose_distractors(self, kind: str, name: str) -> dict:
-        """SurgUn's algorithm on the toy world: a concept is embedded as the mean of its 8 prompts."""
+    def choose_distractors(self, kind: str, name: str, protected=()) -> dict:
+        """SurgUn's algorithm on the toy world: a concept is embedded as the mean of its 8 prompts
+        (``protected``: concepts never chosen, the Distractor Builder's input of that name)."""
         with torch.inference_mode():
             def embed(names):
                 rows = []
@@ -199,7 +200,7 @@ class Bench:
 
             chosen = build_distractor_set(
                 name, "custom", embed, DistractorParams(k=self.s.k_distractors), candidates=self.others(kind, name),
-                use_pool=False)
+                use_pool=False, protected=list(protected))
         return {"names": chosen.names, "sim_to_target": chosen.sim_to_target}
 
     @staticmethod

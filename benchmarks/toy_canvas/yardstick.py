@@ -134,6 +134,7 @@ class Yardstick(Bench):
         self.jsonl: Path | None = None
         self._refs: dict = {}
         self._train_samples: dict = {}
+        self._protected: dict = {}
 
     # ---------------------------------------------------------------- bookkeeping
     def load(self, path: Path) -> None:
@@ -163,9 +164,23 @@ class Yardstick(Bench):
             sims = {n: float(torch.nn.functional.cosine_similarity(t, emb(n), dim=0)) for n in self.others(kind, name)}
         return sorted(sims, key=lambda n: -sims[n])[:2]
 
+    def protected_distractors(self, kind: str, name: str, related) -> list[str]:
+        """The algorithm's distractors with the related concepts protected (``protect_related`` variants)."""
+        key = (kind, name, tuple(related))
+        if key not in self._protected:
+            self._protected[key] = self.choose_distractors(kind, name, protected=related)["names"]
+        return self._protected[key]
+
+    def distractors_of(self, mname: str, kind: str, name: str, u: dict) -> list[str]:
+        """The distractor names method ``mname`` trains with (``u``: the target's untouched record)."""
+        if V2_METHODS[mname].protect_related:
+            return self.protected_distractors(kind, name, u["related"])
+        return u["distractors"]["names"]
+
     def check_held_out(self, kind: str, name: str, chosen: list[str], related: list[str], forms) -> None:
         """The runtime twin of the test: no evaluated prompt is trained on by any method."""
-        trained = set().union(*(training_prompts(m, kind, name, chosen) for m in V2_METHODS))
+        own = lambda m: self.protected_distractors(kind, name, related) if V2_METHODS[m].protect_related else chosen
+        trained = set().union(*(training_prompts(m, kind, name, own(m)) for m in V2_METHODS))
         for role, prompts in split.eval_prompt_sets(kind, name, chosen, related, forms).items():
             leak = [p for p in prompts if p.lower() in trained]
             assert not leak, f"held-out {role} prompts are trained on: {leak}"
@@ -418,6 +433,44 @@ class Yardstick(Bench):
         out["ratio_localizer_to_train"] = round(out["localizer"]["cpu_s"] / out["train"]["cpu_s"], 2)
         return out
 
+    # ---------------------------------------------------------------- the localiser's resolution
+    def embed_floor(self, targets, images_per_prompt: int = 2) -> dict:
+        """Can the Block Localizer's score see an erasure at all? Per target and image embedding (the
+        shipped pixel fallback; a Fourier-magnitude candidate, not shipped): the noise floor the
+        localiser computes (``surgun_core.localize.noise_floor``: the untouched model re-rendered with
+        other seeds) against the score of a *complete* erasure (every target image replaced by a
+        distractor's image in the same context, same seeds). ``full / floor`` below 1: no block can pass."""
+        from ...surgun_core.localize import noise_floor
+        from ...surgun_core.scores import PIXEL_FALLBACK, competition, pixel_embed
+
+        def fourier_embed(images: torch.Tensor, side: int = 32) -> torch.Tensor:
+            x = torch.nn.functional.adaptive_avg_pool2d(images.float().permute(0, 3, 1, 2), (side, side))
+            mean = x.mean(dim=(2, 3))
+            return torch.cat([torch.fft.rfft2(x - mean[..., None, None], norm="ortho").abs().flatten(1), mean * side], 1)
+
+        images = lambda prompts, seed: self.vae.decode(self.sample(self.model, prompts, seed)).float().cpu()
+        out = {"embeddings": {"pixel": PIXEL_FALLBACK, "fourier": "candidate (not shipped): |rfft2| of 32x32 mean-removed "
+                                                                     "RGB thumbnails and the mean colour (translation invariant)"},
+               "images_per_prompt": images_per_prompt, "targets": {}}
+        for kind, name in targets:
+            chosen = self.choose_distractors(kind, name)["names"]
+            ctx = split.contexts(kind, "train")
+            tp = [split.cell(kind, name, c) for c in ctx for _ in range(images_per_prompt)]
+            swapped = [split.cell(kind, chosen[i % len(chosen)], c) for i, c in enumerate(ctx) for _ in range(images_per_prompt)]
+            ref = {"target": images(tp, 11), "floor": images(tp, 22), "target_ref": images(tp, 33),
+                   "distractors": images([split.cell(kind, d, c) for d in chosen for c in ctx], 44)}
+            full_images = images(swapped, 11)
+            row = {}
+            for ename, embed in (("pixel", pixel_embed), ("fourier", fourier_embed)):
+                t_ref, d_ref = embed(ref["target_ref"]), embed(ref["distractors"])
+                score = lambda x: competition(embed(x), t_ref, d_ref)["score"].mean().item()
+                floor = noise_floor(ref, embed)
+                full = score(full_images) - score(ref["target"])
+                row[ename] = {"floor": round(floor, 4), "full_erase": round(full, 4), "full_over_floor": round(full / floor, 2)}
+            out["targets"][f"{kind}:{name}"] = row
+            log.info(f"[SurgUn] [embed floor] {kind}:{name} {row}")
+        return out
+
     # ---------------------------------------------------------------- speed
     def speed(self, kind: str, name: str, chosen, steps: int = 25) -> dict:
         """CPU seconds per training step (median over ``steps``), SurgUn's objective vs ESD-x, same layers and loop."""
@@ -487,6 +540,8 @@ def run(y: Yardstick, targets, s: V2Settings, out: Path) -> None:
         u = done[ukey]
         chosen, related = u["distractors"]["names"], u["related"]
         y.check_held_out(kind, name, chosen, related, u["attack_forms"])
+        if any(V2_METHODS[m].protect_related for m in s.methods):
+            log.info(f"[SurgUn] [{t}] distractors with the related concepts protected: {y.protected_distractors(kind, name, related)}")
         if s.attacks:
             attack(y, s, kind, name, "untouched", None, None, u)
         for mname in s.methods:
@@ -497,7 +552,7 @@ def run(y: Yardstick, targets, s: V2Settings, out: Path) -> None:
                     if run_key(rec) in done:
                         continue
                     t0 = time.perf_counter()
-                    erased, info = y.train(mname, kind, name, chosen, lr, seed)
+                    erased, info = y.train(mname, kind, name, y.distractors_of(mname, kind, name, u), lr, seed)
                     t_train = time.perf_counter() - t0
                     m = y.evaluate2(erased, kind, name, chosen, related)
                     for k in ("IRA", "CRA", "related_IRA", "kept_on_target"):
@@ -518,7 +573,7 @@ def attack(y: Yardstick, s: V2Settings, kind: str, name: str, mname: str, lr, se
     if run_key(rec) in y.done or (mname != "untouched" and lr is None):
         return
     t0 = time.perf_counter()
-    model = y.model if mname == "untouched" else y.train(mname, kind, name, u["distractors"]["names"], lr, seed)[0]
+    model = y.model if mname == "untouched" else y.train(mname, kind, name, y.distractors_of(mname, kind, name, u), lr, seed)[0]
     a = y.soft_attack(model, kind, name)
     a.update(y.paraphrase_attack(model, kind, name, u["attack_forms"]))
     y.record({**rec, **a, "wall_s": round(time.perf_counter() - t0, 1)})
@@ -538,6 +593,7 @@ def parse_args(argv=None):
     ap.add_argument("--no-attacks", action="store_true", help="skip the attack phase (and the paraphrase measurement)")
     ap.add_argument("--report-only", action="store_true", help="rewrite the md/json/PNGs from the JSONL and exit")
     ap.add_argument("--speed", action="store_true", help="only measure CPU s per step, SurgUn vs ESD-x vs GA (median of 25)")
+    ap.add_argument("--embed-floor", action="store_true", help="only measure whether the localiser's score sees a complete erasure above its noise floor, per target")
     ap.add_argument("--probe-cost", action="store_true", help="only measure CPU s of the Block Localizer node vs the SurgUn Train node it steers")
     ap.add_argument("--out", type=Path, default=None, help="default benchmarks/results (quick: benchmarks/results/quick)")
     ap.add_argument("--weights", default=None)
@@ -576,6 +632,11 @@ def main(argv=None) -> None:
     torch.set_num_threads(1)
     t0 = time.perf_counter()
     y = Yardstick(s, args.weights)
+    if args.embed_floor:
+        res = y.embed_floor(targets)
+        (out / stem).mkdir(parents=True, exist_ok=True)
+        (out / stem / "embed_floor.json").write_text(json.dumps(res, indent=1))
+        return
     for flag, measure, fname in ((args.probe_cost, y.probe_cost, "probe_cost.json"), (args.speed, y.speed, "speed.json")):
         if flag:  # one measurement on the first target, written beside the results
             kind, name = targets[0]

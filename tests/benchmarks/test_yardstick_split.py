@@ -20,16 +20,26 @@ def choices(kind, name):
     return list(itertools.combinations(others, 3))
 
 
-def trained_by_anyone(kind, name, chosen):
-    return set().union(*(mv.training_prompts(m, kind, name, chosen) for m in mv.V2_METHODS))
+def trained_by_anyone(kind, name, chosen, related=()):
+    """Every method's training prompts with distractors ``chosen``; a ``protect_related`` variant trains
+    with any 3 concepts outside ``related`` (every such set is included)."""
+    out = set()
+    for m in mv.V2_METHODS:
+        if mv.V2_METHODS[m].protect_related:
+            spared = [n for n in split.names_of(kind) if n != name and n not in related]
+            for own in itertools.combinations(spared, 3):
+                out |= mv.training_prompts(m, kind, name, own)
+        else:
+            out |= mv.training_prompts(m, kind, name, chosen)
+    return out
 
 
 @pytest.mark.parametrize("kind,name", TARGETS)
 def test_no_evaluated_prompt_is_trained_on(kind, name):
     for chosen in choices(kind, name):
-        trained = trained_by_anyone(kind, name, chosen)
         others = [n for n in split.names_of(kind) if n != name]
         for related in itertools.combinations(others, 2):
+            trained = trained_by_anyone(kind, name, chosen, related)
             sets = split.eval_prompt_sets(kind, name, chosen, related,
                                           [f for f in split.PARAPHRASE_FORMS[kind] if f != "concept_only"])
             for role, prompts in sets.items():
@@ -94,7 +104,8 @@ def test_each_variant_keeps_every_ingredient_and_changes_one_other_input():
         assert m.is_surgun and not m.localized and split.surgun_node_text(kind, name, chosen, m.n_distractors) == full, v
         assert not {"distractor_weight", "ascent_weight", "retain_weight"} & set(dict(m.node)), v
         seen[v] = dict(m.node)
-    assert seen == {"surgun_dps1": {"distractors_per_step": 1}, "surgun_cap15": {"ascent_cap": 1.5}}
+    assert seen == {"surgun_dps1": {"distractors_per_step": 1}, "surgun_cap15": {"ascent_cap": 1.5}, "surgun_protect": {}}
+    assert [v for v in mv.VARIANTS if mv.V2_METHODS[v].protect_related] == ["surgun_protect"]  # its one change: the distractor set
 
 
 def test_train_and_eval_halves_partition_the_table():
