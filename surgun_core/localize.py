@@ -11,6 +11,9 @@ and decoded to pixels, and scored against the untouched model's images:
 * **noise floor**: the erase the untouched model itself shows when re-rendered with other seeds.
   A block is eligible only above the floor and at ``min_fraction`` of the best block's erase, so
   blocks that do nothing cannot win on retain.
+* **reach**: the erase a *complete* erasure would score (the distractors' own images against the
+  target's). At or below the floor the embedding cannot see this concept at all (the pixel fallback
+  on small objects): a refusal then says so, since no probe strength can help.
 * **retain**: retain images unchanged (embedding cosine and SSIM, same seeds). Rendered only for
   the blocks that are eligible (by the erase or the held-out erase): the others cannot be chosen,
   and retain prompts are most of the renders.
@@ -100,6 +103,8 @@ class LocalizeResult:
     referee: dict = field(default_factory=dict)
     config: dict = field(default_factory=dict)
     timing_s: dict = field(default_factory=dict)
+    reach: float = float("nan")
+    """The erase of a complete erasure (the distractors' images), for scale."""
 
     @property
     def chosen(self) -> list[str]:
@@ -112,7 +117,8 @@ class LocalizeResult:
 
     def to_json(self) -> str:
         return json.dumps({
-            "chosen": self.chosen, "noise_floor": self.floor, "erase_threshold": self.threshold, "retain_cutoff": self.retain_cutoff,
+            "chosen": self.chosen, "noise_floor": self.floor, "reach": self.reach if math.isfinite(self.reach) else None,
+            "erase_threshold": self.threshold, "retain_cutoff": self.retain_cutoff,
             "embedding": self.embedding, "referee": self.referee, "config": self.config, "timing_s": self.timing_s,
             "blocks": self.table(),
         }, indent=1)
@@ -132,8 +138,9 @@ def _choose(rows: list[BlockRow], erase: Callable[[BlockRow], float], floor: flo
     return sorted(eligible, key=lambda r: (-r.retain, -erase(r), r.block)), threshold
 
 
-def select_blocks(rows: list[BlockRow], floor: float, config: SelectConfig) -> tuple[float, float, dict]:
-    """Mark ``eligible``, ``chosen``, ``chosen_heldout`` and ``near_tie`` on ``rows``.
+def select_blocks(rows: list[BlockRow], floor: float, config: SelectConfig, reach: float = float("nan")) -> tuple[float, float, dict]:
+    """Mark ``eligible``, ``chosen``, ``chosen_heldout`` and ``near_tie`` on ``rows`` (``reach``: the
+    erase of a complete erasure, which only shapes the refusal's advice).
 
     Returns ``(threshold, retain of the last kept block, referee report)``.
     """
@@ -141,6 +148,13 @@ def select_blocks(rows: list[BlockRow], floor: float, config: SelectConfig) -> t
     ranked, threshold = _choose(rows, lambda r: r.erase, floor, config)
     if not ranked:
         best = max(r.erase for r in rows)
+        if config.noise_floor and reach <= floor:  # NaN (unknown) compares False
+            raise SurgUnError(
+                f"[SurgUn] no block erases above the noise floor (floor {floor:.4g}, best erase {best:.4g}), and none could: "
+                f"a complete erasure (the distractors' own images) scores only {reach:.4g}, so this image embedding cannot "
+                "tell the target from its distractors. Connect a CLIP vision model to the Block Localizer's clip_vision "
+                "input (the diffusers CLI has only the pixel fallback), or train the preset's blocks without the localiser."
+            )
         raise SurgUnError(
             f"[SurgUn] no block erases above the noise floor (floor {floor:.4g}, best erase {best:.4g}): the probe update is "
             "too weak to tell the blocks apart. Raise probe_steps or learning_rate, or lower erase_threshold."
@@ -204,6 +218,7 @@ def localize(
     held = reference.get("heldout")
     base_held = competition(embed(held), t_ref, d_ref)["score"].mean() if held is not None else None
     floor = noise_floor(reference, embed)
+    reach = float(competition(d_ref, t_ref, d_ref)["score"].mean() - base["score"].mean())
     rows = []
     for i, block in enumerate(blocks):  # erase of every block
         t0 = time.perf_counter()
@@ -240,8 +255,8 @@ def localize(
         row.render_s += time.perf_counter() - t0
         if on_block is not None:
             on_block(i + 1, len(blocks), row)
-    threshold, cutoff, referee = select_blocks(rows, floor, config)
-    return LocalizeResult(rows, floor, threshold, cutoff, embedding_name, referee, asdict(config))
+    threshold, cutoff, referee = select_blocks(rows, floor, config, reach)
+    return LocalizeResult(rows, floor, threshold, cutoff, embedding_name, referee, asdict(config), reach=reach)
 
 
 def report_image(result: LocalizeResult, width: int = 900, bar_h: int = 18):

@@ -172,3 +172,19 @@ def test_untouched_retain_images_are_rendered_once_and_only_if_a_block_is_eligib
         with pytest.raises(SurgUnError, match="no block erases above the noise floor"):
             localize(["a", "b"], probe, pixel_embed, ref, SelectConfig(keep=1), "pixel")
         assert rendered == []
+
+
+def test_a_refusal_says_when_the_embedding_cannot_see_the_concept():
+    """When even the distractors' own images score no higher than the noise floor, no probe strength can help:
+    the refusal says to connect CLIP vision instead of to raise the probe (the pixel fallback on toy objects)."""
+    target = images(seed=0)
+    idle = lambda block, parts: {"target": target, "retain": target}
+    blind = {"target": target, "heldout": None, "retain": target, "floor": images(seed=9),  # re-render moves a lot
+             "target_ref": target, "distractors": target * 0.9 + images(seed=2) * 0.1}  # distractors look like the target
+    with pytest.raises(SurgUnError, match="cannot tell the target from its distractors.*clip_vision"):
+        localize(["a", "b"], idle, pixel_embed, blind, SelectConfig(keep=1), "pixel")
+    sighted = {**blind, "floor": target * 0.98 + 0.01, "distractors": images(seed=2)}
+    with pytest.raises(SurgUnError, match="too weak to tell the blocks apart") as err:
+        localize(["a", "b"], idle, pixel_embed, sighted, SelectConfig(keep=1), "pixel")
+    assert "clip_vision" not in str(err.value)
+
