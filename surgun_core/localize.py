@@ -11,9 +11,9 @@ and decoded to pixels, and scored against the untouched model's images:
 * **noise floor**: the erase the untouched model itself shows when re-rendered with other seeds.
   A block is eligible only above the floor and at ``min_fraction`` of the best block's erase, so
   blocks that do nothing cannot win on retain.
-* **reach**: the erase a *complete* erasure would score (the distractors' own images against the
-  target's). At or below the floor the embedding cannot see this concept at all (the pixel fallback
-  on small objects): a refusal then says so, since no probe strength can help.
+* **reach**: the erase a *complete* erasure would score (the distractors' own images, each against
+  the others). Under ``BLIND`` times the floor the embedding can hardly see this concept (the pixel
+  fallback on small objects): a refusal then says so, since a stronger probe would not help.
 * **retain**: retain images unchanged (embedding cosine and SSIM, same seeds). Rendered only for
   the blocks that are eligible (by the erase or the held-out erase): the others cannot be chosen,
   and retain prompts are most of the renders.
@@ -148,16 +148,18 @@ def select_blocks(rows: list[BlockRow], floor: float, config: SelectConfig, reac
     ranked, threshold = _choose(rows, lambda r: r.erase, floor, config)
     if not ranked:
         best = max(r.erase for r in rows)
-        if config.noise_floor and reach <= floor:  # NaN (unknown) compares False
+        if config.noise_floor and reach < BLIND * floor:  # NaN (unknown) compares False
             raise SurgUnError(
-                f"[SurgUn] no block erases above the noise floor (floor {floor:.4g}, best erase {best:.4g}), and none could: "
-                f"a complete erasure (the distractors' own images) scores only {reach:.4g}, so this image embedding cannot "
-                "tell the target from its distractors. Connect a CLIP vision model to the Block Localizer's clip_vision "
-                "input (the diffusers CLI has only the pixel fallback), or train the preset's blocks without the localiser."
+                f"[SurgUn] no block erases above the noise floor (floor {floor:.4g}, best erase {best:.4g}), and a complete "
+                f"erasure (the distractors' own images) would score only {reach:.4g}, under {BLIND:g}x the floor: this image "
+                "embedding can hardly tell the target from its distractors. Connect a CLIP vision model to the Block "
+                "Localizer's clip_vision input (the diffusers CLI has only the pixel fallback), or train the preset's "
+                "blocks without the localiser."
             )
         raise SurgUnError(
-            f"[SurgUn] no block erases above the noise floor (floor {floor:.4g}, best erase {best:.4g}): the probe update is "
-            "too weak to tell the blocks apart. Raise probe_steps or learning_rate, or lower erase_threshold."
+            f"[SurgUn] no block erases above the noise floor (floor {floor:.4g}, best erase {best:.4g}; a complete erasure "
+            f"would score {reach:.4g}): the probe update is too weak to tell the blocks apart. Raise probe_steps or "
+            "learning_rate, or lower erase_threshold."
         )
     for r in ranked:
         r.eligible = True
@@ -181,6 +183,25 @@ def select_blocks(rows: list[BlockRow], floor: float, config: SelectConfig, reac
             "chosen_by_heldout": sorted(chosen_b),
         }
     return threshold, cutoff, referee
+
+
+BLIND = 2.0
+"""A refusal where a complete erasure scores under this multiple of the noise floor blames the embedding:
+a probe that moves the images part of the way there could not pass the floor."""
+
+
+def reach_of(t_ref: torch.Tensor, d_ref: torch.Tensor, base_score: torch.Tensor) -> float:
+    """The erase a complete erasure would score: each distractor image's competition score against the
+    mean of the *other* distractor images (leave-one-out: an image is not scored against itself),
+    minus the untouched target's mean score. NaN with fewer than two distractor images."""
+    n = d_ref.shape[0]
+    if n < 2:
+        return float("nan")
+    dn = torch.nn.functional.normalize(d_ref.float(), dim=-1)
+    loo = (dn.sum(0, keepdim=True) - dn) / (n - 1)
+    t = torch.nn.functional.normalize(t_ref.float(), dim=-1).mean(0, keepdim=True)
+    cos = lambda a, b: torch.nn.functional.cosine_similarity(a, b, dim=-1, eps=1e-8)
+    return float((cos(dn, loo) - cos(dn, t)).mean() - base_score.mean())
 
 
 def noise_floor(reference: dict, embed: Embed) -> float:
@@ -218,7 +239,7 @@ def localize(
     held = reference.get("heldout")
     base_held = competition(embed(held), t_ref, d_ref)["score"].mean() if held is not None else None
     floor = noise_floor(reference, embed)
-    reach = float(competition(d_ref, t_ref, d_ref)["score"].mean() - base["score"].mean())
+    reach = reach_of(t_ref, d_ref, base["score"])
     rows = []
     for i, block in enumerate(blocks):  # erase of every block
         t0 = time.perf_counter()
