@@ -87,12 +87,13 @@ V2_METHODS: dict[str, V2Method] = {m.name: m for m in [
     # SurgUn with another setting of one node input, every ingredient kept (issue 13, item 5's next ideas)
     _m("surgun_dps1", None, 3, node=(("distractors_per_step", 1),)),
     _m("surgun_cap15", None, SURGUN_SAMPLES_PER_STEP, node=(("ascent_cap", 1.5),)),
+    _m("surgun_cap3", None, SURGUN_SAMPLES_PER_STEP, node=(("ascent_cap", 3.0),)),
     _m("surgun_protect", None, SURGUN_SAMPLES_PER_STEP, protect_related=True),
 ]}
 STEP_MATCHED = ("surgun", "esd_x", "esd_x_full", "ga", "ca", "ca_noise", "uce")
 COMPUTE_MATCHED = ("esd_x@4x", "esd_x_full@4x", "ga@4x", "ca@2x")
 ABLATIONS = ("surgun_loc", "surgun_1d", "surgun_no_distractors", "surgun_no_ascent")
-VARIANTS = ("surgun_dps1", "surgun_cap15", "surgun_protect")
+VARIANTS = ("surgun_dps1", "surgun_cap15", "surgun_cap3", "surgun_protect")
 UCE_LAMBDAS = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
 
 

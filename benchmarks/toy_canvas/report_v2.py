@@ -15,7 +15,7 @@ def attack_keys(s) -> tuple:
     return (*(f"soft@{n}" for n in s.attack_steps), "paraphrase")
 COLOURS = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (255, 127, 14), (148, 103, 189), (140, 86, 75), (227, 119, 194),
            (127, 127, 127), (188, 189, 34), (23, 190, 207), (0, 0, 0), (174, 199, 232), (255, 152, 150), (152, 223, 138),
-           (255, 187, 120), (197, 176, 213), (196, 156, 148), (219, 219, 141)]
+           (255, 187, 120), (197, 176, 213), (196, 156, 148), (219, 219, 141), (158, 218, 229)]
 """At least one colour per method of ``V2_METHODS``: no two curves share one."""
 
 
@@ -119,7 +119,7 @@ def write_report(jsonl: Path, out: Path, stem: str, s, targets, wall_s: float | 
               "the end of the grid (extend it). matched: `step` = the same steps as SurgUn, `compute` = as many training samples "
               "as SurgUn, `ablation` = SurgUn (the node) with one ingredient changed (surgun_loc: blocks from the Block Localizer; "
               "surgun_1d: one distractor; surgun_no_distractors: distractor_weight 0; surgun_no_ascent: ascent_weight 0), "
-              "`variant` = SurgUn (the node) with every ingredient and one other input changed (surgun_dps1: distractors_per_step 1; surgun_cap15: ascent_cap 1.5).", "",
+              "`variant` = SurgUn (the node) with every ingredient and one other input changed (surgun_dps1: distractors_per_step 1; surgun_cap15, surgun_cap3: ascent_cap 1.5, 3; surgun_protect: the distractors chosen with the 2 related concepts protected).", "",
               "| kind | method | matched | lr | " + " | ".join(c.replace("_", " ") for c in cols) + " | n |",
               "|" + " --- |" * (5 + len(cols))]
         group = lambda m: ("ablation" if m in ABLATIONS else "variant" if m in VARIANTS

@@ -104,7 +104,8 @@ def test_each_variant_keeps_every_ingredient_and_changes_one_other_input():
         assert m.is_surgun and not m.localized and split.surgun_node_text(kind, name, chosen, m.n_distractors) == full, v
         assert not {"distractor_weight", "ascent_weight", "retain_weight"} & set(dict(m.node)), v
         seen[v] = dict(m.node)
-    assert seen == {"surgun_dps1": {"distractors_per_step": 1}, "surgun_cap15": {"ascent_cap": 1.5}, "surgun_protect": {}}
+    assert seen == {"surgun_dps1": {"distractors_per_step": 1}, "surgun_cap15": {"ascent_cap": 1.5},
+                    "surgun_cap3": {"ascent_cap": 3.0}, "surgun_protect": {}}
     assert [v for v in mv.VARIANTS if mv.V2_METHODS[v].protect_related] == ["surgun_protect"]  # its one change: the distractor set
 
 
