@@ -124,6 +124,11 @@ class LocalizeResult:
         }, indent=1)
 
 
+BLIND = 2.0
+"""A refusal where a complete erasure scores under this multiple of the noise floor blames the embedding:
+a probe that moves the images part of the way there could not pass the floor."""
+
+
 def _eligible(rows: list[BlockRow], erase: Callable[[BlockRow], float], floor: float, config: SelectConfig) -> tuple[list[BlockRow], float]:
     """Rows above the floor and at min_fraction of the best (or at ``erase_threshold``), and the threshold used."""
     if not config.noise_floor:
@@ -157,9 +162,10 @@ def select_blocks(rows: list[BlockRow], floor: float, config: SelectConfig, reac
                 "blocks without the localiser."
             )
         raise SurgUnError(
-            f"[SurgUn] no block erases above the noise floor (floor {floor:.4g}, best erase {best:.4g}; a complete erasure "
-            f"would score {reach:.4g}): the probe update is too weak to tell the blocks apart. Raise probe_steps or "
-            "learning_rate, or lower erase_threshold."
+            f"[SurgUn] no block erases above the noise floor (floor {floor:.4g}, best erase {best:.4g}"
+            + (f"; a complete erasure would score {reach:.4g}" if math.isfinite(reach) else "")
+            + "): the probe update is too weak to tell the blocks apart. Raise probe_steps or learning_rate, or lower "
+            "erase_threshold."
         )
     for r in ranked:
         r.eligible = True
@@ -183,11 +189,6 @@ def select_blocks(rows: list[BlockRow], floor: float, config: SelectConfig, reac
             "chosen_by_heldout": sorted(chosen_b),
         }
     return threshold, cutoff, referee
-
-
-BLIND = 2.0
-"""A refusal where a complete erasure scores under this multiple of the noise floor blames the embedding:
-a probe that moves the images part of the way there could not pass the floor."""
 
 
 def reach_of(t_ref: torch.Tensor, d_ref: torch.Tensor, base_score: torch.Tensor) -> float:

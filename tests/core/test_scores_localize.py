@@ -187,4 +187,3 @@ def test_a_refusal_says_when_the_embedding_cannot_see_the_concept():
     with pytest.raises(SurgUnError, match="too weak to tell the blocks apart") as err:
         localize(["a", "b"], idle, pixel_embed, sighted, SelectConfig(keep=1), "pixel")
     assert "clip_vision" not in str(err.value)
-
