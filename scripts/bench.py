@@ -13,7 +13,7 @@ import pack
 
 def main() -> None:
     if len(sys.argv) < 2:
-        sys.exit("usage: scripts/bench.py NAME [args]   (NAME: distractors, localizer, toy_canvas.erasure, ...)")
+        sys.exit("usage: scripts/bench.py NAME [args]   (NAME: distractors, localizer, toy_canvas.erasure, toy_canvas.yardstick)")
     name = sys.argv[1]
     pack.load()
     sys.argv = [f"benchmarks/{name.replace('.', '/')}.py", *sys.argv[2:]]
