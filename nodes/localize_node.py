@@ -137,6 +137,7 @@ class SurgUnBlockLocalizer(io.ComfyNode):
         ref = result.referee
         check = (f"held-out check: overlap {ref['overlap']:.2f}, chosen erase there {ref['chosen_erase_heldout']:.3g}"
                  if ref.get("available") else "held-out check: needs two or more target lines")
+        reach = f" (a complete erasure: {result.reach:.3g})" if math.isfinite(result.reach) else ""
         summary = (f"kept {len(result.chosen)} of {len(result.rows)} blocks ({result.embedding}); noise floor {result.floor:.3g}"
-                   + (f" (a complete erasure: {result.reach:.3g})" if math.isfinite(result.reach) else "") + f", threshold {result.threshold:.3g}; {check}:\n" + "\n".join(result.chosen))
+                   f"{reach}, threshold {result.threshold:.3g}; {check}:\n" + "\n".join(result.chosen))
         return io.NodeOutput(chosen_blocks, report_image(result), result.to_json(), ui=ui.PreviewText(summary))

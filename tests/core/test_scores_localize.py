@@ -187,3 +187,7 @@ def test_a_refusal_says_when_the_embedding_cannot_see_the_concept():
     with pytest.raises(SurgUnError, match="too weak to tell the blocks apart") as err:
         localize(["a", "b"], idle, pixel_embed, sighted, SelectConfig(keep=1), "pixel")
     assert "clip_vision" not in str(err.value)
+    one = {**sighted, "distractors": images(seed=2)[:1]}  # one distractor image: the reach is unknown
+    with pytest.raises(SurgUnError, match="too weak to tell the blocks apart") as err:
+        localize(["a", "b"], idle, pixel_embed, one, SelectConfig(keep=1), "pixel")
+    assert "nan" not in str(err.value) and "complete erasure" not in str(err.value)
