@@ -98,6 +98,15 @@ class SurgUnTrain(io.ComfyNode):
                                  tooltip="Paired competition: each target line trains against the same line with the concept "
                                          "swapped for each distractor (the concept marked in braces, or the builder's target "
                                          "name). Off = every target line trains against the distractor prompts as written."),
+                io.Boolean.Input("retain_distractors", default=True, advanced=True, optional=True,
+                                 tooltip="Also keep each distractor on its own prompt: the target line with the distractor in "
+                                         "place of the concept joins the retain prompts, so the target moves onto the distractors "
+                                         "while they stay themselves (a distractor near the target, circle when erasing square, "
+                                         "drifted otherwise). Off = only retain_prompts are kept."),
+                io.Boolean.Input("retain_nearest_first", default=True, advanced=True, optional=True,
+                                 tooltip="Draw the retain prompts nearest the target (by the text encoder) more often, weight "
+                                         "1/rank: an erasure damages the target's neighbours first. Off = every retain prompt "
+                                         "equally often."),
                 DistractorsSocket.Input("distractor_set", optional=True,
                                         tooltip="Distractors from SurgUn Distractor Builder. When connected, it replaces the text field."),
                 BlocksSocket.Input("block_set", optional=True,
@@ -136,6 +145,8 @@ class SurgUnTrain(io.ComfyNode):
         max_grad_norm: float = 1.0,
         gradient_checkpointing: bool = True,
         paired: bool = True,
+        retain_distractors: bool = True,
+        retain_nearest_first: bool = True,
         distractor_set: DistractorsSocket.Type | None = None,
         block_set: BlocksSocket.Type | None = None,
     ) -> io.NodeOutput:
@@ -156,7 +167,7 @@ class SurgUnTrain(io.ComfyNode):
             retain=split_lines(retain_prompts),
             concept=chosen.concept, concepts=chosen.concepts, concept_distractors=chosen.per_concept,
             distractor_prompts=chosen.prompts,
-            paired=paired,
+            paired=paired, retain_distractors=retain_distractors, retain_nearest_first=retain_nearest_first,
             train=TrainConfig(
                 steps=steps, learning_rate=learning_rate,
                 weights=CompetitionWeights(ascent_weight, distractor_weight, retain_weight),

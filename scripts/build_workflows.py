@@ -53,7 +53,8 @@ def train(prefix, retain=RETAIN, block_set=None, steps=200, target=""):
         "blocks": "cross_attention", "block_pattern": "", "steps": steps, "learning_rate": 1e-5, "ascent_weight": 1.0,
         "distractor_weight": 1.0, "retain_weight": 1.0, "ascent_cap": 2.0, "seed": 0, "sample_size": 512,
         "sample_steps": 20, "samples_per_prompt": 2, "sample_cfg": 5.0, "filename_prefix": prefix,
-        "distractors_per_step": 2, "max_grad_norm": 1.0, "gradient_checkpointing": True, "paired": True, "distractor_set": ["2", 0],
+        "distractors_per_step": 2, "max_grad_norm": 1.0, "gradient_checkpointing": True, "paired": True, "retain_distractors": True,
+        "retain_nearest_first": True, "distractor_set": ["2", 0],
     }
     if block_set:
         inputs["block_set"] = block_set

@@ -10,9 +10,12 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Mapping
 
+import torch
+
 from ..surgun_core import __version__
 from ..surgun_core.errors import SurgUnError, require_number, short
 from ..surgun_core.pairing import Group, concepts_of, plan_groups
+from ..surgun_core.retain import nearest_first
 from ..surgun_core.selection import parse_pattern_text, select_trainable
 from ..surgun_core.train import ConceptData, TrainConfig, TrainResult, require_terms
 from ..surgun_core.weights import ErasedWeights, delta_key
@@ -44,6 +47,10 @@ class EraseRequest:
     distractor_prompts: tuple[str, ...] = ()
     """Prompts for unpaired target lines (a Distractor Builder's template prompts); empty = the distractor lines."""
     paired: bool = True
+    retain_distractors: bool = False
+    """Also retain each target line's distractor prompts (see :mod:`surgun_core.pairing`)."""
+    retain_nearest_first: bool = False
+    """Draw retain prompts nearest the target more often (:func:`surgun_core.retain.nearest_first`)."""
     block_preset: str = "cross_attention"
     block_pattern: str = ""
     """Empty: use ``block_preset``. Otherwise a list of names/suffixes, or ``re:<regex>``."""
@@ -98,7 +105,7 @@ class EraseRequest:
     @cached_property
     def groups(self) -> list[Group]:
         return plan_groups(self.targets, self.distractors, self.retain, self.distractor_prompts, self.concepts or self.concept,
-                           self.paired, dict(self.concept_distractors))
+                           self.paired, dict(self.concept_distractors), self.retain_distractors)
 
     @property
     def concept_names(self) -> list[str]:
@@ -179,8 +186,9 @@ def erase_concept(model_patcher, clip, req: EraseRequest, node_id: str | None = 
         shown = " ".join(f"{k}={metrics[k]:.4f}" for k in ("loss", "target", "distractor", "retain") if k in metrics)
         progress.say(f"step {step}/{total} {shown}", force=step == total)
 
+    draw = retain_weights(clip, groups) if req.retain_nearest_first else [{} for _ in groups]
     data = [ConceptData(g.target, samples[g.target], {d: samples[d] for d in g.distractors}, {r: samples[r] for r in g.retain},
-                        g.concept.lower()) for g in groups]
+                        g.concept.lower(), w) for g, w in zip(groups, draw)]
     arch = family.arch
     units = arch.checkpoint_units if (req.gradient_checkpointing or arch.key == "flux") else None
     progress.chart("train_start", {"total": req.train.steps, "cap": req.train.ascent_cap})
@@ -196,7 +204,9 @@ def erase_concept(model_patcher, clip, req: EraseRequest, node_id: str | None = 
         "concepts": [c for c in req.concept_names if c],
         "retain": list(req.retain),
         "groups": [{"target": g.target, "concept": g.concept, "distractors": list(g.distractors), "retain": list(g.retain),
-                    "paired": g.paired} for g in groups],
+                    "paired": g.paired, **({"retain_draw": {r: round(w[r], 4) for r in g.retain}} if w else {})}
+                   for g, w in zip(groups, draw)],
+        "retain_plan": {"distractors_retained": req.retain_distractors, "nearest_first": req.retain_nearest_first},
         "blocks": {"preset": req.block_preset, "pattern": pattern, "modules": modules},
         "hyperparameters": dataclasses.asdict(train),
         "sampling": {"size": renderer.pixels, "steps": req.sample_steps, "per_prompt": req.samples_per_prompt,
@@ -213,6 +223,18 @@ def erase_concept(model_patcher, clip, req: EraseRequest, node_id: str | None = 
     log.info("[SurgUn] erased %s from %s: %d layers, %d steps in %.1f s (sampling %.1f s)", erased_what(metadata), family.name,
              len(modules), req.train.steps, time.monotonic() - t0, t_sample)
     return ErasedWeights({delta_key(n): d for n, d in deltas.items()}, metadata), result
+
+
+def retain_weights(clip, groups: list[Group]) -> list[dict[str, float]]:
+    """Per group, each retain prompt's draw probability: nearest the target first, by the text encoder
+    the Distractor Builder uses (cached per encoder)."""
+    from .text_embed import cached_embedder
+
+    _, embed = cached_embedder(clip)
+    prompts = list(dict.fromkeys(p for g in groups for p in (g.target, *g.retain)))
+    emb = dict(zip(prompts, embed(prompts)))
+    return [dict(zip(g.retain, nearest_first(emb[g.target], torch.stack([emb[r] for r in g.retain])))) if g.retain else {}
+            for g in groups]
 
 
 def erased_what(metadata: Mapping) -> str:

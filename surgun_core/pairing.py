@@ -15,6 +15,10 @@ line with the concept swapped, so the erased prompt keeps everything but the con
 * Retain lines are full prompts, kept for every target line; a retain line that is only a concept
   in braces, ``{watercolor}``, is put into each target line's slot instead (the same contexts with
   an unrelated concept, so the rest of the prompt is kept where the concept is erased).
+* ``retain_distractors``: each target line's distractor prompts are also retained (under their own
+  prompt, with their own images), so the target prompt moves onto the distractors while the
+  distractors' own prompts stay put. Measured on the toy canvas: without it, erasing ``square``
+  turned its distractor and neighbour ``circle`` into rings.
 """
 
 from __future__ import annotations
@@ -68,13 +72,17 @@ def bare_concept(line: str) -> str | None:
 
 def plan_groups(targets: Sequence[str], distractor_names: Sequence[str], retain: Sequence[str],
                 distractor_prompts: Sequence[str] = (), concept: str | Sequence[str] = "", paired: bool = True,
-                per_concept: Mapping[str, Sequence[str]] | None = None) -> list[Group]:
+                per_concept: Mapping[str, Sequence[str]] | None = None, retain_distractors: bool = False) -> list[Group]:
     """The training groups, one per target line (see the module docstring).
 
     ``distractor_prompts`` are used by unpaired lines (a Distractor Builder's template prompts);
     empty means the distractor lines themselves are the prompts. ``per_concept`` maps a concept
-    name (any case) to its own distractor names.
+    name (any case) to its own distractor names. ``retain_distractors`` appends each group's
+    distractor prompts to its retain prompts (those not already there).
     """
+    def keep(retain: tuple[str, ...], distractors: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(dict.fromkeys((*retain, *distractors))) if retain_distractors else retain
+
     as_prompts = tuple(unbrace(d) for d in (distractor_prompts or distractor_names))
     names = tuple(unbrace(d).strip() for d in distractor_names)
     own = {k.strip().lower(): tuple(unbrace(d).strip() for d in v) for k, v in (per_concept or {}).items()}
@@ -85,7 +93,7 @@ def plan_groups(targets: Sequence[str], distractor_names: Sequence[str], retain:
     groups = []
     for line, slot in zip(targets, slots):
         if slot is None or not paired:
-            groups.append(Group(unbrace(line), as_prompts, shared, False, slot[1] if slot else ""))
+            groups.append(Group(unbrace(line), as_prompts, keep(shared, as_prompts), False, slot[1] if slot else ""))
             continue
         before, name, after = slot
         mine = own.get(name.lower(), names)
@@ -102,13 +110,9 @@ def plan_groups(targets: Sequence[str], distractor_names: Sequence[str], retain:
                 f"training toward it would bring it back. Remove {short(clash[0])} from the distractors / retain_prompts of "
                 f"{short(name)} (the Distractor Builder keeps every target out of the others' sets)."
             )
-        groups.append(Group(
-            before + name + after,
-            tuple(before + d + after for d in mine),
-            tuple(before + c + after for c in context) + shared,
-            True,
-            name,
-        ))
+        paired_d = tuple(before + d + after for d in mine)
+        groups.append(Group(before + name + after, paired_d, keep(tuple(before + c + after for c in context) + shared, paired_d),
+                            True, name))
     return groups
 
 

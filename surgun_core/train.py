@@ -81,6 +81,9 @@ class ConceptData:
     concept: str = ""
     """Which concept this group erases. Groups of one concept share a guard; several concepts in one
     run each get their own (one concept reaching its cap does not stop the others' ascent)."""
+    retain_weights: dict[str, float] = field(default_factory=dict)
+    """Retain prompt -> probability of being drawn (:func:`surgun_core.retain.nearest_first`);
+    empty = every retain prompt equally often."""
 
     def validate(self, weights: CompetitionWeights) -> None:
         if not self.target_prompt or not self.target_prompt.strip():
@@ -128,6 +131,16 @@ def _draw(n: int, k: int, g: torch.Generator) -> list[int]:
     return torch.randperm(n, generator=g)[:k].tolist()
 
 
+def _draw_weighted(names: list[str], weights: dict[str, float], k: int, g: torch.Generator) -> list[int]:
+    """k distinct indices drawn with probabilities ``weights`` (all of them when k == 0 or k >= n)."""
+    if k == 0 or k >= len(names):
+        return list(range(len(names)))
+    w = torch.tensor([float(weights.get(n, 0.0)) for n in names])
+    if not bool((w > 0).any()):
+        raise SurgUnError("[SurgUn] every retain prompt has draw weight 0; give at least one a positive weight.")
+    return torch.multinomial(w, k, replacement=False, generator=g).tolist()
+
+
 def _pick(samples: torch.Tensor, count: int, g: torch.Generator) -> torch.Tensor:
     idx = torch.randint(0, samples.shape[0], (count,), generator=g)
     return samples[idx]
@@ -153,7 +166,9 @@ def _draw_batch(data: ConceptData, config: TrainConfig, distractor_names: list[s
         for i in _draw(len(distractor_names), config.distractors_per_step, g):
             add("distractor", _pick(data.distractors[distractor_names[i]], 1, g), data.target_prompt)
     if w.retain > 0:
-        for i in _draw(len(retain_names), config.retain_per_step, g):
+        drawn = (_draw_weighted(retain_names, data.retain_weights, config.retain_per_step, g) if data.retain_weights
+                 else _draw(len(retain_names), config.retain_per_step, g))
+        for i in drawn:
             add("retain", _pick(data.retain[retain_names[i]], 1, g), retain_names[i])
     return torch.cat(chunks), prompts, spans
 

@@ -27,6 +27,7 @@ import torch
 
 from surgun_core.distractors import DistractorParams, EmbeddingCache, build_distractor_set
 from surgun_core.errors import SurgUnError, require_number
+from surgun_core.retain import nearest_first
 from .methods import ESD_ROLE, METHODS, method_data
 from surgun_core.selection import parse_pattern_text, select_trainable
 from surgun_core.train import ConceptData, TrainConfig, TrainResult, train_competition
@@ -95,6 +96,10 @@ class EraseRequest:
     k: int = 8
     protected: tuple[str, ...] = ()
     paired: bool = True
+    retain_distractors: bool = True
+    """Each target line's distractor prompts are also retained (as SurgUn Train's input of that name)."""
+    retain_nearest_first: bool = True
+    """Retain prompts nearest the target (text encoder) are drawn more often, weight 1/rank."""
     train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=200, learning_rate=1e-5))
     preset: str = "cross_attention"
     blocks: str = ""
@@ -182,21 +187,39 @@ def resolve_modules(net: torch.nn.Module, family: Family, req: EraseRequest) -> 
     return select_trainable(net, pattern), pattern
 
 
-def concept_groups(method: str, plan_: Plan, samples: dict[str, torch.Tensor], device) -> list[ConceptData]:
+def concept_groups(method: str, plan_: Plan, samples: dict[str, torch.Tensor], device,
+                   retain_draw: tuple[bool, Callable[[list[str]], torch.Tensor] | None] = (False, None)) -> list[ConceptData]:
     """One ``ConceptData`` per target line: its own samples, its paired distractors' samples (trained
-    under the target prompt) and the retain prompts'; other methods arranged by ``surgun_diffusers.methods``."""
+    under the target prompt) and the retain prompts'; other methods arranged by ``surgun_diffusers.methods``.
+    ``retain_draw`` (SurgUn only): (distractor prompts also retained, ``embed`` to draw the retain
+    prompts nearest the target first, or None for uniform draws), see :func:`retain_plan`."""
     to = lambda x: x.to(device)  # noqa: E731
+    keep_distractors, embed = retain_draw
     out = []
     for target, ds in plan_.groups:
         distract = {p: to(samples[p]) for p in ds.values()}  # keyed by prompt (CA's prior term trains under it)
         retain = {r: to(samples[r]) for r in plan_.retain}
         if method == "surgun":
-            out.append(ConceptData(target, to(samples[target]), distract, retain))
+            if keep_distractors:
+                retain.update({p: x for p, x in distract.items() if p not in retain})
+            weights = {}
+            if embed is not None and retain:
+                names = list(retain)
+                e = embed([target, *names])
+                weights = dict(zip(names, nearest_first(e[0], e[1:])))
+            out.append(ConceptData(target, to(samples[target]), distract, retain, retain_weights=weights))
             continue
         anchor = next(iter(distract)) if distract else ESD_ROLE
         md = method_data(METHODS[method], target, to(samples[target]), distract or {ESD_ROLE: to(samples[target])}, retain, anchor)
         out.append(md.data)
     return out
+
+
+def retain_plan(req: EraseRequest, encoder: PromptEncoder, cache_dir: str | None = None):
+    """``concept_groups``'s ``retain_draw`` for this request (the embedder cached like the distractor selection's)."""
+    if not req.retain_nearest_first:
+        return req.retain_distractors, None
+    return req.retain_distractors, EmbeddingCache(directory=cache_dir).embedder(encoder.identity(), encoder.selection_embedder())
 
 
 def method_config(req: EraseRequest) -> TrainConfig:
@@ -278,7 +301,7 @@ def erase(pipe, req: EraseRequest, progress: Progress | None = None, cache_dir: 
     config = method_config(req)
     if seed_offset:
         config = dataclasses.replace(config, seed=config.seed + seed_offset)
-    data = concept_groups(req.method, plan_, samples, encoder.device)
+    data = concept_groups(req.method, plan_, samples, encoder.device, retain_plan(req, encoder, cache_dir))
     deltas, result = train_on(pipe, family, encoder, modules, data, config, req.method, req.gradient_checkpointing,
                               on_step, grad_sync)
     total = time.monotonic() - t0
@@ -289,6 +312,7 @@ def erase(pipe, req: EraseRequest, progress: Progress | None = None, cache_dir: 
         "concept": req.concept, "target": plan_.groups[0][0], "targets": [t for t, _ in plan_.groups],
         "distractors": plan_.distractor_names, "distractor_prompts": {t: ds for t, ds in plan_.groups},
         "paired": req.paired, "distractor_selection": plan_.selection, "retain": plan_.retain,
+        "retain_plan": {"distractors_retained": req.retain_distractors, "nearest_first": req.retain_nearest_first},
         "blocks": {"preset": req.preset, "pattern": pattern, "modules_diffusers": list(modules)},
         "hyperparameters": dataclasses.asdict(config),
         "sampling": {**dataclasses.asdict(s), "pipeline": type(pipe).__name__, "sana_instruction": req.sana_instruction},

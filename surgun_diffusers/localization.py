@@ -50,7 +50,7 @@ def split_groups(groups: list) -> tuple[list, list]:
 
 
 def localize_blocks(pipe, family, encoder, plan_, samples, req, progress) -> tuple[list[str], dict]:
-    from .erase import concept_groups, method_config, train_on
+    from .erase import concept_groups, method_config, retain_plan, train_on
 
     opts = req.localize
     net = getattr(pipe, family.denoiser)
@@ -90,7 +90,7 @@ def localize_blocks(pipe, family, encoder, plan_, samples, req, progress) -> tup
     reference_s = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    data = concept_groups(req.method, dataclasses.replace(plan_, groups=trained), samples, encoder.device)
+    data = concept_groups(req.method, dataclasses.replace(plan_, groups=trained), samples, encoder.device, retain_plan(req, encoder))
     all_layers = [m for u in units for m in layers[u]]
     deltas, _ = train_on(pipe, family, encoder, all_layers, data, probe_cfg, req.method, req.gradient_checkpointing,
                          lambda *a: progress.tick())

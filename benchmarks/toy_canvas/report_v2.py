@@ -15,7 +15,8 @@ def attack_keys(s) -> tuple:
     return (*(f"soft@{n}" for n in s.attack_steps), "paraphrase")
 COLOURS = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (255, 127, 14), (148, 103, 189), (140, 86, 75), (227, 119, 194),
            (127, 127, 127), (188, 189, 34), (23, 190, 207), (0, 0, 0), (174, 199, 232), (255, 152, 150), (152, 223, 138),
-           (255, 187, 120), (197, 176, 213), (196, 156, 148), (219, 219, 141), (158, 218, 229)]
+           (255, 187, 120), (197, 176, 213), (196, 156, 148), (219, 219, 141), (158, 218, 229), (82, 84, 163),
+           (107, 110, 207), (156, 158, 222), (99, 121, 57), (140, 162, 82), (181, 207, 107), (140, 109, 49)]
 """At least one colour per method of ``V2_METHODS``: no two curves share one."""
 
 
@@ -183,7 +184,13 @@ def write_report(jsonl: Path, out: Path, stem: str, s, targets, wall_s: float | 
             L += [f"Block Localizer vs the SurgUn Train it steers ({when}; CPU s, each node alone in the executor, lr 3e-3, "
                   f"`--probe-cost`): localizer {lo['cpu_s']} s ({lo['blocks']} blocks probed, retain rendered for "
                   f"{lo['retain_rendered']}, chosen {', '.join(lo['chosen'])}), train {c['train']['cpu_s']} s: "
-                  f"**{c['ratio_localizer_to_train']:.2f}x** (target <= 1x).", ""]
+                  f"**{c['ratio_localizer_to_train']:.2f}x** (target <= 1x), with the Localizer's renders at the training "
+                  f"samples' {c.get('train_sample_steps', 20)} steps."]
+            for k, v in c.items():  # the same localiser at the node's default render_steps
+                if k.startswith("localizer_render_steps_"):
+                    L[-1] += (f" At the Localizer's default render_steps ({v['render_steps']}): {v['cpu_s']} s (chosen "
+                              f"{', '.join(v['chosen']) or 'none'}), **{c['ratio_' + k + '_to_train']:.2f}x**.")
+            L.append("")
     pngs = plots(summary, attacks, out, stem, keys)
     for p in pngs:
         L += [f"![{p}]({p})", ""]

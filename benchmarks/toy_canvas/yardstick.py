@@ -343,7 +343,7 @@ class Yardstick(Bench):
             self._train_samples[key] = r.latents(self.model, batches, seed)
         return self._train_samples[key]
 
-    def surgun_graph(self, m: V2Method, kind: str, name: str, chosen, lr: float, seed: int) -> dict:
+    def surgun_graph(self, m: V2Method, kind: str, name: str, chosen, lr: float, seed: int, render_steps: int | None = None) -> dict:
         """The graph a user wires: the toy loader, SurgUn Train, and for ``m.localized`` the Block Localizer
         (``m``: SurgUn or an ablation: fewer distractors, a weight at 0, or blocks from the localiser)."""
         text = split.surgun_node_text(kind, name, chosen, m.n_distractors)
@@ -362,7 +362,7 @@ class Yardstick(Bench):
                 "model": ["ld", 0], "clip": ["ld", 1], "vae": ["ld", 2], **text, "blocks": "cross_attention",
                 "granularity": "attention", "probe_steps": 20, "learning_rate": lr, "train_steps": self.v2.steps,
                 "keep": 4, "min_fraction": 0.5, "noise_floor": True, "erase_threshold": 0.0, "images_per_prompt": 2,
-                "render_steps": steps, "render_size": size, "render_cfg": cfg, "max_blocks": 0, "seed": seed}}
+                "render_steps": render_steps or steps, "render_size": size, "render_cfg": cfg, "max_blocks": 0, "seed": seed}}
             graph["tr"]["inputs"]["block_set"] = ["lo", 0]
         return graph
 
@@ -414,23 +414,38 @@ class Yardstick(Bench):
 
     def probe_cost(self, kind: str, name: str, chosen, lr: float = 3e-3, seed: int = 0) -> dict:
         """CPU seconds of the Block Localizer node and of the SurgUn Train node it steers, each alone in
-        the executor, as surgun_loc wires them (the localiser's own split from its table_json)."""
+        the executor, as surgun_loc wires them (the localiser's own split from its table_json). The
+        localiser runs twice: with its renders as the training's samples (surgun_loc's wiring: same
+        size, steps and cfg) and at the node's default render_steps (what a user who keeps the
+        Localizer's defaults runs; the toy's size stays its native 32 px)."""
+        from ...nodes.localize_node import SurgUnBlockLocalizer
+
+        default_steps = next(i.default for i in SurgUnBlockLocalizer.define_schema().inputs if i.id == "render_steps")
         full = self.surgun_graph(V2_METHODS["surgun_loc"], kind, name, chosen, lr, seed)
         self.node_comfy.run({"ld": full["ld"]})  # the loader's cost counts for neither
         out = {}
-        for label, graph in (("localizer", {"ld": full["ld"], "lo": full["lo"],
-                                            "show": {"class_type": "PreviewAny", "inputs": {"source": ["lo", 2]}}}),
-                             ("train", self.surgun_graph(V2_METHODS["surgun"], kind, name, chosen, lr, seed))):
+
+        def localizer(render_steps: int) -> dict:
+            lo = self.surgun_graph(V2_METHODS["surgun_loc"], kind, name, chosen, lr, seed, render_steps)["lo"]
+            return {"ld": full["ld"], "lo": lo, "show": {"class_type": "PreviewAny", "inputs": {"source": ["lo", 2]}}}
+
+        runs = (("localizer", localizer(self.constants.STEPS)), (f"localizer_render_steps_{default_steps}", localizer(default_steps)),
+                ("train", self.surgun_graph(V2_METHODS["surgun"], kind, name, chosen, lr, seed)))
+        for label, graph in runs:
             t0 = time.process_time()
             res = self.node_comfy.run(graph)
             out[label] = {"cpu_s": round(time.process_time() - t0, 1)}
             if not res.success:
                 raise RuntimeError(f"{label} failed: {res.error_text()}")
-            if label == "localizer":
+            if label.startswith("localizer"):
                 table = json.loads(res.outputs["lo"][2][0])
                 out[label].update(timing_s=table["timing_s"], blocks=len(table["blocks"]), chosen=table["chosen"],
-                                  retain_rendered=sum(b["retain"] is not None for b in table["blocks"]))
+                                  retain_rendered=sum(b["retain"] is not None for b in table["blocks"]),
+                                  render_steps=graph["lo"]["inputs"]["render_steps"])
         out["ratio_localizer_to_train"] = round(out["localizer"]["cpu_s"] / out["train"]["cpu_s"], 2)
+        out[f"ratio_localizer_render_steps_{default_steps}_to_train"] = round(
+            out[f"localizer_render_steps_{default_steps}"]["cpu_s"] / out["train"]["cpu_s"], 2)
+        out["train_sample_steps"] = self.constants.STEPS
         return out
 
     # ---------------------------------------------------------------- the localiser's resolution

@@ -80,17 +80,25 @@ def test_each_ablation_removes_one_ingredient_and_keeps_the_retain_lines(kind, n
     full = split.surgun_node_text(kind, name, chosen)
     lines = lambda t: [x for x in t.splitlines() if x]
     seen = {}
+    v0 = dict(mv.V0)
     for a in mv.ABLATIONS:
         m = mv.V2_METHODS[a]
         text = split.surgun_node_text(kind, name, chosen, m.n_distractors)
         assert m.is_surgun and text["target"] == full["target"] and text["retain_prompts"] == full["retain_prompts"], a
-        seen[a] = (len(lines(text["distractors"])), dict(m.node), m.localized)
+        node = dict(m.node)
+        base = {k: node.pop(k) for k in v0 if k in node}  # the retain plan of the SurgUn it ablates: v0's or today's
+        assert base in ({}, v0), a
+        seen[a] = (len(lines(text["distractors"])), node, m.localized, "v0" if base else "now")
         groups = split.surgun_groups(kind, name, chosen, m.n_distractors)
         assert all(len(g.distractors) == seen[a][0] for g in groups), a
-    assert seen == {"surgun_loc": (3, {}, True), "surgun_1d": (1, {}, False),
-                    "surgun_no_distractors": (0, {"distractor_weight": 0.0}, False),
-                    "surgun_no_ascent": (3, {"ascent_weight": 0.0}, False)}
+    assert seen == {"surgun_loc": (3, {}, True, "v0"), "surgun_1d": (1, {}, False, "v0"),
+                    "surgun_no_distractors": (0, {"distractor_weight": 0.0}, False, "v0"),
+                    "surgun_no_ascent": (3, {"ascent_weight": 0.0}, False, "v0"),
+                    "surgun_rp_1d": (1, {}, False, "now"),
+                    "surgun_rp_no_distractors": (0, {"distractor_weight": 0.0}, False, "now"),
+                    "surgun_rp_no_ascent": (3, {"ascent_weight": 0.0}, False, "now")}
     assert len(lines(full["distractors"])) == 3 and not mv.V2_METHODS["surgun"].node
+    assert v0 == {"retain_distractors": False, "retain_nearest_first": False}
 
 
 def test_each_variant_keeps_every_ingredient_and_changes_one_other_input():
@@ -103,9 +111,14 @@ def test_each_variant_keeps_every_ingredient_and_changes_one_other_input():
         m = mv.V2_METHODS[v]
         assert m.is_surgun and not m.localized and split.surgun_node_text(kind, name, chosen, m.n_distractors) == full, v
         assert not {"distractor_weight", "ascent_weight", "retain_weight"} & set(dict(m.node)), v
-        seen[v] = dict(m.node)
-    assert seen == {"surgun_dps1": {"distractors_per_step": 1}, "surgun_cap15": {"ascent_cap": 1.5},
-                    "surgun_cap3": {"ascent_cap": 3.0}, "surgun_protect": {}}
+        node, v0 = dict(m.node), dict(mv.V0)
+        on_v0 = v0.items() <= node.items()
+        seen[v] = (on_v0, {k: x for k, x in node.items() if not (on_v0 and k in v0)})
+    # (based on SurgUn v0, the one input changed); v0 itself is SurgUn with its retain plan off
+    assert seen == {"surgun_v0": (True, {}), "surgun_dps1": (True, {"distractors_per_step": 1}),
+                    "surgun_cap15": (True, {"ascent_cap": 1.5}), "surgun_cap3": (True, {"ascent_cap": 3.0}),
+                    "surgun_protect": (True, {}), "surgun_rd_only": (False, {"retain_nearest_first": False}),
+                    "surgun_nearest_only": (False, {"retain_distractors": False})}
     assert [v for v in mv.VARIANTS if mv.V2_METHODS[v].protect_related] == ["surgun_protect"]  # its one change: the distractor set
 
 

@@ -1,11 +1,13 @@
 """SurgUn Train pairs each target line with its distractors in the same context (concept in braces)."""
 
+import pytest
 from surgun_graphs import graph
 
 
 def test_braced_target_lines_train_against_their_own_swapped_lines(comfy):
     res = comfy.run(graph("sd1", steps=2, target="a painting of a harbour by {zorblax}\na {zorblax} sketch of a cat",
-                          distractors="monet\nhokusai", retain_prompts="{picasso}\na photo of a dog"))
+                          distractors="monet\nhokusai", retain_prompts="{picasso}\na photo of a dog",
+                          retain_distractors=False, retain_nearest_first=False))
     assert res.success, res.error_text()
     groups = res.outputs["2"][1][0].metadata["groups"]
     assert groups == [
@@ -18,6 +20,22 @@ def test_braced_target_lines_train_against_their_own_swapped_lines(comfy):
     ]
     assert "unpaired" not in res.ui["2"]["text"][0]
     assert res.outputs["2"][1][0].metadata["concepts"] == ["zorblax"]  # two phrasings, one concept
+
+
+def test_by_default_distractors_are_also_retained_and_the_nearest_retain_prompts_drawn_first(comfy):
+    res = comfy.run(graph("sd1", steps=2, target="a painting of a harbour by {zorblax}\na {zorblax} sketch of a cat",
+                          distractors="monet\nhokusai", retain_prompts="{picasso}\na photo of a dog"))
+    assert res.success, res.error_text()
+    meta = res.outputs["2"][1][0].metadata
+    first = meta["groups"][0]
+    assert first["retain"] == ["a painting of a harbour by picasso", "a photo of a dog",
+                               "a painting of a harbour by monet", "a painting of a harbour by hokusai"]
+    draw = first["retain_draw"]
+    assert list(draw) == first["retain"]
+    # weights 1/rank, normalised: 1, 1/2, 1/3, 1/4 over 25/12, in the order of the text encoder's similarity
+    assert sorted(draw.values(), reverse=True) == pytest.approx([12 / 25, 6 / 25, 4 / 25, 3 / 25], abs=1e-4)
+    assert meta["retain_plan"] == {"distractors_retained": True, "nearest_first": True}
+    assert meta["groups"][1]["retain"][2:] == ["a monet sketch of a cat", "a hokusai sketch of a cat"]
 
 
 def test_unpaired_stays_available_and_is_said(comfy):

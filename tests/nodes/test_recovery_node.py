@@ -7,7 +7,10 @@ import pytest
 from surgun_graphs import train_inputs
 
 SOURCE = {"class_type": "SurgUnTestTinyModel", "inputs": {"family": "sd1", "seed": 0}}
-ERASED = {"class_type": "SurgUnTrain", "inputs": {"model": ["1", 0], "clip": ["1", 1], **train_inputs(steps=8, learning_rate=1e-2)}}
+# an erasure the tiny random model shows: with the retain plan on (the default since stop 23) 8 steps at 1e-2 move
+# its target images no closer to the distractors (gap -0.06, "nothing to recover"), so this fixture trains without it
+ERASED = {"class_type": "SurgUnTrain", "inputs": {"model": ["1", 0], "clip": ["1", 1], **train_inputs(
+    steps=8, learning_rate=1e-2, retain_distractors=False, retain_nearest_first=False)}}
 SCORE = re.compile(r"^(soft prompt|concept vector|paraphrase '.*'): recovery (\d\.\d{3}) \(", re.M)
 
 
