@@ -3,7 +3,7 @@
 An edit to the target's text pathway reaches first the prompts the text encoder puts near the target.
 Measured on the toy canvas (erasing the object ``square``, whose distractors include its neighbour
 ``circle``): circles turned into rings while far shapes were untouched; drawing the retain prompts
-nearest the target more often kept them (README, "retain nearest first").
+nearest the target more often kept them (README, "How it works": the retain plan).
 
 :func:`nearest_first` ranks a group's retain prompts by the cosine similarity of their text
 embeddings to the target prompt's and gives rank ``r`` (1 = nearest) the weight ``1/r``, normalised:
