@@ -103,10 +103,10 @@ class SurgUnTrain(io.ComfyNode):
                                          "place of the concept joins the retain prompts, so the target moves onto the distractors "
                                          "while they stay themselves (a distractor near the target, circle when erasing square, "
                                          "drifted otherwise). Off = only retain_prompts are kept."),
-                io.Boolean.Input("retain_nearest_first", default=True, advanced=True, optional=True,
+                io.Boolean.Input("retain_nearest_first", default=False, advanced=True, optional=True,
                                  tooltip="Draw the retain prompts nearest the target (by the text encoder) more often, weight "
-                                         "1/rank: an erasure damages the target's neighbours first. Off = every retain prompt "
-                                         "equally often."),
+                                         "1/rank: an erasure damages the target's neighbours first. Off (default, the setting "
+                                         "the benchmark measured) = every retain prompt equally often."),
                 DistractorsSocket.Input("distractor_set", optional=True,
                                         tooltip="Distractors from SurgUn Distractor Builder. When connected, it replaces the text field."),
                 BlocksSocket.Input("block_set", optional=True,
@@ -146,7 +146,7 @@ class SurgUnTrain(io.ComfyNode):
         gradient_checkpointing: bool = True,
         paired: bool = True,
         retain_distractors: bool = True,
-        retain_nearest_first: bool = True,
+        retain_nearest_first: bool = False,
         distractor_set: DistractorsSocket.Type | None = None,
         block_set: BlocksSocket.Type | None = None,
     ) -> io.NodeOutput:

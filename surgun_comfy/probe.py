@@ -2,7 +2,7 @@
 
 1. Sample the training data of the trained half of the target lines, as SurgUn Train would.
 2. One short SurgUn update on every candidate block at once, at the training's learning rate and with
-   SurgUn Train's default retain plan (distractors retained, nearest retain prompts drawn first): it
+   SurgUn Train's default retain plan (each distractor's own line retained): it
    stands in for the training (one update instead of one per block, so the probe costs about what the
    training it steers costs).
 3. For each block, apply only that block's part of the update, scaled by train_steps / probe_steps,
@@ -26,7 +26,6 @@ from ..surgun_core.seeds import offset_seed
 from ..surgun_core.selection import select_trainable
 from ..surgun_core.train import ConceptData
 from ..surgun_core.weights import delta_key
-from .erase import retain_weights
 from .families import detect_family
 from .localize import BlockSet, LocalizeRequest, candidate_blocks
 from .progress import NodeProgress
@@ -82,10 +81,10 @@ def run_localizer(model_patcher, clip, vae, clip_vision, req: LocalizeRequest, n
     reference_s = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    # the update trains as SurgUn Train does by default: distractors also retained, nearest retain prompts drawn first
+    # the update trains as SurgUn Train does by default: each distractor's own line also retained
     kept = [dataclasses.replace(g, retain=tuple(dict.fromkeys((*g.retain, *g.distractors)))) for g in trained]
-    data = [ConceptData(g.target, samples[g.target], {d: samples[d] for d in g.distractors}, {r: samples[r] for r in g.retain},
-                        retain_weights=w) for g, w in zip(kept, retain_weights(clip, kept))]
+    data = [ConceptData(g.target, samples[g.target], {d: samples[d] for d in g.distractors}, {r: samples[r] for r in g.retain})
+            for g in kept]
     all_layers = [m for b in blocks for m in layers[b]]
     deltas, _ = train_deltas(model_patcher, renderer.bank, data, all_layers, req.probe, family.arch.checkpoint_units,
                              lambda *a: progress.tick())

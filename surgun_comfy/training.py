@@ -42,7 +42,7 @@ def train_deltas(
             groups = [samples] if isinstance(samples, ConceptData) else list(samples)
             data = [
                 ConceptData(s.target_prompt, to_model(s.target), {k: to_model(v) for k, v in s.distractors.items()},
-                            {k: to_model(v) for k, v in s.retain.items()}, s.concept)
+                            {k: to_model(v) for k, v in s.retain.items()}, s.concept, s.retain_weights)
                 for s in groups
             ]
             result = train_competition(list(td.deltas.values()), data, loss(td, bank), config, on_step)

@@ -61,9 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--no-retain-distractors", action="store_true",
                    help="do not also retain each distractor's own prompt (by default the target line with the distractor "
                         "swapped in joins the retain prompts, so the distractors stay themselves)")
-    c.add_argument("--retain-uniform", action="store_true",
-                   help="draw every retain prompt equally often (default: the ones nearest the target by the text encoder "
-                        "more often, weight 1/rank)")
+    c.add_argument("--retain-nearest-first", action="store_true",
+                   help="draw the retain prompts nearest the target (by the text encoder) more often, weight 1/rank "
+                        "(default: every retain prompt equally often, the setting the benchmark measured)")
     c.add_argument("--retain", action="append", default=[], help="an unrelated prompt to keep (repeatable)")
     c.add_argument("--retain-file", default=None, help="a file with one retain prompt per line")
 
@@ -171,7 +171,7 @@ def make_request(args, name: str, family_id: str):
     return EraseRequest(
         concept=name, targets=tuple(args.target), kind=args.kind, distractors=tuple(args.distractors), k=args.k,
         protected=tuple(args.protected), paired=not args.unpaired,
-        retain_distractors=not args.no_retain_distractors, retain_nearest_first=not args.retain_uniform,
+        retain_distractors=not args.no_retain_distractors, retain_nearest_first=args.retain_nearest_first,
         retain=tuple([*args.retain, *read_lines(args.retain_file)]), train=train, preset=args.preset, blocks=args.blocks,
         localize=LocalizeOptions(keep=args.keep, probe_steps=args.probe_steps, max_blocks=args.max_blocks, min_fraction=args.min_fraction,
                                  noise_floor=not args.no_noise_floor, erase_threshold=args.erase_threshold) if args.localize else None,

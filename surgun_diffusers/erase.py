@@ -98,8 +98,8 @@ class EraseRequest:
     paired: bool = True
     retain_distractors: bool = True
     """Each target line's distractor prompts are also retained (as SurgUn Train's input of that name)."""
-    retain_nearest_first: bool = True
-    """Retain prompts nearest the target (text encoder) are drawn more often, weight 1/rank."""
+    retain_nearest_first: bool = False
+    """Retain prompts nearest the target (text encoder) are drawn more often, weight 1/rank (off by default, as in the node)."""
     train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=200, learning_rate=1e-5))
     preset: str = "cross_attention"
     blocks: str = ""

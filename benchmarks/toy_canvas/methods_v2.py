@@ -67,9 +67,9 @@ def _m(name, base, spp=1, mult=1, **kw):
     return V2Method(name, base, samples_per_step=spp, steps_mult=mult, family=name.split("@")[0], **kw)
 
 
-V0 = (("retain_distractors", False), ("retain_nearest_first", False))
-"""SurgUn Train's retain plan before stop 23 (only the retain lines, drawn uniformly): the ablations and variants
-below were measured with it, so they are ablations of ``surgun_v0``."""
+V0 = (("retain_distractors", False),)
+"""SurgUn Train before stop 23 (only the retain lines are retained): the ablations and variants below marked v0
+were measured with it, so they are ablations of ``surgun_v0``."""
 
 V2_METHODS: dict[str, V2Method] = {m.name: m for m in [
     _m("surgun", None, SURGUN_SAMPLES_PER_STEP),
@@ -90,8 +90,8 @@ V2_METHODS: dict[str, V2Method] = {m.name: m for m in [
     _m("surgun_1d", None, 3, n_distractors=1, node=V0),
     _m("surgun_no_distractors", None, 2, n_distractors=0, node=(("distractor_weight", 0.0), *V0)),
     _m("surgun_no_ascent", None, 3, node=(("ascent_weight", 0.0), *V0)),
-    # the same ingredients removed from SurgUn with its retain plan (stop 23)
-    _m("surgun_rp_no_distractors", None, 2, n_distractors=0, node=(("distractor_weight", 0.0),)),
+    # the same ingredients removed from SurgUn with its retain plan (stop 23); without distractors the plan
+    # retains nothing more, so SurgUn without distractors is surgun_no_distractors
     _m("surgun_rp_no_ascent", None, 3, node=(("ascent_weight", 0.0),)),
     _m("surgun_rp_1d", None, 3, n_distractors=1),
     # SurgUn v0 with another setting of one node input, every ingredient kept (issue 13, item 5's next ideas)
@@ -99,15 +99,13 @@ V2_METHODS: dict[str, V2Method] = {m.name: m for m in [
     _m("surgun_cap15", None, SURGUN_SAMPLES_PER_STEP, node=(("ascent_cap", 1.5), *V0)),
     _m("surgun_cap3", None, SURGUN_SAMPLES_PER_STEP, node=(("ascent_cap", 3.0), *V0)),
     _m("surgun_protect", None, SURGUN_SAMPLES_PER_STEP, protect_related=True, node=V0),
-    # each half of the retain plan alone
-    _m("surgun_rd_only", None, SURGUN_SAMPLES_PER_STEP, node=(("retain_nearest_first", False),)),
-    _m("surgun_nearest_only", None, SURGUN_SAMPLES_PER_STEP, node=(("retain_distractors", False),)),
+    # SurgUn with the retain prompts nearest the target drawn first (the node's option, off by default)
+    _m("surgun_nearest", None, SURGUN_SAMPLES_PER_STEP, node=(("retain_nearest_first", True),)),
 ]}
 STEP_MATCHED = ("surgun", "esd_x", "esd_x_full", "ga", "ca", "ca_noise", "uce")
 COMPUTE_MATCHED = ("esd_x@4x", "esd_x_full@4x", "ga@4x", "ca@2x")
-ABLATIONS = ("surgun_loc", "surgun_1d", "surgun_no_distractors", "surgun_no_ascent",
-             "surgun_rp_no_distractors", "surgun_rp_no_ascent", "surgun_rp_1d")
-VARIANTS = ("surgun_v0", "surgun_dps1", "surgun_cap15", "surgun_cap3", "surgun_protect", "surgun_rd_only", "surgun_nearest_only")
+ABLATIONS = ("surgun_loc", "surgun_1d", "surgun_no_distractors", "surgun_no_ascent", "surgun_rp_no_ascent", "surgun_rp_1d")
+VARIANTS = ("surgun_v0", "surgun_dps1", "surgun_cap15", "surgun_cap3", "surgun_protect", "surgun_nearest")
 UCE_LAMBDAS = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
 
 

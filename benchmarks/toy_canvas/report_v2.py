@@ -118,14 +118,14 @@ def write_report(jsonl: Path, out: Path, stem: str, s, targets, wall_s: float | 
               "retain cells; related IRA: the 2 nearest concepts; kept on target: the other attribute on the target's eval "
               "images; mode spread: entropy (bits) of the classes the target prompts now produce. `edge`: the best lr is at "
               "the end of the grid (extend it). matched: `step` = the same steps as SurgUn, `compute` = as many training samples "
-              "as SurgUn. SurgUn is the node at its defaults, with the retain plan (each distractor's own line retained, retain "
-              "prompts nearest the target drawn first); surgun_v0 is the node before it (both off). `ablation` = the node with one "
-              "ingredient changed: of SurgUn, surgun_rp_1d (one distractor), surgun_rp_no_distractors (distractor_weight 0), "
-              "surgun_rp_no_ascent (ascent_weight 0); of v0, surgun_loc (blocks from the Block Localizer), surgun_1d, "
+              "as SurgUn. SurgUn is the node at its defaults, with the retain plan (each distractor's own line retained); "
+              "surgun_v0 is the node before it (retain_distractors off). `ablation` = the node with one ingredient changed: of "
+              "SurgUn, surgun_rp_1d (one distractor), surgun_rp_no_ascent (ascent_weight 0) (without distractors the plan "
+              "retains nothing more: surgun_no_distractors); of v0, surgun_loc (blocks from the Block Localizer), surgun_1d, "
               "surgun_no_distractors, surgun_no_ascent. `variant` = every ingredient kept and one other input changed: of v0, "
               "surgun_dps1 (distractors_per_step 1), surgun_cap15, surgun_cap3 (ascent_cap 1.5, 3), surgun_protect (the "
-              "distractors chosen with the 2 related concepts protected); of SurgUn, surgun_rd_only (draws uniform) and "
-              "surgun_nearest_only (distractors not retained).", "",
+              "distractors chosen with the 2 related concepts protected); of SurgUn, surgun_nearest (retain prompts nearest "
+              "the target drawn first).", "",
               "| kind | method | matched | lr | " + " | ".join(c.replace("_", " ") for c in cols) + " | n |",
               "|" + " --- |" * (5 + len(cols))]
         group = lambda m: ("ablation" if m in ABLATIONS else "variant" if m in VARIANTS

@@ -95,10 +95,9 @@ def test_each_ablation_removes_one_ingredient_and_keeps_the_retain_lines(kind, n
                     "surgun_no_distractors": (0, {"distractor_weight": 0.0}, False, "v0"),
                     "surgun_no_ascent": (3, {"ascent_weight": 0.0}, False, "v0"),
                     "surgun_rp_1d": (1, {}, False, "now"),
-                    "surgun_rp_no_distractors": (0, {"distractor_weight": 0.0}, False, "now"),
                     "surgun_rp_no_ascent": (3, {"ascent_weight": 0.0}, False, "now")}
     assert len(lines(full["distractors"])) == 3 and not mv.V2_METHODS["surgun"].node
-    assert v0 == {"retain_distractors": False, "retain_nearest_first": False}
+    assert v0 == {"retain_distractors": False}
 
 
 def test_each_variant_keeps_every_ingredient_and_changes_one_other_input():
@@ -117,8 +116,7 @@ def test_each_variant_keeps_every_ingredient_and_changes_one_other_input():
     # (based on SurgUn v0, the one input changed); v0 itself is SurgUn with its retain plan off
     assert seen == {"surgun_v0": (True, {}), "surgun_dps1": (True, {"distractors_per_step": 1}),
                     "surgun_cap15": (True, {"ascent_cap": 1.5}), "surgun_cap3": (True, {"ascent_cap": 3.0}),
-                    "surgun_protect": (True, {}), "surgun_rd_only": (False, {"retain_nearest_first": False}),
-                    "surgun_nearest_only": (False, {"retain_distractors": False})}
+                    "surgun_protect": (True, {}), "surgun_nearest": (False, {"retain_nearest_first": True})}
     assert [v for v in mv.VARIANTS if mv.V2_METHODS[v].protect_related] == ["surgun_protect"]  # its one change: the distractor set
 
 

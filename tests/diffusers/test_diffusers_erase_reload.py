@@ -132,14 +132,14 @@ def test_the_lora_image_check_measures_zero_for_an_exact_lora_and_leaves_the_pip
     assert all(torch.equal(pipe.unet.state_dict()[k], before[k]) for k in before)
 
 
-def test_by_default_distractors_are_retained_and_the_nearest_retain_prompts_drawn_first(load):
+def test_distractors_are_retained_by_default_and_nearest_first_on_request(load):
     """The diffusers path trains SurgUn with the node's retain plan: each target line's distractor prompts join its
-    retain prompts, drawn 1/rank by the pipeline's text encoder (the Distractor Builder's embedding)."""
+    retain prompts; on request they are drawn 1/rank by the pipeline's text encoder (the Distractor Builder's embedding)."""
     from surgun_core.retain import nearest_first
     from surgun_diffusers.erase import concept_groups, plan, retain_plan
 
     default = EraseRequest(concept="Zorblax", retain=())
-    assert default.retain_distractors and default.retain_nearest_first
+    assert default.retain_distractors and not default.retain_nearest_first  # as the node: nearest first on request
     pipe = load("sd1")
     req = dataclasses.replace(request("sd1"), retain_distractors=True, retain_nearest_first=True)
     fam = detect_family(pipe)

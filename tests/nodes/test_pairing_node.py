@@ -22,20 +22,33 @@ def test_braced_target_lines_train_against_their_own_swapped_lines(comfy):
     assert res.outputs["2"][1][0].metadata["concepts"] == ["zorblax"]  # two phrasings, one concept
 
 
-def test_by_default_distractors_are_also_retained_and_the_nearest_retain_prompts_drawn_first(comfy):
-    res = comfy.run(graph("sd1", steps=2, target="a painting of a harbour by {zorblax}\na {zorblax} sketch of a cat",
-                          distractors="monet\nhokusai", retain_prompts="{picasso}\na photo of a dog"))
+def test_by_default_distractors_are_also_retained_and_nearest_first_draws_are_used_when_on(comfy, monkeypatch):
+    from surgun_pack.surgun_core import train as core_train
+
+    drawn = []
+    real = core_train._draw_weighted
+    monkeypatch.setattr(core_train, "_draw_weighted", lambda *a: drawn.append(a[1]) or real(*a))
+    lines = dict(target="a painting of a harbour by {zorblax}\na {zorblax} sketch of a cat",
+                 distractors="monet\nhokusai", retain_prompts="{picasso}\na photo of a dog")
+    res = comfy.run(graph("sd1", steps=2, **lines))
     assert res.success, res.error_text()
     meta = res.outputs["2"][1][0].metadata
     first = meta["groups"][0]
     assert first["retain"] == ["a painting of a harbour by picasso", "a photo of a dog",
                                "a painting of a harbour by monet", "a painting of a harbour by hokusai"]
-    draw = first["retain_draw"]
+    assert meta["groups"][1]["retain"][2:] == ["a monet sketch of a cat", "a hokusai sketch of a cat"]
+    assert meta["retain_plan"] == {"distractors_retained": True, "nearest_first": False}
+    assert "retain_draw" not in first and drawn == []  # uniform draws by default
+
+    on = comfy.run(graph("sd1", steps=3, retain_nearest_first=True, **lines))
+    assert on.success, on.error_text()
+    draw = on.outputs["2"][1][0].metadata["groups"][0]["retain_draw"]
     assert list(draw) == first["retain"]
     # weights 1/rank, normalised: 1, 1/2, 1/3, 1/4 over 25/12, in the order of the text encoder's similarity
     assert sorted(draw.values(), reverse=True) == pytest.approx([12 / 25, 6 / 25, 4 / 25, 3 / 25], abs=1e-4)
-    assert meta["retain_plan"] == {"distractors_retained": True, "nearest_first": True}
-    assert meta["groups"][1]["retain"][2:] == ["a monet sketch of a cat", "a hokusai sketch of a cat"]
+    # and the training loop drew with them, every step (the weights reach train_competition)
+    assert len(drawn) == 3 and all(sorted(w.values(), reverse=True) == pytest.approx([12 / 25, 6 / 25, 4 / 25, 3 / 25], abs=1e-4)
+                                   for w in drawn)
 
 
 def test_unpaired_stays_available_and_is_said(comfy):
