@@ -494,16 +494,12 @@ class Yardstick(Bench):
         from .baselines import METHODS
         from .methods_v2 import baseline_groups
 
-        from ...surgun_comfy.erase import retain_weights
-        from ...surgun_core.pairing import Group
-
         samples = self.train_samples(kind, name, chosen, 0)
         out = {}
-        # SurgUn as the node trains it by default: distractors also retained, retain prompts drawn nearest first
-        groups = [Group(g["target"], tuple(g["distractors"]), tuple(dict.fromkeys([*g["retain"], *g["distractors"]])), True, name)
-                  for g in baseline_groups(kind, name, chosen)]
-        su = [ConceptData(g.target, samples[g.target], {d: samples[d] for d in g.distractors}, {r: samples[r] for r in g.retain},
-                          name, w) for g, w in zip(groups, retain_weights(self.clip, groups))]
+        # SurgUn as the node trains it by default: each distractor's own line also retained
+        su = [ConceptData(g["target"], samples[g["target"]], {d: samples[d] for d in g["distractors"]},
+                          {r: samples[r] for r in dict.fromkeys([*g["retain"], *g["distractors"]])}, name)
+              for g in baseline_groups(kind, name, chosen)]
         for label, data, meth in (("surgun", su, METHODS["surgun"]),
                                   ("esd_x", concept_data("esd_x", kind, name, chosen, samples), METHODS["esd_x"]),
                                   ("ga", concept_data("ga", kind, name, chosen, samples), METHODS["ga"])):
