@@ -22,6 +22,7 @@ import torch
 
 from ..surgun_core.errors import SurgUnError
 from ..surgun_core.localize import ERASE_PARTS, RETAIN_PARTS, LocalizeResult, localize
+from ..surgun_core.pairing import with_distractors
 from ..surgun_core.seeds import offset_seed
 from ..surgun_core.selection import select_trainable
 from ..surgun_core.train import ConceptData
@@ -82,7 +83,7 @@ def run_localizer(model_patcher, clip, vae, clip_vision, req: LocalizeRequest, n
 
     t0 = time.perf_counter()
     # the update trains as SurgUn Train does by default: each distractor's own line also retained
-    kept = [dataclasses.replace(g, retain=tuple(dict.fromkeys((*g.retain, *g.distractors)))) for g in trained]
+    kept = [dataclasses.replace(g, retain=with_distractors(g.retain, g.distractors)) for g in trained]
     data = [ConceptData(g.target, samples[g.target], {d: samples[d] for d in g.distractors}, {r: samples[r] for r in g.retain})
             for g in kept]
     all_layers = [m for b in blocks for m in layers[b]]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Sequence
 
 import torch
@@ -41,8 +42,8 @@ def train_deltas(
             to_model = lambda x: _normal(process_in(_normal(x.to(device))))  # noqa: E731
             groups = [samples] if isinstance(samples, ConceptData) else list(samples)
             data = [
-                ConceptData(s.target_prompt, to_model(s.target), {k: to_model(v) for k, v in s.distractors.items()},
-                            {k: to_model(v) for k, v in s.retain.items()}, s.concept, s.retain_weights)
+                dataclasses.replace(s, target=to_model(s.target), distractors={k: to_model(v) for k, v in s.distractors.items()},
+                                    retain={k: to_model(v) for k, v in s.retain.items()})  # every other field as given
                 for s in groups
             ]
             result = train_competition(list(td.deltas.values()), data, loss(td, bank), config, on_step)

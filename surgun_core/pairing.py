@@ -70,6 +70,11 @@ def bare_concept(line: str) -> str | None:
     return m.group(1).strip() if m else None
 
 
+def with_distractors(retain: Sequence[str], distractors: Sequence[str]) -> tuple[str, ...]:
+    """The retain prompts with each distractor prompt added once (``retain_distractors``)."""
+    return tuple(dict.fromkeys((*retain, *distractors)))
+
+
 def plan_groups(targets: Sequence[str], distractor_names: Sequence[str], retain: Sequence[str],
                 distractor_prompts: Sequence[str] = (), concept: str | Sequence[str] = "", paired: bool = True,
                 per_concept: Mapping[str, Sequence[str]] | None = None, retain_distractors: bool = False) -> list[Group]:
@@ -81,7 +86,7 @@ def plan_groups(targets: Sequence[str], distractor_names: Sequence[str], retain:
     distractor prompts to its retain prompts (those not already there).
     """
     def keep(retain: tuple[str, ...], distractors: tuple[str, ...]) -> tuple[str, ...]:
-        return tuple(dict.fromkeys((*retain, *distractors))) if retain_distractors else retain
+        return with_distractors(retain, distractors) if retain_distractors else retain
 
     as_prompts = tuple(unbrace(d) for d in (distractor_prompts or distractor_names))
     names = tuple(unbrace(d).strip() for d in distractor_names)

@@ -27,6 +27,7 @@ import torch
 
 from surgun_core.distractors import DistractorParams, EmbeddingCache, build_distractor_set
 from surgun_core.errors import SurgUnError, require_number
+from surgun_core.pairing import with_distractors
 from surgun_core.retain import nearest_first
 from .methods import ESD_ROLE, METHODS, method_data
 from surgun_core.selection import parse_pattern_text, select_trainable
@@ -198,10 +199,9 @@ def concept_groups(method: str, plan_: Plan, samples: dict[str, torch.Tensor], d
     out = []
     for target, ds in plan_.groups:
         distract = {p: to(samples[p]) for p in ds.values()}  # keyed by prompt (CA's prior term trains under it)
-        retain = {r: to(samples[r]) for r in plan_.retain}
+        kept = with_distractors(plan_.retain, ds.values()) if method == "surgun" and keep_distractors else plan_.retain
+        retain = {r: to(samples[r]) for r in kept}
         if method == "surgun":
-            if keep_distractors:
-                retain.update({p: x for p, x in distract.items() if p not in retain})
             weights = {}
             if embed is not None and retain:
                 names = list(retain)

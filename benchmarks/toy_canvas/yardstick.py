@@ -494,11 +494,13 @@ class Yardstick(Bench):
         from .baselines import METHODS
         from .methods_v2 import baseline_groups
 
+        from ...surgun_core.pairing import with_distractors
+
         samples = self.train_samples(kind, name, chosen, 0)
         out = {}
         # SurgUn as the node trains it by default: each distractor's own line also retained
         su = [ConceptData(g["target"], samples[g["target"]], {d: samples[d] for d in g["distractors"]},
-                          {r: samples[r] for r in dict.fromkeys([*g["retain"], *g["distractors"]])}, name)
+                          {r: samples[r] for r in with_distractors(g["retain"], g["distractors"])}, name)
               for g in baseline_groups(kind, name, chosen)]
         for label, data, meth in (("surgun", su, METHODS["surgun"]),
                                   ("esd_x", concept_data("esd_x", kind, name, chosen, samples), METHODS["esd_x"]),

@@ -59,3 +59,10 @@ def test_training_draws_each_retain_prompt_at_its_weight():
     train_competition(params, ConceptData("t", torch.randn(2, 8), {"d": torch.ones(2, 8)}, retain), spy_u,
                       TrainConfig(steps=600, learning_rate=1e-4, ascent_cap=0, seed=3))
     assert all(abs(uniform.count(n) / 600 - 1 / 3) < 0.07 for n in names)
+
+
+def test_with_distractors_adds_each_distractor_prompt_once_after_the_retain_prompts():
+    from surgun_pack.surgun_core.pairing import with_distractors
+
+    assert with_distractors(["a dog", "a star in pastel style"], ("a star in pastel style", "a star in dots style")) == (
+        "a dog", "a star in pastel style", "a star in dots style")
