@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import math
-
 from comfy_api.latest import io, ui
 
 from ..surgun_comfy.families import PRESETS, detect_family
 from ..surgun_comfy.localize import LocalizeRequest
 from ..surgun_comfy.probe import run_localizer
-from ..surgun_core.localize import SelectConfig, report_image
+from ..surgun_core.localize import SelectConfig, reach_note, report_image
 from ..surgun_core.objective import CompetitionWeights
 from .inputs import require_socket, resolve_distractors, split_lines
 from .sockets import BlocksSocket, DistractorsSocket
@@ -137,7 +135,7 @@ class SurgUnBlockLocalizer(io.ComfyNode):
         ref = result.referee
         check = (f"held-out check: overlap {ref['overlap']:.2f}, chosen erase there {ref['chosen_erase_heldout']:.3g}"
                  if ref.get("available") else "held-out check: needs two or more target lines")
-        reach = f" (a complete erasure: {result.reach:.3g})" if math.isfinite(result.reach) else ""
+        reach = f" ({reach_note(result.reach)})" if reach_note(result.reach) else ""
         summary = (f"kept {len(result.chosen)} of {len(result.rows)} blocks ({result.embedding}); noise floor {result.floor:.3g}"
                    f"{reach}, threshold {result.threshold:.3g}; {check}:\n" + "\n".join(result.chosen))
         return io.NodeOutput(chosen_blocks, report_image(result), result.to_json(), ui=ui.PreviewText(summary))

@@ -33,7 +33,7 @@ from typing import Callable, Sequence
 import torch
 
 from .errors import SurgUnError, require_number
-from .scores import competition, retain_score
+from .scores import competition, competition_to, retain_score, unit_mean
 
 # probe(block, parts) -> {part: images} for each requested part of "target", "heldout" (None when
 # there are no held-out prompts) and "retain", rendered with only that block's part of the update
@@ -163,7 +163,7 @@ def select_blocks(rows: list[BlockRow], floor: float, config: SelectConfig, reac
             )
         raise SurgUnError(
             f"[SurgUn] no block erases above the noise floor (floor {floor:.4g}, best erase {best:.4g}"
-            + (f"; a complete erasure would score {reach:.4g}" if math.isfinite(reach) else "")
+            + (f"; {reach_note(reach)}" if reach_note(reach) else "")
             + "): the probe update is too weak to tell the blocks apart. Raise probe_steps or learning_rate, or lower "
             "erase_threshold."
         )
@@ -200,9 +200,13 @@ def reach_of(t_ref: torch.Tensor, d_ref: torch.Tensor, base_score: torch.Tensor)
         return float("nan")
     dn = torch.nn.functional.normalize(d_ref.float(), dim=-1)
     loo = (dn.sum(0, keepdim=True) - dn) / (n - 1)
-    t = torch.nn.functional.normalize(t_ref.float(), dim=-1).mean(0, keepdim=True)
-    cos = lambda a, b: torch.nn.functional.cosine_similarity(a, b, dim=-1, eps=1e-8)
-    return float((cos(dn, loo) - cos(dn, t)).mean() - base_score.mean())
+    return float(competition_to(dn, unit_mean(t_ref), loo)["score"].mean() - base_score.mean())
+
+
+def reach_note(reach: float) -> str:
+    """``"a complete erasure would score X"``, or ``""`` when the reach is unknown (NaN): the clause the
+    refusal and the node's summary both show."""
+    return f"a complete erasure would score {reach:.3g}" if math.isfinite(reach) else ""
 
 
 def noise_floor(reference: dict, embed: Embed) -> float:

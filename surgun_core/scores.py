@@ -75,10 +75,18 @@ def retain_score(new_emb: torch.Tensor, orig_emb: torch.Tensor, new_img: torch.T
     return {"retain": float((emb + st) / 2), "retain_embed": float(emb), "retain_ssim": float(st)}
 
 
+def unit_mean(emb: torch.Tensor) -> torch.Tensor:
+    """The mean of the normalised embeddings, ``[1, D]`` (the reference ``t`` or ``d`` of competition)."""
+    return F.normalize(emb.float(), dim=-1).mean(0, keepdim=True)
+
+
+def competition_to(emb: torch.Tensor, t: torch.Tensor, d: torch.Tensor) -> dict:
+    """:func:`competition` against given references ``t`` and ``d`` (``[1, D]``, or one row per image)."""
+    toward, away = _cos(emb, d), -_cos(emb, t)
+    return {"toward": toward, "away": away, "score": toward + away}
+
+
 def competition(emb: torch.Tensor, target_ref: torch.Tensor, distractor_ref: torch.Tensor) -> dict:
     """Per-image ``toward`` (cosine to the distractors' mean), ``away`` (minus cosine to the target's
     mean) and ``score`` (their sum), as tensors ``[N]`` (see the module docstring)."""
-    t = F.normalize(target_ref.float(), dim=-1).mean(0, keepdim=True)
-    d = F.normalize(distractor_ref.float(), dim=-1).mean(0, keepdim=True)
-    toward, away = _cos(emb, d), -_cos(emb, t)
-    return {"toward": toward, "away": away, "score": toward + away}
+    return competition_to(emb, unit_mean(target_ref), unit_mean(distractor_ref))

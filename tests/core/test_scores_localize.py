@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from surgun_pack.surgun_core.errors import SurgUnError
-from surgun_pack.surgun_core.localize import BlockRow, SelectConfig, localize, report_image, select_blocks
-from surgun_pack.surgun_core.scores import erase_score, pixel_embed, retain_score, ssim
+from surgun_pack.surgun_core.localize import BlockRow, SelectConfig, localize, reach_of, report_image, select_blocks
+from surgun_pack.surgun_core.scores import competition, erase_score, pixel_embed, retain_score, ssim
 
 
 def images(n=4, seed=0, side=32):
@@ -187,7 +187,21 @@ def test_a_refusal_says_when_the_embedding_cannot_see_the_concept():
     with pytest.raises(SurgUnError, match="too weak to tell the blocks apart") as err:
         localize(["a", "b"], idle, pixel_embed, sighted, SelectConfig(keep=1), "pixel")
     assert "clip_vision" not in str(err.value)
+    t_emb, d_emb = pixel_embed(target), pixel_embed(sighted["distractors"])
+    reach = reach_of(t_emb, d_emb, competition(t_emb, t_emb, d_emb)["score"])
+    assert f"a complete erasure would score {reach:.3g}" in str(err.value)
     one = {**sighted, "distractors": images(seed=2)[:1]}  # one distractor image: the reach is unknown
     with pytest.raises(SurgUnError, match="too weak to tell the blocks apart") as err:
         localize(["a", "b"], idle, pixel_embed, one, SelectConfig(keep=1), "pixel")
     assert "nan" not in str(err.value) and "complete erasure" not in str(err.value)
+
+
+def test_reach_is_the_distractors_own_score_left_one_out():
+    """Two identical distractor images, orthogonal to one target image: each distractor scores cos 1 to the other
+    and cos 0 to the target, so a complete erasure scores 1 above the untouched target's mean score."""
+    t = torch.tensor([[1.0, 0.0, 0.0]])
+    d = torch.tensor([[0.0, 2.0, 0.0], [0.0, 3.0, 0.0]])
+    assert reach_of(t, d, torch.tensor([-0.5, -1.5])) == pytest.approx(1.0 - (-1.0))
+    assert reach_of(t, d[:1], torch.zeros(1)) != reach_of(t, d[:1], torch.zeros(1))  # NaN with one image
+    mixed = torch.tensor([[0.0, 1.0, 0.0], [1.0, 1.0, 0.0]])  # not scored against itself: 1/sqrt2 and 1/sqrt2 - 1/sqrt2
+    assert reach_of(t, mixed, torch.zeros(1)) == pytest.approx(2 ** -0.5 / 2)
