@@ -107,6 +107,11 @@ class SurgUnTrain(io.ComfyNode):
                                  tooltip="Draw the retain prompts nearest the target (by the text encoder) more often, weight "
                                          "1/rank: an erasure damages the target's neighbours first. Off (default, the setting "
                                          "the benchmark measured) = every retain prompt equally often."),
+                io.Boolean.Input("model_targets", default=False, advanced=True, optional=True,
+                                 tooltip="Descent terms (distractors, retain prompts) learn the untouched model's prediction "
+                                         "under each image's own prompt at the same noisy input, instead of the image itself "
+                                         "(Concept Ablation's model-based targets): the same goal with less noise, one extra "
+                                         "forward pass per step. Off (default, the paper's objective) = they learn the images."),
                 DistractorsSocket.Input("distractor_set", optional=True,
                                         tooltip="Distractors from SurgUn Distractor Builder. When connected, it replaces the text field."),
                 BlocksSocket.Input("block_set", optional=True,
@@ -147,6 +152,7 @@ class SurgUnTrain(io.ComfyNode):
         paired: bool = True,
         retain_distractors: bool = True,
         retain_nearest_first: bool = False,
+        model_targets: bool = False,
         distractor_set: DistractorsSocket.Type | None = None,
         block_set: BlocksSocket.Type | None = None,
     ) -> io.NodeOutput:
@@ -172,7 +178,7 @@ class SurgUnTrain(io.ComfyNode):
                 steps=steps, learning_rate=learning_rate,
                 weights=CompetitionWeights(ascent_weight, distractor_weight, retain_weight),
                 ascent_cap=ascent_cap, distractors_per_step=distractors_per_step,
-                max_grad_norm=max_grad_norm, seed=seed,
+                max_grad_norm=max_grad_norm, seed=seed, model_targets=model_targets,
             ),
             block_preset=blocks, block_pattern=block_pattern, blocks=tuple(block_set.names) if block_set is not None else (),
             sample_size=sample_size, sample_steps=sample_steps, samples_per_prompt=samples_per_prompt,

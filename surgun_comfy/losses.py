@@ -58,13 +58,24 @@ def weighted_error(model_sampling, pred: torch.Tensor, target: torch.Tensor, sig
     return err * objective_weight(model_sampling, sigma)
 
 
-def denoising_loss(model_patcher, bank: PromptBank, x0: torch.Tensor, prompts: Sequence[str], generator: torch.Generator) -> torch.Tensor:
-    """Per-sample native denoising loss of clean latents ``x0`` (model space) under ``prompts``."""
+def denoising_loss(model_patcher, bank: PromptBank, x0: torch.Tensor, prompts: Sequence[str], generator: torch.Generator,
+                   teachers: Sequence[str | None] | None = None, original=None) -> torch.Tensor:
+    """Per-sample native denoising loss of clean latents ``x0`` (model space) under ``prompts``.
+
+    ``teachers`` (with ``original``, a context in which the model computes with its untouched weights):
+    a row with a prompt regresses onto the untouched model's prediction under that prompt at the same
+    noisy input instead of onto its sample (the model targets of ``TrainConfig.model_targets``)."""
     ms = model_patcher.get_model_object("model_sampling")
     sigma, xt, x0 = noisy_input(ms, x0, generator, bank.device)
+    rows = [i for i, t in enumerate(teachers or ()) if t]
+    if rows:
+        with original():
+            taught = model_patcher.model.apply_model(xt[rows], sigma[rows], **bank.batch([teachers[i] for i in rows]))
+        x0 = x0.clone()
+        x0[rows] = taught.to(x0.dtype)
     return weighted_error(ms, model_patcher.model.apply_model(xt, sigma, **bank.batch(prompts)), x0, sigma)
 
 
 def denoising(deltas: TrainableDeltas, bank: PromptBank) -> LossFn:
     """The loss factory SurgUn trains with: the native denoising loss of the model being trained."""
-    return lambda x0, prompts, g: denoising_loss(deltas.work, bank, x0, prompts, g)
+    return lambda x0, prompts, g, teachers=None: denoising_loss(deltas.work, bank, x0, prompts, g, teachers, deltas.original)

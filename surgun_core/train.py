@@ -18,7 +18,10 @@ log = logging.getLogger("SurgUn")
 
 # loss_fn(x0, prompts, generator) -> per-sample denoising loss, shape [B].
 # x0 are clean samples, prompts[i] names the conditioning for sample i; noise and timesteps
-# are drawn from ``generator`` so that a fixed seed gives a fixed run.
+# are drawn from ``generator`` so that a fixed seed gives a fixed run. With
+# ``TrainConfig.model_targets`` the loop also passes ``teachers=``: per sample, None (regress onto
+# the sample) or a prompt (regress onto the untouched model's prediction under that prompt, at the
+# same noisy input).
 LossFn = Callable[[torch.Tensor, Sequence[str], torch.Generator], torch.Tensor]
 # on_step(step, total, metrics); raising from it stops training (that is how Cancel works).
 OnStep = Callable[[int, int, dict], None]
@@ -45,6 +48,11 @@ class TrainConfig:
     """Target samples in the guard's probe (each at ``guard_draws`` fixed noise levels)."""
     guard_draws: int = 2
     seed: int = 0
+    model_targets: bool = False
+    """The descent terms (distractors, retain prompts) regress onto the untouched model's prediction
+    under each sample's own prompt at the same noisy input, instead of onto the sample: the same
+    optimum with less variance (Concept Ablation's model-based targets). The ascent keeps the sample.
+    Needs distractor and retain names that are prompts, and a loss_fn that takes ``teachers``."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.steps, int) or self.steps < 1:
@@ -146,31 +154,50 @@ def _pick(samples: torch.Tensor, count: int, g: torch.Generator) -> torch.Tensor
     return samples[idx]
 
 
+@dataclass
+class Batch:
+    """One step's samples: ``prompts[i]`` conditions ``x0[i]``, ``sources[i]`` is the prompt it was made
+    from, ``spans`` the rows of each role."""
+
+    x0: torch.Tensor
+    prompts: list[str]
+    sources: list[str]
+    spans: dict[str, list[tuple[int, int]]]
+
+    def teachers(self) -> list[str | None]:
+        """The descent rows' own prompts (their model targets); None for the ascent's rows."""
+        out: list[str | None] = list(self.sources)
+        for a, b in self.spans["target"]:
+            out[a:b] = [None] * (b - a)
+        return out
+
+
 def _draw_batch(data: ConceptData, config: TrainConfig, distractor_names: list[str], retain_names: list[str],
-                ascent: bool, g: torch.Generator) -> tuple[torch.Tensor, list[str], dict[str, list[tuple[int, int]]]]:
+                ascent: bool, g: torch.Generator) -> Batch:
     """One step's samples: target, drawn distractors (one sample each), drawn retain prompts."""
     w = config.weights
+    batch = Batch(torch.empty(0), [], [], {"target": [], "distractor": [], "retain": []})
     chunks: list[torch.Tensor] = []
-    prompts: list[str] = []
-    spans: dict[str, list[tuple[int, int]]] = {"target": [], "distractor": [], "retain": []}
 
-    def add(role: str, x: torch.Tensor, prompt: str) -> None:
-        start = len(prompts)
+    def add(role: str, x: torch.Tensor, prompt: str, source: str) -> None:
+        start = len(batch.prompts)
         chunks.append(x)
-        prompts.extend([prompt] * x.shape[0])
-        spans[role].append((start, len(prompts)))
+        batch.prompts.extend([prompt] * x.shape[0])
+        batch.sources.extend([source] * x.shape[0])
+        batch.spans[role].append((start, len(batch.prompts)))
 
     if ascent:
-        add("target", _pick(data.target, config.target_per_step, g), data.target_prompt)
+        add("target", _pick(data.target, config.target_per_step, g), data.target_prompt, data.target_prompt)
     if w.distract > 0:
         for i in _draw(len(distractor_names), config.distractors_per_step, g):
-            add("distractor", _pick(data.distractors[distractor_names[i]], 1, g), data.target_prompt)
+            add("distractor", _pick(data.distractors[distractor_names[i]], 1, g), data.target_prompt, distractor_names[i])
     if w.retain > 0:
         drawn = (_draw_weighted(retain_names, data.retain_weights, config.retain_per_step, g) if data.retain_weights
                  else _draw(len(retain_names), config.retain_per_step, g))
         for i in drawn:
-            add("retain", _pick(data.retain[retain_names[i]], 1, g), retain_names[i])
-    return torch.cat(chunks), prompts, spans
+            add("retain", _pick(data.retain[retain_names[i]], 1, g), retain_names[i], retain_names[i])
+    batch.x0 = torch.cat(chunks)
+    return batch
 
 
 def _role_loss(losses: torch.Tensor, spans: list[tuple[int, int]]) -> torch.Tensor | None:
@@ -227,9 +254,10 @@ def train_competition(
             break  # the guards stopped the only term: nothing is left to train
         data = groups[0] if len(groups) == 1 else groups[int(torch.randint(len(groups), (1,), generator=g))]
         ascent = w.ascent > 0 and (data.concept not in guards or guards[data.concept].active)
-        x0, prompts, spans = _draw_batch(data, config, list(data.distractors), list(data.retain), ascent, g)
-        losses = loss_fn(x0, prompts, g)
-        l_t, l_d, l_r = (_role_loss(losses, spans[role]) for role in ("target", "distractor", "retain"))
+        batch = _draw_batch(data, config, list(data.distractors), list(data.retain), ascent, g)
+        losses = (loss_fn(batch.x0, batch.prompts, g, teachers=batch.teachers()) if config.model_targets
+                  else loss_fn(batch.x0, batch.prompts, g))
+        l_t, l_d, l_r = (_role_loss(losses, batch.spans[role]) for role in ("target", "distractor", "retain"))
         loss, parts = competition_loss(None if l_t is None else l_t.mean(), l_d, None if l_r is None else l_r.mean(), w, ascent)
         if not all(math.isfinite(v) for v in parts.values()):
             raise NonFiniteLossError(step + 1, parts)

@@ -101,11 +101,13 @@ V2_METHODS: dict[str, V2Method] = {m.name: m for m in [
     _m("surgun_protect", None, SURGUN_SAMPLES_PER_STEP, protect_related=True, node=V0),
     # SurgUn with the retain prompts nearest the target drawn first (the node's option, off by default)
     _m("surgun_nearest", None, SURGUN_SAMPLES_PER_STEP, node=(("retain_nearest_first", True),)),
+    # SurgUn whose descent terms learn the untouched model's predictions (the node's model_targets, off by default)
+    _m("surgun_mt", None, SURGUN_SAMPLES_PER_STEP, node=(("model_targets", True),)),
 ]}
 STEP_MATCHED = ("surgun", "esd_x", "esd_x_full", "ga", "ca", "ca_noise", "uce")
 COMPUTE_MATCHED = ("esd_x@4x", "esd_x_full@4x", "ga@4x", "ca@2x")
 ABLATIONS = ("surgun_loc", "surgun_1d", "surgun_no_distractors", "surgun_no_ascent", "surgun_rp_no_ascent", "surgun_rp_1d")
-VARIANTS = ("surgun_v0", "surgun_dps1", "surgun_cap15", "surgun_cap3", "surgun_protect", "surgun_nearest")
+VARIANTS = ("surgun_v0", "surgun_dps1", "surgun_cap15", "surgun_cap3", "surgun_protect", "surgun_nearest", "surgun_mt")
 UCE_LAMBDAS = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
 
 
@@ -170,26 +172,13 @@ def anchor_map(kind: str, name: str, chosen) -> dict[str, str]:
 # ---------------------------------------------------------------- CA, model-based
 def ca_model_loss(anchor_of: dict[str, str]):
     """Loss factory: samples under a target prompt regress onto the frozen model's prediction under
-    its anchor prompt (same noisy input); every other sample (prior preservation) is plain denoising."""
-    from ...surgun_comfy.losses import noisy_input, weighted_error
+    its anchor prompt (same noisy input); every other sample (prior preservation) is plain denoising.
+    The model targets are SurgUn's own (``surgun_comfy.losses.denoising_loss``'s ``teachers``)."""
+    from ...surgun_comfy.losses import denoising_loss
 
     def factory(deltas, bank):
-        base = deltas.work.model
-        ms = deltas.work.get_model_object("model_sampling")
-
-        def fn(x0, prompts, g):
-            sigma, xt, x0 = noisy_input(ms, x0, g, bank.device)
-            pred = base.apply_model(xt, sigma, **bank.batch(prompts))
-            mapped = [anchor_of.get(p) for p in prompts]
-            target = x0.float()
-            if any(mapped):
-                with deltas.original(), torch.no_grad():
-                    frozen = base.apply_model(xt, sigma, **bank.batch([a or p for a, p in zip(mapped, prompts)])).float()
-                mask = torch.tensor([a is not None for a in mapped]).view(-1, *([1] * (x0.dim() - 1)))
-                target = torch.where(mask, frozen, target)
-            return weighted_error(ms, pred, target, sigma)
-
-        return fn
+        return lambda x0, prompts, g: denoising_loss(deltas.work, bank, x0, prompts, g, [anchor_of.get(p) for p in prompts],
+                                                     deltas.original)
 
     return factory
 

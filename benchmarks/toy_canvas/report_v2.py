@@ -125,7 +125,8 @@ def write_report(jsonl: Path, out: Path, stem: str, s, targets, wall_s: float | 
               "surgun_no_distractors, surgun_no_ascent. `variant` = every ingredient kept and one other input changed: of v0, "
               "surgun_dps1 (distractors_per_step 1), surgun_cap15, surgun_cap3 (ascent_cap 1.5, 3), surgun_protect (the "
               "distractors chosen with the 2 related concepts protected); of SurgUn, surgun_nearest (retain prompts nearest "
-              "the target drawn first).", "",
+              "the target drawn first), surgun_mt (model_targets: the descent terms learn the untouched model's "
+              "predictions).", "",
               "| kind | method | matched | lr | " + " | ".join(c.replace("_", " ") for c in cols) + " | n |",
               "|" + " --- |" * (5 + len(cols))]
         group = lambda m: ("ablation" if m in ABLATIONS else "variant" if m in VARIANTS

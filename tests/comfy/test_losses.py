@@ -47,3 +47,40 @@ def test_denoising_loss_equals_native_mse(comfy, tiny, family):
     assert len(raw) == 1
     assert torch.allclose(ours, native, rtol=1e-4, atol=1e-6), (ours, native)
     assert (sigma.max() / sigma.min()) > 1.5  # a spread of timesteps, not one
+
+
+def test_model_targets_regress_onto_the_untouched_prediction_under_the_teacher_prompt(comfy, tiny):
+    """A row with a teacher prompt learns the untouched model's prediction under it at the same noisy input
+    (0 when the teacher is its own prompt and nothing is trained yet); a row without one keeps its sample;
+    the deltas get a gradient."""
+    from surgun_pack.surgun_comfy.deltas import TrainableDeltas
+    from surgun_pack.surgun_comfy.losses import denoising, noisy_input, weighted_error
+
+    with torch.inference_mode():
+        mp, clip = tiny.build_model("sd1"), tiny.build_clip()
+        shape = latent_shape_for(mp, 32)
+        bank = PromptBank(clip, mp, shape, torch.device("cpu"))
+    modules = [n for n, _ in mp.model.diffusion_model.named_modules() if n.endswith(("attn2.to_k", "attn2.to_v"))]
+    prompts, x = ["a cat", "a dog", "a tree"], torch.randn((3, *shape), generator=torch.Generator().manual_seed(1))
+    g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    with torch.inference_mode(False), TrainableDeltas(mp, modules) as td:
+        loss = denoising(td, bank)
+        x0 = mp.model.process_latent_in(x.clone()).clone()
+        assert torch.equal(loss(x0, prompts, g(), teachers=prompts), torch.zeros(3))
+        with torch.no_grad():
+            for d in td.deltas.values():
+                d.add_(0.05 * torch.randn(d.shape, generator=torch.Generator().manual_seed(2)))
+        taught = loss(x0, prompts, g(), teachers=[None, "a tree", "a tree"])
+        ms = mp.get_model_object("model_sampling")
+        sigma, xt, _ = noisy_input(ms, x0, g(), bank.device)
+        with torch.no_grad():
+            trained = mp.model.apply_model(xt, sigma, **bank.batch(prompts))
+            with td.original():
+                frozen = mp.model.apply_model(xt, sigma, **bank.batch(["a cat", "a tree", "a tree"]))
+        plain = weighted_error(ms, trained, x0, sigma)
+        want = weighted_error(ms, trained, frozen, sigma)
+        assert taught[0].item() == pytest.approx(plain[0].item(), rel=1e-4)
+        assert taught[1:].tolist() == pytest.approx(want[1:].tolist(), rel=1e-4)
+        assert taught[2].item() > 0 and taught[1].item() != pytest.approx(plain[1].item(), rel=1e-2)
+        taught.sum().backward()
+        assert all(d.grad is not None and torch.isfinite(d.grad).all() and d.grad.abs().sum() > 0 for d in td.deltas.values())

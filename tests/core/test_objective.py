@@ -279,3 +279,32 @@ def test_one_concept_over_several_groups_shares_one_guard(concept_setup):
     res = train_competition(ps, [ConceptData(**data), ConceptData(**other)], eps_loss_fn(model), TrainConfig(steps=5))
     assert res.concepts == {} and "guard_ratio" in res.history[-1]
     assert not any(k.startswith("guard_ratio:") for k in res.history[-1])
+
+
+def test_model_targets_give_each_descent_row_its_own_prompt_and_the_ascent_none(concept_setup):
+    """With model_targets the loop asks the loss for a teacher per row: the distractor rows learn their own
+    distractor's prediction, the retain rows their own prompt's, the ascent's rows keep their sample. Off:
+    the loss is called as before, without teachers (a loss function that takes none keeps working)."""
+    model, data = concept_setup
+    base, calls = eps_loss_fn(model), []
+
+    def spy(x0, prompts, g, **kw):
+        calls.append((list(prompts), kw.get("teachers")))
+        return base(x0, prompts, g)
+
+    for on in (True, False):
+        calls.clear()
+        ps = _params(model)
+        for p in ps:
+            p.requires_grad_(True)
+        train_competition(ps, ConceptData(**data), spy, TrainConfig(steps=5, learning_rate=1e-3, ascent_cap=0, model_targets=on))
+        steps = [c for c in calls if len(c[0]) > 1]
+        assert len(steps) == 5
+        for prompts, teachers in steps:
+            if not on:
+                assert teachers is None
+                continue
+            tp = data["target_prompt"]
+            assert prompts[0] == tp and teachers[0] is None  # the ascent's sample
+            assert prompts[1:3] == [tp, tp] and set(teachers[1:3]) <= set(data["distractors"]) and teachers[1] != teachers[2]
+            assert teachers[3:] == prompts[3:] == ["a photo of a dog"]

@@ -206,3 +206,19 @@ def test_gradient_checkpointing_gives_the_same_weights(comfy, family):
     a, b = on.outputs["2"][1][0], off.outputs["2"][1][0]
     assert a.metadata["gradient_checkpointing"] and not b.metadata["gradient_checkpointing"]
     assert all(torch.allclose(a.deltas[k], b.deltas[k], rtol=1e-4, atol=1e-7) for k in a.deltas)
+
+
+@pytest.mark.parametrize("family", ["sd1", "sd3", "flux"])
+def test_model_targets_reach_the_loop_and_are_recorded(comfy, family):
+    """model_targets on: at the first step (nothing trained yet) the retain prompt's own prediction is its target,
+    so the retain term is 0; off, it is the ordinary denoising loss. The distractor term is then the gap between the
+    target prompt's prediction and each distractor's, far under the sample's noise. The weights file records it."""
+    finals = {}
+    for on in (True, False):
+        res = comfy.run(graph(family, steps=1, ascent_weight=0.0, model_targets=on))
+        assert res.success, res.error_text()
+        m = res.outputs["2"][1][0].metadata
+        assert m["hyperparameters"]["model_targets"] is on
+        finals[on] = m["final"]
+    assert finals[True]["retain"] == pytest.approx(0.0, abs=1e-6)
+    assert finals[False]["retain"] > 1e-3 and 0 < finals[True]["distractor"] < finals[False]["distractor"] / 10
