@@ -64,6 +64,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=100, help="SurgUnTrain steps (default 100)")
     ap.add_argument("--lr", type=float, default=1e-3, help="SurgUnTrain learning rate (default 1e-3, the middle of the benchmark's grid)")
     ap.add_argument("--weights", default="", help="another toy canvas weights file (default: the bundled one)")
+    ap.add_argument("--seed", type=int, default=0, help="SurgUn Train's seed: its training samples, noise and timesteps (default 0)")
     args = ap.parse_args()
     t0 = time.monotonic()
     handler = logging.StreamHandler(sys.stdout)
@@ -97,7 +98,7 @@ def main() -> None:
             "model": ["ld", 0], "clip": ["ld", 1], "target": "\n".join(targets), "distractors": "\n".join(chosen),
             "retain_prompts": "\n".join(retain), "blocks": "cross_attention", "block_pattern": "", "steps": args.steps,
             "learning_rate": args.lr, "ascent_weight": 1.0, "distractor_weight": 1.0, "retain_weight": 1.0, "ascent_cap": 2.0,
-            "seed": 0, "sample_size": 32, "sample_steps": bench.constants.STEPS, "samples_per_prompt": 2,
+            "seed": args.seed, "sample_size": 32, "sample_steps": bench.constants.STEPS, "samples_per_prompt": 2,
             "sample_cfg": bench.constants.CFG, "filename_prefix": "surgun/demo"}},
         "cmp": {"class_type": "SurgUnEraseRetainCompare", "inputs": {
             "original": ["ld", 0], "erased": ["tr", 0], "clip": ["ld", 1], "vae": ["ld", 2], "target": show,
@@ -123,7 +124,7 @@ def main() -> None:
     numbers = {
         "model": "toy canvas (benchmarks/toy_canvas), bundled weights" if not args.weights else args.weights,
         "erased": f"{args.style} style", "distractor_styles": chosen, "targets": targets, "retain_prompts": retain,
-        "steps": args.steps, "learning_rate": args.lr, "layers_trained": len(weights.deltas),
+        "steps": args.steps, "learning_rate": args.lr, "seed": args.seed, "layers_trained": len(weights.deltas),
         "before": before, "after": after,
         "pixel_scores_for": show, "pixel_scores": {k: scores[k] for k in ("erase", "away", "toward", "retain") if k in scores},
         "grid_rows": ["target before", "target after"] + [f"{r} before/after" for r in shown_retain],
