@@ -105,13 +105,14 @@ class SurgUnTrain(io.ComfyNode):
                                          "drifted otherwise). Off = only retain_prompts are kept."),
                 io.Boolean.Input("retain_nearest_first", default=False, advanced=True, optional=True,
                                  tooltip="Draw the retain prompts nearest the target (by the text encoder) more often, weight "
-                                         "1/rank: an erasure damages the target's neighbours first. Off (default, the setting "
-                                         "the benchmark measured) = every retain prompt equally often."),
+                                         "1/rank: an erasure damages the target's neighbours first. Off (default; on the toy benchmark "
+                                         "it helped one of three targets and hurt another) = every retain prompt equally often."),
                 io.Boolean.Input("model_targets", default=False, advanced=True, optional=True,
                                  tooltip="Descent terms (distractors, retain prompts) learn the untouched model's prediction "
                                          "under each image's own prompt at the same noisy input, instead of the image itself "
                                          "(Concept Ablation's model-based targets): the same goal with less noise, one extra "
-                                         "forward pass per step. Off (default, the paper's objective) = they learn the images."),
+                                         "forward pass per step. Off (default, the paper's objective; on the toy benchmark it helped one "
+                                         "of three targets and hurt another) = they learn the images."),
                 DistractorsSocket.Input("distractor_set", optional=True,
                                         tooltip="Distractors from SurgUn Distractor Builder. When connected, it replaces the text field."),
                 BlocksSocket.Input("block_set", optional=True,
