@@ -135,7 +135,8 @@ class SurgUnBlockLocalizer(io.ComfyNode):
         ref = result.referee
         check = (f"held-out check: overlap {ref['overlap']:.2f}, chosen erase there {ref['chosen_erase_heldout']:.3g}"
                  if ref.get("available") else "held-out check: needs two or more target lines")
-        reach = f" ({reach_note(result.reach)})" if reach_note(result.reach) else ""
+        note = reach_note(result.reach)
+        reach = f" ({note})" if note else ""
         summary = (f"kept {len(result.chosen)} of {len(result.rows)} blocks ({result.embedding}); noise floor {result.floor:.3g}"
                    f"{reach}, threshold {result.threshold:.3g}; {check}:\n" + "\n".join(result.chosen))
         return io.NodeOutput(chosen_blocks, report_image(result), result.to_json(), ui=ui.PreviewText(summary))

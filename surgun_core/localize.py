@@ -161,9 +161,10 @@ def select_blocks(rows: list[BlockRow], floor: float, config: SelectConfig, reac
                 "Localizer's clip_vision input (the diffusers CLI has only the pixel fallback), or train the preset's "
                 "blocks without the localiser."
             )
+        note = reach_note(reach)
         raise SurgUnError(
             f"[SurgUn] no block erases above the noise floor (floor {floor:.4g}, best erase {best:.4g}"
-            + (f"; {reach_note(reach)}" if reach_note(reach) else "")
+            + (f"; {note}" if note else "")
             + "): the probe update is too weak to tell the blocks apart. Raise probe_steps or learning_rate, or lower "
             "erase_threshold."
         )

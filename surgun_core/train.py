@@ -176,15 +176,17 @@ def _draw_batch(data: ConceptData, config: TrainConfig, distractor_names: list[s
                 ascent: bool, g: torch.Generator) -> Batch:
     """One step's samples: target, drawn distractors (one sample each), drawn retain prompts."""
     w = config.weights
-    batch = Batch(torch.empty(0), [], [], {"target": [], "distractor": [], "retain": []})
     chunks: list[torch.Tensor] = []
+    prompts: list[str] = []
+    sources: list[str] = []
+    spans: dict[str, list[tuple[int, int]]] = {"target": [], "distractor": [], "retain": []}
 
     def add(role: str, x: torch.Tensor, prompt: str, source: str) -> None:
-        start = len(batch.prompts)
+        start = len(prompts)
         chunks.append(x)
-        batch.prompts.extend([prompt] * x.shape[0])
-        batch.sources.extend([source] * x.shape[0])
-        batch.spans[role].append((start, len(batch.prompts)))
+        prompts.extend([prompt] * x.shape[0])
+        sources.extend([source] * x.shape[0])
+        spans[role].append((start, len(prompts)))
 
     if ascent:
         add("target", _pick(data.target, config.target_per_step, g), data.target_prompt, data.target_prompt)
@@ -196,8 +198,7 @@ def _draw_batch(data: ConceptData, config: TrainConfig, distractor_names: list[s
                  else _draw(len(retain_names), config.retain_per_step, g))
         for i in drawn:
             add("retain", _pick(data.retain[retain_names[i]], 1, g), retain_names[i], retain_names[i])
-    batch.x0 = torch.cat(chunks)
-    return batch
+    return Batch(torch.cat(chunks), prompts, sources, spans)
 
 
 def _role_loss(losses: torch.Tensor, spans: list[tuple[int, int]]) -> torch.Tensor | None:
