@@ -113,6 +113,11 @@ class SurgUnTrain(io.ComfyNode):
                                          "(Concept Ablation's model-based targets): the same goal with less noise, one extra "
                                          "forward pass per step. Off (default, the paper's objective; on the toy benchmark it helped one "
                                          "of three targets and hurt another) = they learn the images."),
+                io.Boolean.Input("concept_levels", default=False, advanced=True, optional=True,
+                                 tooltip="Draw the ascent's noise levels where the target prompt explains its images better than "
+                                         "the distractor prompts do (measured once before training, a few dozen forward passes), so "
+                                         "the ascent does not unlearn what the target shares with its context (the object under a "
+                                         "style). Off (default) = the ascent uses every noise level equally."),
                 DistractorsSocket.Input("distractor_set", optional=True,
                                         tooltip="Distractors from SurgUn Distractor Builder. When connected, it replaces the text field."),
                 BlocksSocket.Input("block_set", optional=True,
@@ -154,6 +159,7 @@ class SurgUnTrain(io.ComfyNode):
         retain_distractors: bool = True,
         retain_nearest_first: bool = False,
         model_targets: bool = False,
+        concept_levels: bool = False,
         distractor_set: DistractorsSocket.Type | None = None,
         block_set: BlocksSocket.Type | None = None,
     ) -> io.NodeOutput:
@@ -180,6 +186,7 @@ class SurgUnTrain(io.ComfyNode):
                 weights=CompetitionWeights(ascent_weight, distractor_weight, retain_weight),
                 ascent_cap=ascent_cap, distractors_per_step=distractors_per_step,
                 max_grad_norm=max_grad_norm, seed=seed, model_targets=model_targets,
+                concept_levels=concept_levels,
             ),
             block_preset=blocks, block_pattern=block_pattern, blocks=tuple(block_set.names) if block_set is not None else (),
             sample_size=sample_size, sample_steps=sample_steps, samples_per_prompt=samples_per_prompt,

@@ -57,6 +57,17 @@ def save_grid(grid, style: str, before: dict, after: dict, path: Path) -> None:
     Image.fromarray((image * 255).round().astype(np.uint8)).save(path)
 
 
+def train_input(arg: str) -> tuple[str, object]:
+    """``NAME=VALUE`` of ``--set``: the value as JSON (true, 0.5, "text"), else as the text itself."""
+    name, sep, value = arg.partition("=")
+    if not sep or not name.strip():
+        sys.exit(f"[SurgUn demo] --set takes INPUT=VALUE (e.g. concept_levels=true), got {arg!r}")
+    try:
+        return name.strip(), json.loads(value)
+    except json.JSONDecodeError:
+        return name.strip(), value
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description="Erase a style from the bundled toy canvas model through ComfyUI's executor.")
     ap.add_argument("--out", type=Path, default=Path("surgun-demo"), help="output folder (default: ./surgun-demo)")
@@ -65,7 +76,10 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=1e-3, help="SurgUnTrain learning rate (default 1e-3, the middle of the benchmark's grid)")
     ap.add_argument("--weights", default="", help="another toy canvas weights file (default: the bundled one)")
     ap.add_argument("--seed", type=int, default=0, help="SurgUn Train's seed: its training samples, noise and timesteps (default 0)")
+    ap.add_argument("--set", action="append", default=[], metavar="INPUT=VALUE",
+                    help="another SurgUn Train input, as JSON (repeatable), e.g. --set concept_levels=true")
     args = ap.parse_args()
+    extra = dict(train_input(a) for a in args.set)
     t0 = time.monotonic()
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(logging.Formatter("%(message)s"))
@@ -99,7 +113,7 @@ def main() -> None:
             "retain_prompts": "\n".join(retain), "blocks": "cross_attention", "block_pattern": "", "steps": args.steps,
             "learning_rate": args.lr, "ascent_weight": 1.0, "distractor_weight": 1.0, "retain_weight": 1.0, "ascent_cap": 2.0,
             "seed": args.seed, "sample_size": 32, "sample_steps": bench.constants.STEPS, "samples_per_prompt": 2,
-            "sample_cfg": bench.constants.CFG, "filename_prefix": "surgun/demo"}},
+            "sample_cfg": bench.constants.CFG, "filename_prefix": "surgun/demo", **extra}},
         "cmp": {"class_type": "SurgUnEraseRetainCompare", "inputs": {
             "original": ["ld", 0], "erased": ["tr", 0], "clip": ["ld", 1], "vae": ["ld", 2], "target": show,
             "retain_prompts": "\n".join(shown_retain), "distractors": "\n".join(chosen), "images_per_prompt": 8,
@@ -124,7 +138,7 @@ def main() -> None:
     numbers = {
         "model": "toy canvas (benchmarks/toy_canvas), bundled weights" if not args.weights else args.weights,
         "erased": f"{args.style} style", "distractor_styles": chosen, "targets": targets, "retain_prompts": retain,
-        "steps": args.steps, "learning_rate": args.lr, "seed": args.seed, "layers_trained": len(weights.deltas),
+        "steps": args.steps, "learning_rate": args.lr, "seed": args.seed, "train_inputs": extra, "layers_trained": len(weights.deltas),
         "before": before, "after": after,
         "pixel_scores_for": show, "pixel_scores": {k: scores[k] for k in ("erase", "away", "toward", "retain") if k in scores},
         "grid_rows": ["target before", "target after"] + [f"{r} before/after" for r in shown_retain],

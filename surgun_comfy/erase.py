@@ -215,6 +215,8 @@ def erase_concept(model_patcher, clip, req: EraseRequest, node_id: str | None = 
         "guard": {"multiple": req.train.ascent_cap, "reference_probe_loss": result.reference_target_loss, "cap": result.cap,
                   "stops": result.guard_stops, "final_ratio": result.guard[-1][1] if result.guard else None},
         **({"guard_per_concept": {c: result.concepts[c.lower()] for c in req.concept_names}} if result.concepts else {}),
+        **({"concept_levels": {c: {"gaps": [round(v, 6) for v in p.gaps], "probs": [round(v, 4) for v in p.probs]}
+                               for c, p in result.levels.items()}} if result.levels else {}),
         "final": result.history[-1] if result.history else {},
         "readout": strength,
         "notes": notes,

@@ -38,15 +38,20 @@ def objective_weight(model_sampling, sigma: torch.Tensor) -> torch.Tensor:
     raise SurgUnError(f"[SurgUn] no training objective for prediction type {type(model_sampling).__name__}.")
 
 
-def draw_sigmas(model_sampling, count: int, generator: torch.Generator) -> torch.Tensor:
-    """Uniform training timesteps (as percent of the schedule), mapped to sigmas."""
+def draw_sigmas(model_sampling, count: int, generator: torch.Generator, percents: torch.Tensor | None = None) -> torch.Tensor:
+    """Uniform training timesteps (as percent of the schedule), mapped to sigmas. ``percents``: a
+    level per sample that replaces its draw (NaN keeps the draw); the draw is made either way, so
+    the rest of the generator's stream does not depend on it."""
     u = torch.rand(count, generator=generator) * 0.998 + 0.001
+    if percents is not None:
+        u = torch.where(torch.isnan(percents), u, percents.float().clamp(0.001, 0.999))
     return torch.tensor([float(model_sampling.percent_to_sigma(float(p))) for p in u], dtype=torch.float32)
 
 
-def noisy_input(model_sampling, x0: torch.Tensor, generator: torch.Generator, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def noisy_input(model_sampling, x0: torch.Tensor, generator: torch.Generator, device,
+                percents: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(sigma, x_t, x0)`` on ``device``: a training timestep and noise per sample, drawn from ``generator``."""
-    sigma = draw_sigmas(model_sampling, x0.shape[0], generator).to(device)
+    sigma = draw_sigmas(model_sampling, x0.shape[0], generator, percents).to(device)
     noise = torch.randn(x0.shape, generator=generator).to(device=device, dtype=x0.dtype)
     x0 = x0.to(device)
     return sigma, model_sampling.noise_scaling(sigma, noise, x0), x0
@@ -59,14 +64,15 @@ def weighted_error(model_sampling, pred: torch.Tensor, target: torch.Tensor, sig
 
 
 def denoising_loss(model_patcher, bank: PromptBank, x0: torch.Tensor, prompts: Sequence[str], generator: torch.Generator,
-                   teachers: Sequence[str | None] | None = None, original=None) -> torch.Tensor:
+                   teachers: Sequence[str | None] | None = None, original=None, percents: torch.Tensor | None = None) -> torch.Tensor:
     """Per-sample native denoising loss of clean latents ``x0`` (model space) under ``prompts``.
 
     ``teachers`` (with ``original``, a context in which the model computes with its untouched weights):
     a row with a prompt regresses onto the untouched model's prediction under that prompt at the same
-    noisy input instead of onto its sample (the model targets of ``TrainConfig.model_targets``)."""
+    noisy input instead of onto its sample (the model targets of ``TrainConfig.model_targets``).
+    ``percents``: each sample's noise level, NaN for a uniform draw (``TrainConfig.concept_levels``)."""
     ms = model_patcher.get_model_object("model_sampling")
-    sigma, xt, x0 = noisy_input(ms, x0, generator, bank.device)
+    sigma, xt, x0 = noisy_input(ms, x0, generator, bank.device, percents)
     rows = [i for i, t in enumerate(teachers or ()) if t]
     if rows:
         with original():
@@ -78,4 +84,5 @@ def denoising_loss(model_patcher, bank: PromptBank, x0: torch.Tensor, prompts: S
 
 def denoising(deltas: TrainableDeltas, bank: PromptBank) -> LossFn:
     """The loss factory SurgUn trains with: the native denoising loss of the model being trained."""
-    return lambda x0, prompts, g, teachers=None: denoising_loss(deltas.work, bank, x0, prompts, g, teachers, deltas.original)
+    return lambda x0, prompts, g, teachers=None, percents=None: denoising_loss(deltas.work, bank, x0, prompts, g, teachers,
+                                                                                deltas.original, percents)

@@ -54,6 +54,7 @@ def readout(model_patcher, renderer, batches: list[list[str]], targets: list[str
         **({"per_concept_guard": {c: v["final_ratio"] for c, v in result.concepts.items()}} if result.concepts else {}),
         "distractor_first": _term(result.history, "distractor", True),
         "distractor_last": _term(result.history, "distractor", False),
+        **({"ascent_levels_90": {c: p.mass_until(0.9) for c, p in result.levels.items()}} if result.levels else {}),
     }
 
 
@@ -72,4 +73,7 @@ def readout_text(r: dict, multiple: float) -> str:
         parts.append(f"target loss x{r['guard_ratio']:.2f} of its start (guard at x{multiple:g})")
     if r["distractor_first"] is not None:
         parts.append(f"distractor term {r['distractor_first']:.4g} -> {r['distractor_last']:.4g}")
+    if r.get("ascent_levels_90"):
+        each = ", ".join(f"{round(100 * v)}%" for v in r["ascent_levels_90"].values())
+        parts.append(f"90% of the ascent in the noisiest {each} of the schedule (concept_levels)")
     return "; ".join(parts)

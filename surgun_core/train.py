@@ -11,6 +11,7 @@ import torch
 
 from .errors import NonFiniteLossError, SurgUnError
 from .guard import AscentGuard
+from .levels import LevelProfile, draw_levels, measure_profile
 from .seeds import offset_seed
 from .objective import CompetitionWeights, competition_loss
 
@@ -21,7 +22,8 @@ log = logging.getLogger("SurgUn")
 # are drawn from ``generator`` so that a fixed seed gives a fixed run. With
 # ``TrainConfig.model_targets`` the loop also passes ``teachers=``: per sample, None (regress onto
 # the sample) or a prompt (regress onto the untouched model's prediction under that prompt, at the
-# same noisy input).
+# same noisy input). With ``TrainConfig.concept_levels`` it also passes ``percents=``: per sample, the
+# noise level as a fraction of the schedule (0 = noisiest), or NaN for a uniform draw.
 LossFn = Callable[[torch.Tensor, Sequence[str], torch.Generator], torch.Tensor]
 # on_step(step, total, metrics); raising from it stops training (that is how Cancel works).
 OnStep = Callable[[int, int, dict], None]
@@ -53,6 +55,11 @@ class TrainConfig:
     under each sample's own prompt at the same noisy input, instead of onto the sample: the same
     optimum with less variance (Concept Ablation's model-based targets). The ascent keeps the sample.
     Needs distractor and retain names that are prompts, and a loss_fn that takes ``teachers``."""
+    concept_levels: bool = False
+    """The ascent's noise levels are drawn where the target prompt explains its samples better than the
+    distractor prompts do (:mod:`surgun_core.levels`), measured once before the first step; the descent
+    terms keep uniform levels. Needs distractor names that are prompts, and a loss_fn that takes
+    ``percents``."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.steps, int) or self.steps < 1:
@@ -130,6 +137,8 @@ class TrainResult:
     concepts: dict[str, dict] = field(default_factory=dict)
     """Per concept (several in one run): its guard's reference, cap, measurements and stops. The
     fields above are the first concept's."""
+    levels: dict[str, LevelProfile] = field(default_factory=dict)
+    """Per concept: where its ascent drew its noise levels (``TrainConfig.concept_levels``; empty when off)."""
 
 
 def _draw(n: int, k: int, g: torch.Generator) -> list[int]:
@@ -169,6 +178,13 @@ class Batch:
         out: list[str | None] = list(self.sources)
         for a, b in self.spans["target"]:
             out[a:b] = [None] * (b - a)
+        return out
+
+    def levels(self, probs, g: torch.Generator) -> torch.Tensor:
+        """Per row: the ascent's rows at levels drawn from ``probs``, NaN (uniform) for the rest."""
+        out = torch.full((len(self.prompts),), float("nan"))
+        for a, b in self.spans["target"]:
+            out[a:b] = draw_levels(probs, b - a, g)
         return out
 
 
@@ -236,12 +252,21 @@ def train_competition(
     w = config.weights
 
     names = list(dict.fromkeys(d.concept for d in groups))
+    profiles: dict[str, LevelProfile] = {}
+    if w.ascent > 0 and config.concept_levels:
+        for i, name in enumerate(names):
+            mine = [(d.target_prompt, d.target, list(d.distractors)) for d in groups if d.concept == name]
+            profiles[name] = measure_profile(loss_fn, mine, seed=offset_seed(config.seed, 104729 + i))
+            log.info("[SurgUn] concept levels%s: 90%% of the ascent in the noisiest %d%% of the schedule (gaps %s)",
+                     f" ({name})" if name else "", round(100 * profiles[name].mass_until(0.9)),
+                     " ".join(f"{v:.3g}" for v in profiles[name].gaps))
     guards: dict[str, AscentGuard] = {}
     if w.ascent > 0 and config.ascent_cap > 0:
         for i, name in enumerate(names):
             mine = [(d.target_prompt, d.target) for d in groups if d.concept == name]
             guards[name] = AscentGuard(loss_fn, mine, config.ascent_cap, params, config.guard_every, config.guard_draws,
-                                       config.guard_samples, offset_seed(config.seed, i))
+                                       config.guard_samples, offset_seed(config.seed, i),
+                                       profiles[name].probs if name in profiles else None)
             log.info("[SurgUn] guard%s: target probe loss %.5f, ascent stops at %.5f (x%g)", f" ({name})" if name else "",
                      guards[name].reference, guards[name].cap, config.ascent_cap)
     guard = guards.get(names[0])
@@ -256,8 +281,10 @@ def train_competition(
         data = groups[0] if len(groups) == 1 else groups[int(torch.randint(len(groups), (1,), generator=g))]
         ascent = w.ascent > 0 and (data.concept not in guards or guards[data.concept].active)
         batch = _draw_batch(data, config, list(data.distractors), list(data.retain), ascent, g)
-        losses = (loss_fn(batch.x0, batch.prompts, g, teachers=batch.teachers()) if config.model_targets
-                  else loss_fn(batch.x0, batch.prompts, g))
+        extra = {"teachers": batch.teachers()} if config.model_targets else {}
+        if data.concept in profiles:
+            extra["percents"] = batch.levels(profiles[data.concept].probs, g)
+        losses = loss_fn(batch.x0, batch.prompts, g, **extra)
         l_t, l_d, l_r = (_role_loss(losses, batch.spans[role]) for role in ("target", "distractor", "retain"))
         loss, parts = competition_loss(None if l_t is None else l_t.mean(), l_d, None if l_r is None else l_r.mean(), w, ascent)
         if not all(math.isfinite(v) for v in parts.values()):
@@ -291,4 +318,4 @@ def train_competition(
                           "final_ratio": gd.ratio} for name, gd in guards.items()} if len(names) > 1 else {}
     return TrainResult(history=history, reference_target_loss=guard.reference if guard else float("nan"),
                        cap=guard.cap if guard else None, guard=list(guard.history) if guard else [],
-                       guard_stops=list(guard.stops) if guard else [], concepts=per_concept)
+                       guard_stops=list(guard.stops) if guard else [], concepts=per_concept, levels=profiles)

@@ -105,11 +105,14 @@ V2_METHODS: dict[str, V2Method] = {m.name: m for m in [
     _m("surgun_mt", None, SURGUN_SAMPLES_PER_STEP, node=(("model_targets", True),)),
     # SurgUn training only the cross-attention's text projections (block_pattern), the layers UCE edits
     _m("surgun_kv", None, SURGUN_SAMPLES_PER_STEP, node=(("block_pattern", "attn2.to_k, attn2.to_v"),)),
+    # SurgUn whose ascent draws its noise levels where the concept explains its samples (the node's concept_levels)
+    _m("surgun_levels", None, SURGUN_SAMPLES_PER_STEP, node=(("concept_levels", True),)),
 ]}
 STEP_MATCHED = ("surgun", "esd_x", "esd_x_full", "ga", "ca", "ca_noise", "uce")
 COMPUTE_MATCHED = ("esd_x@4x", "esd_x_full@4x", "ga@4x", "ca@2x")
 ABLATIONS = ("surgun_loc", "surgun_1d", "surgun_no_distractors", "surgun_no_ascent", "surgun_rp_no_ascent", "surgun_rp_1d")
-VARIANTS = ("surgun_v0", "surgun_dps1", "surgun_cap15", "surgun_cap3", "surgun_protect", "surgun_nearest", "surgun_mt", "surgun_kv")
+VARIANTS = ("surgun_v0", "surgun_dps1", "surgun_cap15", "surgun_cap3", "surgun_protect", "surgun_nearest", "surgun_mt", "surgun_kv",
+            "surgun_levels")
 UCE_LAMBDAS = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
 
 

@@ -126,7 +126,8 @@ def write_report(jsonl: Path, out: Path, stem: str, s, targets, wall_s: float | 
               "surgun_dps1 (distractors_per_step 1), surgun_cap15, surgun_cap3 (ascent_cap 1.5, 3), surgun_protect (the "
               "distractors chosen with the 2 related concepts protected); of SurgUn, surgun_nearest (retain prompts nearest "
               "the target drawn first), surgun_mt (model_targets: the descent terms learn the untouched model's "
-              "predictions), surgun_kv (block_pattern: only the cross-attention's to_k and to_v, the layers UCE edits).", "",
+              "predictions), surgun_kv (block_pattern: only the cross-attention's to_k and to_v, the layers UCE edits), "
+              "surgun_levels (concept_levels: the ascent's noise levels drawn where the concept explains its images).", "",
               "| kind | method | matched | lr | " + " | ".join(c.replace("_", " ") for c in cols) + " | n |",
               "|" + " --- |" * (5 + len(cols))]
         group = lambda m: ("ablation" if m in ABLATIONS else "variant" if m in VARIANTS
@@ -183,7 +184,10 @@ def write_report(jsonl: Path, out: Path, stem: str, s, targets, wall_s: float | 
               + f"; SurgUn / ESD-x = {sp['ratio_surgun_to_esd_x']:.2f}x (SurgUn: 4 samples per step, ESD-x 1 sample with 3 "
               "forward passes)"
               + (f"; with model_targets {sp['ratio_surgun_model_targets_to_esd_x']:.2f}x (one more forward pass)"
-                 if "ratio_surgun_model_targets_to_esd_x" in sp else "") + ".", ""]
+                 if "ratio_surgun_model_targets_to_esd_x" in sp else "")
+              + (f"; with concept_levels {sp['ratio_surgun_concept_levels_to_esd_x']:.2f}x per step, after a profile "
+                 f"measured once that costs {sp['concept_levels_profile_in_steps']:.1f} SurgUn steps"
+                 if "concept_levels_profile_in_steps" in sp else "") + ".", ""]
     for fname, when in (("probe_cost_before.json", "before retain renders were limited to eligible blocks"), ("probe_cost.json", "now")):
         pc = out / stem / fname
         if pc.exists():

@@ -118,7 +118,8 @@ def test_each_variant_keeps_every_ingredient_and_changes_one_other_input():
                     "surgun_cap15": (True, {"ascent_cap": 1.5}), "surgun_cap3": (True, {"ascent_cap": 3.0}),
                     "surgun_protect": (True, {}), "surgun_nearest": (False, {"retain_nearest_first": True}),
                     "surgun_mt": (False, {"model_targets": True}),
-                    "surgun_kv": (False, {"block_pattern": "attn2.to_k, attn2.to_v"})}
+                    "surgun_kv": (False, {"block_pattern": "attn2.to_k, attn2.to_v"}),
+                    "surgun_levels": (False, {"concept_levels": True})}
     assert [v for v in mv.VARIANTS if mv.V2_METHODS[v].protect_related] == ["surgun_protect"]  # its one change: the distractor set
 
 

@@ -84,3 +84,19 @@ def test_model_targets_regress_onto_the_untouched_prediction_under_the_teacher_p
         assert taught[2].item() > 0 and taught[1].item() != pytest.approx(plain[1].item(), rel=1e-2)
         taught.sum().backward()
         assert all(d.grad is not None and torch.isfinite(d.grad).all() and d.grad.abs().sum() > 0 for d in td.deltas.values())
+
+
+def test_given_levels_replace_the_draw_and_nan_keeps_it(comfy, tiny):
+    """``percents`` (concept_levels) sets a row's noise level through the family's own schedule; a NaN row
+    keeps exactly the level it would have drawn, and the noise after it is the same."""
+    mp = tiny.build_model("sd1")
+    ms = mp.model.model_sampling
+    plain = draw_sigmas(ms, 3, torch.Generator().manual_seed(5))
+    g = torch.Generator().manual_seed(5)
+    given = draw_sigmas(ms, 3, g, torch.tensor([0.05, float("nan"), 0.9]))
+    assert float(given[0]) == pytest.approx(float(ms.percent_to_sigma(0.05)))
+    assert float(given[2]) == pytest.approx(float(ms.percent_to_sigma(0.9)))
+    assert float(given[1]) == float(plain[1])
+    g2 = torch.Generator().manual_seed(5)
+    draw_sigmas(ms, 3, g2)
+    assert torch.equal(torch.randn(4, generator=g), torch.randn(4, generator=g2))

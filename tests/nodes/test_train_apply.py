@@ -222,3 +222,22 @@ def test_model_targets_reach_the_loop_and_are_recorded(comfy, family):
         finals[on] = m["final"]
     assert finals[True]["retain"] == pytest.approx(0.0, abs=1e-6)
     assert finals[False]["retain"] > 1e-3 and 0 < finals[True]["distractor"] < finals[False]["distractor"] / 10
+
+
+@pytest.mark.parametrize("family", ["sd1", "flux"])
+def test_concept_levels_reach_the_loop_and_the_user_sees_where_the_ascent_went(comfy, family):
+    """concept_levels on: the profile is measured through the family's own loss, recorded in the weights file
+    (10 levels whose draw probabilities sum to 1) and told on the node; off, neither appears."""
+    for on in (True, False):
+        res = comfy.run(graph(family, steps=2, concept_levels=on))
+        assert res.success, res.error_text()
+        m = res.outputs["2"][1][0].metadata
+        assert m["hyperparameters"]["concept_levels"] is on
+        text = [d for e, d in res.messages if e == "executed" and d.get("node") == "2"][0]["output"]["text"][0]
+        if not on:
+            assert "concept_levels" not in m and "(concept_levels)" not in text
+            continue
+        (profile,) = m["concept_levels"].values()
+        assert len(profile["probs"]) == len(profile["gaps"]) == 10 and sum(profile["probs"]) == pytest.approx(1.0, abs=1e-3)
+        assert all(math.isfinite(v) for v in profile["gaps"])
+        assert "of the schedule (concept_levels)" in text

@@ -1,0 +1,93 @@
+"""Concept noise levels: the ascent is drawn where the target prompt explains its samples better than
+the distractor prompts do, and nowhere else."""
+
+import math
+
+import torch
+
+from surgun_pack.surgun_core import ConceptData, TrainConfig, train_competition
+from surgun_pack.surgun_core.levels import BINS, draw_levels, measure_profile
+from tiny_torch import eps_loss_fn
+
+TARGET = "a star in neon style"
+PAIRED = ["a star in pastel style", "a star in dots style"]
+
+
+def gap_below(edge: float, size: float = 1.0):
+    """A loss in which the target prompt is ``size`` lower than any other prompt at levels below ``edge``,
+    and no different elsewhere (plus noise shared by every prompt at the same draws)."""
+    def loss_fn(x0, prompts, g, percents=None):
+        shared = torch.rand(x0.shape[0], generator=g)
+        if percents is None:
+            return shared
+        other = torch.tensor([p != TARGET for p in prompts], dtype=torch.float32)
+        return shared + size * other * (torch.nan_to_num(percents, nan=1.0) < edge).float()
+    return loss_fn
+
+
+def test_the_profile_puts_the_ascent_where_the_concept_decides_and_nowhere_else():
+    x = torch.randn(3, 8)
+    p = measure_profile(gap_below(0.3), [(TARGET, x, PAIRED)])
+    assert [round(v, 6) for v in p.probs] == [round(1 / 3, 6)] * 3 + [0.0] * (BINS - 3)
+    assert [round(v, 6) for v in p.gaps] == [1.0] * 3 + [0.0] * (BINS - 3)  # the shared noise cancels exactly
+    assert p.mass_until(0.9) == 0.3 and not p.uniform
+
+
+def test_a_prompt_that_changes_nothing_falls_back_to_uniform_levels():
+    p = measure_profile(gap_below(0.3, size=0.0), [(TARGET, torch.randn(2, 8), PAIRED)])
+    assert p.uniform and p.mass_until(0.9) == 0.9
+    assert measure_profile(gap_below(0.3), [(TARGET, torch.randn(2, 8), [])]).uniform  # nothing to compare with
+
+
+def test_drawn_levels_stay_in_the_bins_that_carry_mass():
+    probs = [0.0] * BINS
+    probs[2] = probs[7] = 0.5
+    levels = draw_levels(probs, 2000, torch.Generator().manual_seed(0))
+    edges = torch.linspace(0.001, 0.999, BINS + 1)
+    in_2 = (levels >= edges[2]) & (levels <= edges[3])
+    in_7 = (levels >= edges[7]) & (levels <= edges[8])
+    assert bool((in_2 | in_7).all())
+    assert abs(float(in_2.float().mean()) - 0.5) < 0.05
+
+
+def _spy_setup(concept_setup):
+    model, data = concept_setup
+    data = dict(data, target_prompt=TARGET, distractors=dict(zip(PAIRED, list(data["distractors"].values())[:2])))
+    model = model.__class__([TARGET, *data["retain"]])
+    base = eps_loss_fn(model)
+    calls = []
+
+    def spy(x0, prompts, g, **kw):
+        calls.append((list(prompts), kw.get("percents")))
+        known = [p if p not in PAIRED else TARGET for p in prompts]  # the distractor prompts differ only through the gap
+        value = base(x0, known, g)
+        pct = kw.get("percents")
+        if pct is None:
+            return value
+        other = torch.tensor([p in PAIRED for p in prompts], dtype=torch.float32)
+        return value + other * (torch.nan_to_num(pct, nan=1.0) < 0.3).float()
+    return model, data, spy, calls
+
+
+def test_with_concept_levels_the_ascent_and_its_guard_use_the_measured_levels(concept_setup):
+    """On: only the ascent's rows get levels, all inside the noisiest 30 % where the concept decides; the
+    guard's probe is measured at such levels too; the rest draw uniformly (NaN). Off: no levels are passed."""
+    model, data, spy, calls = _spy_setup(concept_setup)
+    params = [p for n, p in model.named_parameters() if "attn2" in n]
+    for p in params:
+        p.requires_grad_(True)
+    res = train_competition(params, ConceptData(**data), spy,
+                            TrainConfig(steps=6, learning_rate=1e-3, ascent_cap=2.0, guard_every=3, concept_levels=True))
+    top = torch.linspace(0.001, 0.999, BINS + 1)[3]
+    assert [round(v, 6) for v in res.levels[""].probs][:3] == [round(1 / 3, 6)] * 3
+    steps = [(pr, pc) for pr, pc in calls if "a photo of a dog" in pr]  # 1 target + 2 distractors + 1 retain
+    assert len(steps) == 6
+    for prompts, pct in steps:
+        assert prompts[0] == TARGET and float(pct[0]) <= top
+        assert all(math.isnan(float(v)) for v in pct[1:])
+    probes = [pc for pr, pc in calls if pr == [TARGET] * 4]  # the guard's 4 probe samples (the profile's chunks hold 8)
+    assert probes and all(pc is not None and float(pc.max()) <= top for pc in probes)
+
+    calls.clear()
+    res = train_competition(params, ConceptData(**data), spy, TrainConfig(steps=3, learning_rate=1e-3, ascent_cap=2.0))
+    assert res.levels == {} and all(pc is None for _, pc in calls)
