@@ -54,7 +54,7 @@ def train(prefix, retain=RETAIN, block_set=None, steps=200, target=""):
         "distractor_weight": 1.0, "retain_weight": 1.0, "ascent_cap": 2.0, "seed": 0, "sample_size": 512,
         "sample_steps": 20, "samples_per_prompt": 2, "sample_cfg": 5.0, "filename_prefix": prefix,
         "distractors_per_step": 2, "max_grad_norm": 1.0, "gradient_checkpointing": True, "paired": True, "retain_distractors": True,
-        "retain_nearest_first": False, "model_targets": False, "distractor_set": ["2", 0],
+        "retain_nearest_first": False, "model_targets": False, "concept_levels": False, "distractor_set": ["2", 0],
     }
     if block_set:
         inputs["block_set"] = block_set

@@ -149,6 +149,12 @@ def main() -> None:
     log.info(f"[SurgUn demo]   IRA (other styles kept):            {before['IRA']:.3f} -> {after['IRA']:.3f}  ({before['n_other_images']} images)")
     log.info(f"[SurgUn demo]   CRA (objects kept, other prompts):  {before['CRA']:.3f} -> {after['CRA']:.3f}")
     log.info(f"[SurgUn demo]   objects kept on the target prompts: {before['cra_on_target']:.3f} -> {after['cra_on_target']:.3f}")
+    lost = {o: {k: v for k, v in row.items() if k != o} for o, row in after["target_confusion"].items()}
+    lost = {o: row for o, row in lost.items() if row}
+    if lost:
+        log.info("[SurgUn demo]   objects lost on the target prompts, drawn as: "
+                 + "; ".join(f"{o} -> " + ", ".join(f"{k} x{v}" for k, v in sorted(row.items(), key=lambda kv: -kv[1]))
+                             for o, row in lost.items()))
     log.info(f"[SurgUn demo] wrote {args.out}/grid.png, numbers.json and {Path(weights.path).name} in {numbers['wall_s']} s")
 
 
