@@ -31,7 +31,6 @@ from typing import Callable, Sequence
 import torch
 
 from .errors import NonFiniteLossError
-from .levels import draw_levels
 from .seeds import offset_seed
 
 LossFn = Callable[[torch.Tensor, Sequence[str], torch.Generator], torch.Tensor]
@@ -39,18 +38,14 @@ LossFn = Callable[[torch.Tensor, Sequence[str], torch.Generator], torch.Tensor]
 
 class AscentGuard:
     def __init__(self, loss_fn: LossFn, targets: Sequence[tuple[str, torch.Tensor]], multiple: float,
-                 params: Sequence[torch.Tensor] = (), every: int = 10, draws: int = 2, max_samples: int = 8, seed: int = 0,
-                 levels: Sequence[float] | None = None):
+                 params: Sequence[torch.Tensor] = (), every: int = 10, draws: int = 2, max_samples: int = 8, seed: int = 0):
         """``targets``: (target prompt, its samples) per group; up to ``max_samples`` samples in
-        all are probed, each at ``draws`` fixed noise levels. ``levels``: bin probabilities of the
-        ascent's noise levels (:mod:`surgun_core.levels`); the probe draws its levels from them too, so
-        it measures the loss the ascent raises. None: uniform levels."""
+        all are probed, each at ``draws`` fixed noise levels."""
         per_group = max(1, max_samples // max(1, len(targets)))
         picked = [(p, x[:per_group]) for p, x in targets][:max_samples]
         self.x0 = torch.cat([x for _, x in picked])
         self.prompts = [p for p, x in picked for _ in range(x.shape[0])]
         self.loss_fn, self.multiple, self.every, self.draws, self.seed = loss_fn, multiple, max(1, every), draws, offset_seed(seed, 7919)
-        self.levels = None if levels is None else list(levels)
         self.history: list[tuple[int, float]] = []
         """(step, probe loss / reference) at every measurement."""
         self.stops: list[int] = []
@@ -77,12 +72,7 @@ class AscentGuard:
         """The probe's mean loss now: the same samples, noise and timesteps every time."""
         g = torch.Generator().manual_seed(self.seed)
         with torch.no_grad():
-            return float(torch.stack([self._loss(g).mean() for _ in range(self.draws)]).mean())
-
-    def _loss(self, g: torch.Generator) -> torch.Tensor:
-        if self.levels is None:
-            return self.loss_fn(self.x0, self.prompts, g)
-        return self.loss_fn(self.x0, self.prompts, g, percents=draw_levels(self.levels, self.x0.shape[0], g))
+            return float(torch.stack([self.loss_fn(self.x0, self.prompts, g).mean() for _ in range(self.draws)]).mean())
 
     def due(self, step: int) -> bool:
         # while stopped the steps carry no target sample, which pays for measuring five times as often

@@ -58,7 +58,8 @@ class TrainConfig:
     concept_levels: bool = False
     """The ascent's noise levels are drawn where the target prompt explains its samples better than the
     distractor prompts do (:mod:`surgun_core.levels`), measured once before the first step; the descent
-    terms keep uniform levels. Needs distractor names that are prompts, and a loss_fn that takes
+    terms keep uniform levels, and so does the guard's probe, so ``ascent_cap`` bounds the same loss
+    with the option on or off. Needs distractor names that are prompts, and a loss_fn that takes
     ``percents``."""
 
     def __post_init__(self) -> None:
@@ -265,8 +266,7 @@ def train_competition(
         for i, name in enumerate(names):
             mine = [(d.target_prompt, d.target) for d in groups if d.concept == name]
             guards[name] = AscentGuard(loss_fn, mine, config.ascent_cap, params, config.guard_every, config.guard_draws,
-                                       config.guard_samples, offset_seed(config.seed, i),
-                                       profiles[name].probs if name in profiles else None)
+                                       config.guard_samples, offset_seed(config.seed, i))
             log.info("[SurgUn] guard%s: target probe loss %.5f, ascent stops at %.5f (x%g)", f" ({name})" if name else "",
                      guards[name].reference, guards[name].cap, config.ascent_cap)
     guard = guards.get(names[0])
