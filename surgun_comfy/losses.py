@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Callable, Sequence
 import torch
 
 from ..surgun_core.errors import SurgUnError
+from ..surgun_core.levels import HI, LO
 from ..surgun_core.train import LossFn
 from .prompts import PromptBank
 
@@ -42,9 +43,9 @@ def draw_sigmas(model_sampling, count: int, generator: torch.Generator, percents
     """Uniform training timesteps (as percent of the schedule), mapped to sigmas. ``percents``: a
     level per sample that replaces its draw (NaN keeps the draw); the draw is made either way, so
     the rest of the generator's stream does not depend on it."""
-    u = torch.rand(count, generator=generator) * 0.998 + 0.001
+    u = torch.rand(count, generator=generator) * (HI - LO) + LO
     if percents is not None:
-        u = torch.where(torch.isnan(percents), u, percents.float().clamp(0.001, 0.999))
+        u = torch.where(torch.isnan(percents), u, percents.float().clamp(LO, HI))
     return torch.tensor([float(model_sampling.percent_to_sigma(float(p))) for p in u], dtype=torch.float32)
 
 

@@ -36,10 +36,6 @@ class LevelProfile:
     probs: tuple[float, ...]
     """Per bin: the probability that an ascent sample is drawn there."""
 
-    @property
-    def uniform(self) -> bool:
-        return max(self.probs) - min(self.probs) < 1e-9
-
     def mass_until(self, share: float = 0.9) -> float:
         """The noisiest fraction of the schedule that holds ``share`` of the ascent's draws."""
         total = 0.0
@@ -74,8 +70,15 @@ def measure_profile(loss_fn: Callable, pairs: Sequence[tuple[str, torch.Tensor, 
         for prompt, x, distractors in pairs:
             if len(rows) < max_samples and k < x.shape[0] and distractors:
                 rows.append((x[k], prompt, list(distractors)[:max_distractors]))
-    if not rows:
-        return LevelProfile(tuple([0.0] * bins), tuple([1.0 / bins] * bins))
+    gaps = _gaps(loss_fn, rows, bins, seed, chunk) if rows else [0.0] * bins
+    positive = [max(0.0, v) for v in gaps]
+    total = sum(positive)
+    probs = [v / total for v in positive] if total > 0 else [1.0 / bins] * bins
+    return LevelProfile(tuple(gaps), tuple(probs))
+
+
+def _gaps(loss_fn: Callable, rows: list[tuple[torch.Tensor, str, list[str]]], bins: int, seed: int, chunk: int) -> list[float]:
+    """Per bin: the rows' mean loss under their distractor prompts minus under their own, at the same noise."""
     edges = bin_edges(bins)
     centres = (edges[:-1] + edges[1:]) / 2
     x = torch.stack([r[0] for r in rows]).repeat(bins, *([1] * rows[0][0].dim()))  # bin-major: every row at every level
@@ -92,8 +95,4 @@ def measure_profile(loss_fn: Callable, pairs: Sequence[tuple[str, torch.Tensor, 
     with torch.no_grad():
         own = loss([r[1] for r in rows] * bins)
         other = torch.stack([loss([r[2][j % len(r[2])] for r in rows] * bins) for j in range(width)]).mean(0)
-    gaps = (other - own).view(bins, len(rows)).mean(1).tolist()
-    positive = [max(0.0, v) for v in gaps]
-    total = sum(positive)
-    probs = [v / total for v in positive] if total > 0 else [1.0 / bins] * bins
-    return LevelProfile(tuple(gaps), tuple(probs))
+    return (other - own).view(bins, len(rows)).mean(1).tolist()

@@ -6,7 +6,7 @@ import math
 import torch
 
 from surgun_pack.surgun_core import ConceptData, TrainConfig, train_competition
-from surgun_pack.surgun_core.levels import BINS, draw_levels, measure_profile
+from surgun_pack.surgun_core.levels import BINS, bin_edges, draw_levels, measure_profile
 from tiny_torch import eps_loss_fn
 
 TARGET = "a star in neon style"
@@ -30,20 +30,21 @@ def test_the_profile_puts_the_ascent_where_the_concept_decides_and_nowhere_else(
     p = measure_profile(gap_below(0.3), [(TARGET, x, PAIRED)])
     assert [round(v, 6) for v in p.probs] == [round(1 / 3, 6)] * 3 + [0.0] * (BINS - 3)
     assert [round(v, 6) for v in p.gaps] == [1.0] * 3 + [0.0] * (BINS - 3)  # the shared noise cancels exactly
-    assert p.mass_until(0.9) == 0.3 and not p.uniform
+    assert p.mass_until(0.9) == 0.3
 
 
 def test_a_prompt_that_changes_nothing_falls_back_to_uniform_levels():
     p = measure_profile(gap_below(0.3, size=0.0), [(TARGET, torch.randn(2, 8), PAIRED)])
-    assert p.uniform and p.mass_until(0.9) == 0.9
-    assert measure_profile(gap_below(0.3), [(TARGET, torch.randn(2, 8), [])]).uniform  # nothing to compare with
+    assert p.probs == (1 / BINS,) * BINS and p.mass_until(0.9) == 0.9
+    none = measure_profile(gap_below(0.3), [(TARGET, torch.randn(2, 8), [])])  # nothing to compare with
+    assert none.probs == (1 / BINS,) * BINS and none.gaps == (0.0,) * BINS
 
 
 def test_drawn_levels_stay_in_the_bins_that_carry_mass():
     probs = [0.0] * BINS
     probs[2] = probs[7] = 0.5
     levels = draw_levels(probs, 2000, torch.Generator().manual_seed(0))
-    edges = torch.linspace(0.001, 0.999, BINS + 1)
+    edges = bin_edges(BINS)
     in_2 = (levels >= edges[2]) & (levels <= edges[3])
     in_7 = (levels >= edges[7]) & (levels <= edges[8])
     assert bool((in_2 | in_7).all())
@@ -61,7 +62,7 @@ def _spy_setup(concept_setup):
         calls.append((list(prompts), kw.get("percents")))
         known = [p if p not in PAIRED else TARGET for p in prompts]  # the distractor prompts differ only through the gap
         value = base(x0, known, g)
-        pct = kw.get("percents")
+        pct = calls[-1][1]
         if pct is None:
             return value
         other = torch.tensor([p in PAIRED for p in prompts], dtype=torch.float32)
@@ -79,7 +80,7 @@ def test_with_concept_levels_only_the_ascent_uses_the_measured_levels(concept_se
         p.requires_grad_(True)
     res = train_competition(params, ConceptData(**data), spy,
                             TrainConfig(steps=6, learning_rate=1e-3, ascent_cap=2.0, guard_every=3, concept_levels=True))
-    top = torch.linspace(0.001, 0.999, BINS + 1)[3]
+    top = bin_edges(BINS)[3]
     assert [round(v, 6) for v in res.levels[""].probs][:3] == [round(1 / 3, 6)] * 3
     steps = [(pr, pc) for pr, pc in calls if "a photo of a dog" in pr]  # 1 target + 2 distractors + 1 retain
     assert len(steps) == 6
