@@ -126,6 +126,8 @@ def main() -> None:
     if not res.success:
         sys.exit(f"[SurgUn demo] the graph failed: {res.error_text()}")
     erased, weights = res.outputs["tr"][0][0], res.outputs["tr"][1][0]
+    said = res.ui.get("tr", {}).get("text", [""])[0]
+    log.info("[SurgUn demo] SurgUn Train says:\n" + said)
     scores = json.loads(res.outputs["cmp"][1][0])
 
     log.info("[SurgUn demo] scoring before/after with the toy canvas classifier")
@@ -140,7 +142,7 @@ def main() -> None:
         "erased": f"{args.style} style", "distractor_styles": chosen, "targets": targets, "retain_prompts": retain,
         "steps": args.steps, "learning_rate": args.lr, "seed": args.seed, "train_inputs": extra, "layers_trained": len(weights.deltas),
         "before": before, "after": after,
-        "pixel_scores_for": show, "pixel_scores": {k: scores[k] for k in ("erase", "away", "toward", "retain") if k in scores},
+        "train_readout": said, "pixel_scores_for": show, "pixel_scores": {k: scores[k] for k in ("erase", "away", "toward", "retain") if k in scores},
         "grid_rows": ["target before", "target after"] + [f"{r} before/after" for r in shown_retain],
         "wall_s": round(time.monotonic() - t0, 1),
     }

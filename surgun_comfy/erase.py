@@ -186,13 +186,19 @@ def erase_concept(model_patcher, clip, req: EraseRequest, node_id: str | None = 
         shown = " ".join(f"{k}={metrics[k]:.4f}" for k in ("loss", "target", "distractor", "retain") if k in metrics)
         progress.say(f"step {step}/{total} {shown}", force=step == total)
 
+    def on_setup(phase: str, done: int, total: int) -> None:
+        if done == 1:
+            progress.extend(total)
+        progress.tick()
+        progress.say(f"{phase} {done}/{total}", force=done == 1)
+
     draw = retain_weights(clip, groups) if req.retain_nearest_first else [{} for _ in groups]
     data = [ConceptData(g.target, samples[g.target], {d: samples[d] for d in g.distractors}, {r: samples[r] for r in g.retain},
                         g.concept.lower(), w) for g, w in zip(groups, draw)]
     arch = family.arch
     units = arch.checkpoint_units if (req.gradient_checkpointing or arch.key == "flux") else None
     progress.chart("train_start", {"total": req.train.steps, "cap": req.train.ascent_cap})
-    deltas, result = train_deltas(model_patcher, renderer.bank, data, modules, train, units, on_step)
+    deltas, result = train_deltas(model_patcher, renderer.bank, data, modules, train, units, on_step, on_setup=on_setup)
     strength = readout(model_patcher, renderer, shown_batches, shown[:len(firsts)], shown[len(firsts)] if len(shown) > len(firsts) else None,
                        deltas, result, req.train.seed)
     progress.say(readout_text(strength, req.train.ascent_cap), force=True)

@@ -35,6 +35,11 @@ class NodeProgress:
         self.bar.update_absolute(self.done, self.total)
         comfy.model_management.throw_exception_if_processing_interrupted()
 
+    def extend(self, n: int) -> None:
+        """Work found while running (e.g. a measurement whose size is known once it starts): the bar's end moves out by ``n``."""
+        self.total += max(0, int(n))
+        self.bar.update_absolute(self.done, self.total)
+
     def skip(self, n: int) -> None:
         """Work planned in ``total`` that will not run: the bar's end moves in by ``n``."""
         self.total = max(self.done, 1, self.total - int(n))

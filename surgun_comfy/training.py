@@ -7,7 +7,7 @@ from typing import Sequence
 
 import torch
 
-from ..surgun_core.train import ConceptData, OnStep, TrainConfig, TrainResult, train_competition
+from ..surgun_core.train import ConceptData, OnSetup, OnStep, TrainConfig, TrainResult, train_competition
 from .deltas import TrainableDeltas
 from .losses import LossFactory, denoising
 from .prompts import PromptBank
@@ -27,6 +27,7 @@ def train_deltas(
     checkpoint_units: str | None = None,
     on_step: OnStep | None = None,
     loss: LossFactory = denoising,
+    on_setup: OnSetup | None = None,
 ) -> tuple[dict[str, torch.Tensor], TrainResult]:
     """Train additive deltas on ``modules`` of a clone of ``model_patcher``.
 
@@ -46,5 +47,5 @@ def train_deltas(
                                     retain={k: to_model(v) for k, v in s.retain.items()})  # every other field as given
                 for s in groups
             ]
-            result = train_competition(list(td.deltas.values()), data, loss(td, bank), config, on_step)
+            result = train_competition(list(td.deltas.values()), data, loss(td, bank), config, on_step, on_setup)
             return td.detached(), result

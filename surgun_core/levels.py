@@ -60,36 +60,43 @@ def draw_levels(probs: Sequence[float], count: int, generator: torch.Generator) 
 
 
 def measure_profile(loss_fn: Callable, pairs: Sequence[tuple[str, torch.Tensor, Sequence[str]]], bins: int = BINS,
-                    max_samples: int = 4, max_distractors: int = 4, seed: int = 0, chunk: int = 8) -> LevelProfile:
+                    max_samples: int = 4, max_distractors: int = 4, seed: int = 0, chunk: int = 8,
+                    on_call: Callable[[int, int], None] | None = None) -> LevelProfile:
     """The profile of one concept. ``pairs``: per target line, (target prompt, its samples, its
     distractor prompts); up to ``max_samples`` samples in all (one per line first) and the first
     ``max_distractors`` distractor prompts of each line are measured. ``loss_fn(x0, prompts, g,
-    percents=...)`` is the training loss; it is called without gradients, in chunks of ``chunk`` rows."""
+    percents=...)`` is the training loss; it is called without gradients, in chunks of ``chunk`` rows.
+    ``on_call(done, total)`` follows each call (progress); raising from it stops the measurement (Cancel)."""
     rows: list[tuple[torch.Tensor, str, list[str]]] = []
     for k in range(max_samples):
         for prompt, x, distractors in pairs:
             if len(rows) < max_samples and k < x.shape[0] and distractors:
                 rows.append((x[k], prompt, list(distractors)[:max_distractors]))
-    gaps = _gaps(loss_fn, rows, bins, seed, chunk) if rows else [0.0] * bins
+    gaps = _gaps(loss_fn, rows, bins, seed, chunk, on_call) if rows else [0.0] * bins
     positive = [max(0.0, v) for v in gaps]
     total = sum(positive)
     probs = [v / total for v in positive] if total > 0 else [1.0 / bins] * bins
     return LevelProfile(tuple(gaps), tuple(probs))
 
 
-def _gaps(loss_fn: Callable, rows: list[tuple[torch.Tensor, str, list[str]]], bins: int, seed: int, chunk: int) -> list[float]:
+def _gaps(loss_fn: Callable, rows: list[tuple[torch.Tensor, str, list[str]]], bins: int, seed: int, chunk: int,
+          on_call: Callable[[int, int], None] | None) -> list[float]:
     """Per bin: the rows' mean loss under their distractor prompts minus under their own, at the same noise."""
     edges = bin_edges(bins)
     centres = (edges[:-1] + edges[1:]) / 2
     x = torch.stack([r[0] for r in rows]).repeat(bins, *([1] * rows[0][0].dim()))  # bin-major: every row at every level
     levels = centres.repeat_interleave(len(rows))
     width = max(len(r[2]) for r in rows)
+    calls = [0, -(-x.shape[0] // chunk) * (1 + width)]  # done, total
 
     def loss(prompts: list[str]) -> torch.Tensor:
         out = []
         for a in range(0, x.shape[0], chunk):
             g = torch.Generator().manual_seed(offset_seed(seed, a))  # the same noise under every prompt
             out.append(loss_fn(x[a:a + chunk], prompts[a:a + chunk], g, percents=levels[a:a + chunk]))
+            calls[0] += 1
+            if on_call is not None:
+                on_call(*calls)
         return torch.cat(out).float()
 
     with torch.no_grad():

@@ -27,6 +27,8 @@ log = logging.getLogger("SurgUn")
 LossFn = Callable[[torch.Tensor, Sequence[str], torch.Generator], torch.Tensor]
 # on_step(step, total, metrics); raising from it stops training (that is how Cancel works).
 OnStep = Callable[[int, int, dict], None]
+# on_setup(phase, done, total): each forward pass of the work before the first step; raising from it stops too.
+OnSetup = Callable[[str, int, int], None]
 
 
 @dataclass(frozen=True)
@@ -231,6 +233,7 @@ def train_competition(
     loss_fn: LossFn,
     config: TrainConfig,
     on_step: OnStep | None = None,
+    on_setup: OnSetup | None = None,
 ) -> TrainResult:
     """Minimise the SurgUn objective over ``params`` (leaf tensors with ``requires_grad``).
 
@@ -241,6 +244,9 @@ def train_competition(
 
     ``data`` may be several groups (a concept that spans several target prompts, e.g. a style
     over every object); each step then draws one group uniformly.
+
+    ``on_setup(phase, done, total)`` follows each forward pass of the work done before the first step
+    (the concept_levels profile); like ``on_step``, raising from it stops (Cancel).
     """
     groups = [data] if isinstance(data, ConceptData) else list(data)
     if not groups:
@@ -257,7 +263,9 @@ def train_competition(
     if w.ascent > 0 and config.concept_levels:
         for i, name in enumerate(names):
             mine = [(d.target_prompt, d.target, list(d.distractors)) for d in groups if d.concept == name]
-            profiles[name] = measure_profile(loss_fn, mine, seed=offset_seed(config.seed, 104729 + i))
+            phase = f"measuring concept levels{f' ({name})' if name else ''}"
+            tell = None if on_setup is None else (lambda done, total, phase=phase: on_setup(phase, done, total))
+            profiles[name] = measure_profile(loss_fn, mine, seed=offset_seed(config.seed, 104729 + i), on_call=tell)
             log.info("[SurgUn] concept levels%s: 90%% of the ascent in the noisiest %d%% of the schedule (gaps %s)",
                      f" ({name})" if name else "", round(100 * profiles[name].mass_until(0.9)),
                      " ".join(f"{v:.3g}" for v in profiles[name].gaps))

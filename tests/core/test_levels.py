@@ -93,3 +93,39 @@ def test_with_concept_levels_only_the_ascent_uses_the_measured_levels(concept_se
     calls.clear()
     res = train_competition(params, ConceptData(**data), spy, TrainConfig(steps=3, learning_rate=1e-3, ascent_cap=2.0))
     assert res.levels == {} and all(pc is None for _, pc in calls)
+
+
+def test_the_profile_reports_each_pass_and_cancel_stops_it_before_any_step(concept_setup):
+    """on_setup follows every forward pass of the profile (the node's progress bar), and raising from it
+    (Cancel) stops the run there: no training step is taken and the weights are untouched."""
+    model, data, spy, calls = _spy_setup(concept_setup)
+    params = [p for n, p in model.named_parameters() if "attn2" in n]
+    for p in params:
+        p.requires_grad_(True)
+    before = [p.detach().clone() for p in params]
+    seen, steps = [], []
+    config = TrainConfig(steps=3, learning_rate=1e-3, ascent_cap=0.0, concept_levels=True)
+    train_competition(params, ConceptData(**data), spy, config, on_step=lambda *a: steps.append(a[0]),
+                      on_setup=lambda phase, done, total: seen.append((phase, done, total)))
+    profile_calls = [pc for pr, pc in calls if pc is not None and not any("a photo of a dog" in p for p in pr)]
+    assert [(d, t) for _, d, t in seen] == [(k, len(profile_calls)) for k in range(1, len(profile_calls) + 1)]
+    assert seen[0][0] == "measuring concept levels" and steps == [1, 2, 3]
+
+    class Cancelled(Exception):
+        pass
+
+    def cancel(phase, done, total):
+        if done == 2:
+            raise Cancelled
+    calls.clear()
+    steps.clear()
+    for p, b in zip(params, before):
+        p.data.copy_(b)
+    try:
+        train_competition(params, ConceptData(**data), spy, config, on_step=lambda *a: steps.append(a[0]), on_setup=cancel)
+    except Cancelled:
+        pass
+    else:
+        raise AssertionError("raising from on_setup did not stop the run")
+    assert len(calls) == 2 and steps == []
+    assert all(torch.equal(p, b) for p, b in zip(params, before))

@@ -224,6 +224,36 @@ def test_model_targets_reach_the_loop_and_are_recorded(comfy, family):
     assert finals[False]["retain"] > 1e-3 and 0 < finals[True]["distractor"] < finals[False]["distractor"] / 10
 
 
+def test_the_concept_levels_profile_moves_the_progress_bar_and_cancel_stops_it(comfy):
+    """The profile's forward passes are on the node's bar and its text line, and Cancel during the profile
+    stops the job there: no training step, no file."""
+    res = comfy.run(graph("sd1", steps=3, sample_steps=2, concept_levels=True))
+    assert res.success, res.error_text()
+    texts = [d["text"] for e, d in res.messages if e == "progress_text" and d["node"] == "2"]
+    first = [t for t in texts if t.startswith("measuring concept levels 1/")]
+    assert first, texts
+    passes = int(first[0].rsplit("/", 1)[1])
+    progress = [d for e, d in res.messages if e == "progress" and d["node"] == "2"]
+    # sampling (1 batch x 2 sampler steps), the profile's passes, 3 training steps, the readout (2 x 2)
+    assert [p["value"] for p in progress][-1] == progress[-1]["max"] == 2 + passes + 3 + 4
+
+    import comfy.model_management as mm
+
+    ticks = []
+
+    def cancel_in_profile(value, total, node_id):
+        if node_id == "2":
+            ticks.append(value)
+            if total == 2 + passes + 3 + 4 and 2 < value < 2 + passes:  # inside the profile (updates are throttled)
+                mm.interrupt_current_processing(True)
+
+    comfy.server.progress_listeners.append(cancel_in_profile)
+    before = set(lora_files(comfy))
+    res = comfy.run(graph("sd1", steps=3, sample_steps=2, concept_levels=True, filename_prefix="surgun/cancelled"))
+    assert not res.success and res.error["event"] == "execution_interrupted"
+    assert max(ticks) <= 2 + passes and set(lora_files(comfy)) == before
+
+
 @pytest.mark.parametrize("family", ["sd1", "flux"])
 def test_concept_levels_reach_the_loop_and_the_user_sees_where_the_ascent_went(comfy, family):
     """concept_levels on: the profile is measured through the family's own loss, recorded in the weights file
