@@ -157,6 +157,9 @@ def main() -> None:
         log.info("[SurgUn demo]   objects lost on the target prompts, drawn as: "
                  + "; ".join(f"{o} -> " + ", ".join(f"{k} x{v}" for k, v in sorted(row.items(), key=lambda kv: -kv[1]))
                              for o, row in lost.items()))
+    still = {o: n for o, n in after["target_still_shown"].items() if n}
+    if still:
+        log.info(f"[SurgUn demo]   target images still '{args.style}', by object: " + ", ".join(f"{o} x{n}" for o, n in still.items()))
     log.info(f"[SurgUn demo] wrote {args.out}/grid.png, numbers.json and {Path(weights.path).name} in {numbers['wall_s']} s")
 
 

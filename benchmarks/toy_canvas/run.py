@@ -247,13 +247,18 @@ class Bench:
         ira = (cls_o[same] == truth(other, same)).float().mean().item()
         cra = (cls_o[cross] == truth(other, cross)).float().mean().item()
         cra_t = (cls_t[cross] == truth(target_prompts, cross)).float().mean().item()
-        # what the target's images show instead, per prompted class of the other attribute (e.g. per object)
+        # per prompted class of the other attribute (e.g. per object): what the target's images show instead,
+        # and how many of them still show the target
         confusion: dict = {}
-        for prompt, got in zip(target_prompts, cls_t[cross].tolist()):
-            row = confusion.setdefault(w.parse_prompt(prompt)[0 if cross == "object" else 1], {})
+        still: dict = {}
+        for prompt, got, kept in zip(target_prompts, cls_t[cross].tolist(), (cls_t[same] == t_idx).tolist()):
+            key = w.parse_prompt(prompt)[0 if cross == "object" else 1]
+            row = confusion.setdefault(key, {})
             row[names[cross][got]] = row.get(names[cross][got], 0) + 1
+            still[key] = still.get(key, 0) + int(kept)
         return {"UA": ua, "IRA": ira, "CRA": cra, "cra_on_target": cra_t, "H": harmonic(ua, ira, cra),
-                "n_target_images": len(target_prompts), "n_other_images": len(other), "target_confusion": confusion}
+                "n_target_images": len(target_prompts), "n_other_images": len(other), "target_confusion": confusion,
+                "target_still_shown": still}
 
     def attack(self, model, kind: str, name: str, samples: dict) -> dict:
         """Soft-prompt recovery: optimise the context to reproduce the target's original samples."""
