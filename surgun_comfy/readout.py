@@ -1,6 +1,9 @@
 """How strongly a run erased, told at the end of SurgUn Train, before anyone samples.
 
-* the guard: the target's probe loss as a multiple of its untouched value, against the cap;
+* the guard: the target's probe loss as a multiple of its untouched value, against the cap, and how
+  many steps the ascent ran before the guard stopped it (after a stop the distractor and retain
+  terms go on and can move the probe loss further: a run whose ascent stopped early erased mostly
+  through its distractors);
 * the distractor term: its mean over the last tenth of the steps against the first tenth (falling
   means the target prompt now denoises the distractors' images);
 * images: the first target prompt (of each concept, when a run erases several) and a retain prompt
@@ -51,6 +54,8 @@ def readout(model_patcher, renderer, batches: list[list[str]], targets: list[str
         **({"per_target": sims} if len(targets) > 1 else {}),
         "retain_similarity": _similarity(after[retain], before[retain]) if retain else None,
         "guard_ratio": result.guard[-1][1] if result.guard else None,
+        **({"ascent_steps": sum(int(h.get("ascent_active", 0)) for h in result.history), "steps": len(result.history),
+            "guard_first_stop": result.guard_stops[0] if result.guard_stops else None} if result.guard else {}),
         **({"per_concept_guard": {c: v["final_ratio"] for c, v in result.concepts.items()}} if result.concepts else {}),
         "distractor_first": _term(result.history, "distractor", True),
         "distractor_last": _term(result.history, "distractor", False),
@@ -71,6 +76,10 @@ def readout_text(r: dict, multiple: float) -> str:
         parts.append(f"target losses {each} of their start (guard at x{multiple:g})")
     elif r["guard_ratio"] is not None:
         parts.append(f"target loss x{r['guard_ratio']:.2f} of its start (guard at x{multiple:g})")
+    if r.get("guard_first_stop") is not None:
+        parts.append(f"the ascent ran {r['ascent_steps']} of {r['steps']} steps (the guard first stopped it at step {r['guard_first_stop']})")
+    elif r.get("steps"):
+        parts.append(f"the guard never stopped the ascent ({r['steps']} steps)")
     if r["distractor_first"] is not None:
         parts.append(f"distractor term {r['distractor_first']:.4g} -> {r['distractor_last']:.4g}")
     if r.get("ascent_levels_90"):

@@ -62,6 +62,21 @@ def test_unpaired_stays_available_and_is_said(comfy):
 def test_readout_says_how_strongly_the_run_erased(comfy):
     res = comfy.run(graph("sd1", steps=3))
     readout = res.outputs["2"][1][0].metadata["readout"]
-    assert set(readout) == {"target_similarity", "retain_similarity", "guard_ratio", "distractor_first", "distractor_last"}
+    assert set(readout) == {"target_similarity", "retain_similarity", "guard_ratio", "distractor_first", "distractor_last",
+                            "ascent_steps", "steps", "guard_first_stop"}
     assert -1.0 <= readout["target_similarity"] <= 1.0 and readout["guard_ratio"] > 0
     assert f"similarity {readout['target_similarity']:.2f} (1 = unchanged)" in res.ui["2"]["text"][0]
+
+
+def test_readout_says_when_the_guard_stopped_the_ascent(comfy):
+    """A user reads how many steps the ascent ran: with a cap just above the start it stops at the first
+    measurement (step 10) and the steps after it carry no ascent; with the guard far away it never stops."""
+    stopped = comfy.run(graph("sd1", steps=14, learning_rate=5e-2, ascent_cap=1.02, distractor_weight=0.01, retain_weight=0.0))
+    assert stopped.success, stopped.error_text()
+    m = stopped.outputs["2"][1][0].metadata
+    first = m["guard"]["stops"][0]
+    assert first == 10 and m["readout"]["ascent_steps"] == 10 and m["readout"]["steps"] == 14
+    assert "the ascent ran 10 of 14 steps (the guard first stopped it at step 10)" in stopped.ui["2"]["text"][0]
+    never = comfy.run(graph("sd1", steps=3, learning_rate=1e-6))
+    assert never.outputs["2"][1][0].metadata["guard"]["stops"] == []
+    assert "the guard never stopped the ascent (3 steps)" in never.ui["2"]["text"][0]
