@@ -55,7 +55,7 @@ def readout(model_patcher, renderer, batches: list[list[str]], targets: list[str
         "retain_similarity": _similarity(after[retain], before[retain]) if retain else None,
         "guard_ratio": result.guard[-1][1] if result.guard else None,
         **({"ascent_steps": sum(int(h.get("ascent_active", 0)) for h in result.history), "steps": len(result.history),
-            "guard_first_stop": result.guard_stops[0] if result.guard_stops else None} if result.guard else {}),
+            "guard_first_stop": result.guard_stops[0] if result.guard_stops else None} if result.guard and not result.concepts else {}),
         **({"per_concept_guard": {c: v["final_ratio"] for c, v in result.concepts.items()}} if result.concepts else {}),
         "distractor_first": _term(result.history, "distractor", True),
         "distractor_last": _term(result.history, "distractor", False),

@@ -78,6 +78,7 @@ def test_several_targets_are_erased_in_one_run_each_with_its_own_distractors(com
     assert [s["target"] for s in meta["distractor_builder"]["sets"]] == ["Claude Monet", "Hokusai"]
     shown = res.ui["2"]["text"][0]
     assert "erased 2 concepts ('Claude Monet', 'Hokusai')" in shown and "for the 2 concepts" in shown
+    assert "the ascent ran" not in shown and "never stopped" not in shown  # one guard per concept: no single-guard story
     assert "[1/2] target: 'a painting in the style of Claude Monet'" in res.outputs["b"][1][0]
 
 
