@@ -56,7 +56,9 @@ def readout(model_patcher, renderer, batches: list[list[str]], targets: list[str
         "guard_ratio": result.guard[-1][1] if result.guard else None,
         **({"ascent_steps": sum(int(h.get("ascent_active", 0)) for h in result.history), "steps": len(result.history),
             "guard_first_stop": result.guard_stops[0] if result.guard_stops else None} if result.guard and not result.concepts else {}),
-        **({"per_concept_guard": {c: v["final_ratio"] for c, v in result.concepts.items()}} if result.concepts else {}),
+        **({"per_concept_guard": {c: v["final_ratio"] for c, v in result.concepts.items()},
+            "per_concept_first_stop": {c: v["stops"][0] if v["stops"] else None for c, v in result.concepts.items()}}
+           if result.concepts else {}),
         "distractor_first": _term(result.history, "distractor", True),
         "distractor_last": _term(result.history, "distractor", False),
         **({"ascent_levels_90": {c: p.mass_until(0.9) for c, p in result.levels.items()}} if result.levels else {}),
@@ -74,6 +76,8 @@ def readout_text(r: dict, multiple: float) -> str:
     if r.get("per_concept_guard"):
         each = ", ".join(f"x{v:.2f}" for v in r["per_concept_guard"].values())
         parts.append(f"target losses {each} of their start (guard at x{multiple:g})")
+        stops = ", ".join("never" if v is None else f"step {v}" for v in r["per_concept_first_stop"].values())
+        parts.append(f"the guard first stopped each concept's ascent at: {stops}")
     elif r["guard_ratio"] is not None:
         parts.append(f"target loss x{r['guard_ratio']:.2f} of its start (guard at x{multiple:g})")
     if r.get("guard_first_stop") is not None:

@@ -79,6 +79,8 @@ def test_several_targets_are_erased_in_one_run_each_with_its_own_distractors(com
     shown = res.ui["2"]["text"][0]
     assert "erased 2 concepts ('Claude Monet', 'Hokusai')" in shown and "for the 2 concepts" in shown
     assert "the ascent ran" not in shown and "never stopped" not in shown  # one guard per concept: no single-guard story
+    assert meta["readout"]["per_concept_first_stop"] == {"claude monet": None, "hokusai": None}  # 4 steps, first measurement at 10
+    assert "the guard first stopped each concept's ascent at: never, never" in shown
     assert "[1/2] target: 'a painting in the style of Claude Monet'" in res.outputs["b"][1][0]
 
 
