@@ -3,6 +3,7 @@ the distractor prompts do, and nowhere else."""
 
 import math
 
+import pytest
 import torch
 
 from surgun_pack.surgun_core import ConceptData, TrainConfig, train_competition
@@ -121,11 +122,7 @@ def test_the_profile_reports_each_pass_and_cancel_stops_it_before_any_step(conce
     steps.clear()
     for p, b in zip(params, before):
         p.data.copy_(b)
-    try:
+    with pytest.raises(Cancelled):
         train_competition(params, ConceptData(**data), spy, config, on_step=lambda *a: steps.append(a[0]), on_setup=cancel)
-    except Cancelled:
-        pass
-    else:
-        raise AssertionError("raising from on_setup did not stop the run")
     assert len(calls) == 2 and steps == []
     assert all(torch.equal(p, b) for p, b in zip(params, before))
