@@ -49,9 +49,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=987654, help="seed of the fresh samples (default 987654, no demo seed)")
     ap.add_argument("--out", type=Path, help="also write the ratios here as JSON")
     args = ap.parse_args()
-    handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    log.addHandler(handler)
+    log.addHandler(logging.StreamHandler(sys.stdout))  # plain messages, whatever ComfyUI does to the root logger
     log.setLevel(logging.INFO)
     log.propagate = False
     missing = [str(p) for p in args.weights if not p.is_file()]
