@@ -50,6 +50,12 @@ def bin_edges(bins: int) -> torch.Tensor:
     return torch.linspace(LO, HI, bins + 1)
 
 
+def bin_centres(bins: int) -> torch.Tensor:
+    """The middle level of each of ``bins`` equal parts of the schedule (noisiest first)."""
+    edges = bin_edges(bins)
+    return (edges[:-1] + edges[1:]) / 2
+
+
 def draw_levels(probs: Sequence[float], count: int, generator: torch.Generator) -> torch.Tensor:
     """``count`` levels: a bin drawn with ``probs``, then a uniform point inside it."""
     p = torch.tensor(list(probs), dtype=torch.float64)
@@ -82,8 +88,7 @@ def measure_profile(loss_fn: Callable, pairs: Sequence[tuple[str, torch.Tensor, 
 def _gaps(loss_fn: Callable, rows: list[tuple[torch.Tensor, str, list[str]]], bins: int, seed: int, chunk: int,
           on_call: Callable[[int, int], None] | None) -> list[float]:
     """Per bin: the rows' mean loss under their distractor prompts minus under their own, at the same noise."""
-    edges = bin_edges(bins)
-    centres = (edges[:-1] + edges[1:]) / 2
+    centres = bin_centres(bins)
     x = torch.stack([r[0] for r in rows]).repeat(bins, *([1] * rows[0][0].dim()))  # bin-major: every row at every level
     levels = centres.repeat_interleave(len(rows))
     width = max(len(r[2]) for r in rows)

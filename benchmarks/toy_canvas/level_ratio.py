@@ -20,19 +20,17 @@ from pathlib import Path
 import torch
 
 log = logging.getLogger("surgun.level_ratio")
-BINS = 10
 DRAWS = 3
 
 
 def per_level(model, bench, x: torch.Tensor, prompts: list[str]) -> list[float]:
-    """Mean loss of latents ``x`` under ``prompts`` at the centre of each tenth of the schedule
-    (the same ``DRAWS`` noise draws for every model)."""
+    """Mean loss of latents ``x`` under ``prompts`` at the centre of each of the profile's ``BINS`` parts
+    of the schedule (tenths; the same ``DRAWS`` noise draws for every model)."""
     from ...surgun_comfy.deltas import TrainableDeltas
     from ...surgun_comfy.losses import denoising
-    from ...surgun_core.levels import bin_edges
+    from ...surgun_core.levels import BINS, bin_centres
 
-    edges = bin_edges(BINS)
-    centres = (edges[:-1] + edges[1:]) / 2
+    centres = bin_centres(BINS)
     with torch.inference_mode(False), TrainableDeltas(model, []) as td:
         x0 = td.work.model.process_latent_in(x.clone()).clone()
         loss = denoising(td, bench.bank)
