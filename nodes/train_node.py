@@ -119,6 +119,12 @@ class SurgUnTrain(io.ComfyNode):
                                          "the ascent does not unlearn what the target shares with its context (the object under a "
                                          "style). Off (default; on the toy benchmark it erased stripes at a third of the learning rate "
                                          "with the object kept, and cost related objects on square) = every noise level equally."),
+                io.Boolean.Input("shared_noise", default=True, advanced=True, optional=True,
+                                 tooltip="Target and distractor images start from the same noise, and each step trains a target "
+                                         "image and its distractors' images at the same noise and level, so the two sides of the "
+                                         "competition differ only in the concept: what they share (the object under a style, the "
+                                         "layout) cancels out instead of being erased with it. Off = every image and training step draws "
+                                         "its own noise."),
                 DistractorsSocket.Input("distractor_set", optional=True,
                                         tooltip="Distractors from SurgUn Distractor Builder. When connected, it replaces the text field."),
                 BlocksSocket.Input("block_set", optional=True,
@@ -161,6 +167,7 @@ class SurgUnTrain(io.ComfyNode):
         retain_nearest_first: bool = False,
         model_targets: bool = False,
         concept_levels: bool = False,
+        shared_noise: bool = True,
         distractor_set: DistractorsSocket.Type | None = None,
         block_set: BlocksSocket.Type | None = None,
     ) -> io.NodeOutput:
@@ -187,7 +194,7 @@ class SurgUnTrain(io.ComfyNode):
                 weights=CompetitionWeights(ascent_weight, distractor_weight, retain_weight),
                 ascent_cap=ascent_cap, distractors_per_step=distractors_per_step,
                 max_grad_norm=max_grad_norm, seed=seed, model_targets=model_targets,
-                concept_levels=concept_levels,
+                concept_levels=concept_levels, shared_noise=shared_noise,
             ),
             block_preset=blocks, block_pattern=block_pattern, blocks=tuple(block_set.names) if block_set is not None else (),
             sample_size=sample_size, sample_steps=sample_steps, samples_per_prompt=samples_per_prompt,

@@ -177,7 +177,7 @@ def erase_concept(model_patcher, clip, req: EraseRequest, node_id: str | None = 
         log.warning("[SurgUn] %s", note)
         progress.say(note, force=True)
     progress.say(f"sampling {len(prompts)} prompts x {req.samples_per_prompt} in {len(batches)} batches", force=True)
-    samples = renderer.latents(model_patcher, batches, req.train.seed)
+    samples = renderer.latents(model_patcher, batches, req.train.seed, req.train.shared_noise)
     t_sample = time.monotonic() - t0
 
     def on_step(step: int, total: int, metrics: dict) -> None:

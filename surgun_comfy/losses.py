@@ -50,10 +50,15 @@ def draw_sigmas(model_sampling, count: int, generator: torch.Generator, percents
 
 
 def noisy_input(model_sampling, x0: torch.Tensor, generator: torch.Generator, device,
-                percents: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(sigma, x_t, x0)`` on ``device``: a training timestep and noise per sample, drawn from ``generator``."""
+                percents: torch.Tensor | None = None,
+                noise_rows: Sequence[int] | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(sigma, x_t, x0)`` on ``device``: a training timestep and noise per sample, drawn from ``generator``.
+    ``noise_rows``: per sample, the row whose timestep and noise it takes (``TrainConfig.shared_noise``)."""
     sigma = draw_sigmas(model_sampling, x0.shape[0], generator, percents).to(device)
     noise = torch.randn(x0.shape, generator=generator).to(device=device, dtype=x0.dtype)
+    if noise_rows is not None:
+        rows = torch.as_tensor(list(noise_rows), dtype=torch.long)
+        sigma, noise = sigma[rows.to(sigma.device)], noise[rows.to(noise.device)]
     x0 = x0.to(device)
     return sigma, model_sampling.noise_scaling(sigma, noise, x0), x0
 
@@ -65,15 +70,17 @@ def weighted_error(model_sampling, pred: torch.Tensor, target: torch.Tensor, sig
 
 
 def denoising_loss(model_patcher, bank: PromptBank, x0: torch.Tensor, prompts: Sequence[str], generator: torch.Generator,
-                   teachers: Sequence[str | None] | None = None, original=None, percents: torch.Tensor | None = None) -> torch.Tensor:
+                   teachers: Sequence[str | None] | None = None, original=None, percents: torch.Tensor | None = None,
+                   noise_rows: Sequence[int] | None = None) -> torch.Tensor:
     """Per-sample native denoising loss of clean latents ``x0`` (model space) under ``prompts``.
 
     ``teachers`` (with ``original``, a context in which the model computes with its untouched weights):
     a row with a prompt regresses onto the untouched model's prediction under that prompt at the same
     noisy input instead of onto its sample (the model targets of ``TrainConfig.model_targets``).
-    ``percents``: each sample's noise level, NaN for a uniform draw (``TrainConfig.concept_levels``)."""
+    ``percents``: each sample's noise level, NaN for a uniform draw (``TrainConfig.concept_levels``).
+    ``noise_rows``: per sample, the row whose noise and level it takes (``TrainConfig.shared_noise``)."""
     ms = model_patcher.get_model_object("model_sampling")
-    sigma, xt, x0 = noisy_input(ms, x0, generator, bank.device, percents)
+    sigma, xt, x0 = noisy_input(ms, x0, generator, bank.device, percents, noise_rows)
     rows = [i for i, t in enumerate(teachers or ()) if t]
     if rows:
         with original():
@@ -85,5 +92,5 @@ def denoising_loss(model_patcher, bank: PromptBank, x0: torch.Tensor, prompts: S
 
 def denoising(deltas: TrainableDeltas, bank: PromptBank) -> LossFn:
     """The loss factory SurgUn trains with: the native denoising loss of the model being trained."""
-    return lambda x0, prompts, g, teachers=None, percents=None: denoising_loss(deltas.work, bank, x0, prompts, g, teachers,
-                                                                                deltas.original, percents)
+    return lambda x0, prompts, g, teachers=None, percents=None, noise_rows=None: denoising_loss(
+        deltas.work, bank, x0, prompts, g, teachers, deltas.original, percents, noise_rows)

@@ -33,9 +33,12 @@ def sample_prompts(
     sampler: str,
     scheduler: str,
     on_step: Callable[[], None] | None = None,
+    shared_noise: bool = False,
 ) -> dict[str, torch.Tensor]:
     """``count`` samples of each prompt of ``batches`` (see :func:`plan_batches`), as KSampler
-    returns them. Batch ``i`` uses noise seed ``seed + i`` (wrapped below 2**64): the same call gives the same samples."""
+    returns them. Batch ``i`` uses noise seed ``seed + i`` (wrapped below 2**64): the same call gives the same samples.
+    ``shared_noise``: sample ``k`` of every prompt starts from the same noise (seed ``seed``), so two prompts'
+    samples differ only where the prompts lead them apart (``TrainConfig.shared_noise``)."""
     import comfy.sample
 
     negative = bank.conditioning("")
@@ -47,7 +50,10 @@ def sample_prompts(
     out: dict[str, torch.Tensor] = {}
     for i, batch in enumerate(batches):
         latent = torch.zeros((count * len(batch), *bank.latent_shape))
-        noise = comfy.sample.prepare_noise(latent, offset_seed(seed, i))
+        if shared_noise:
+            noise = comfy.sample.prepare_noise(latent[:count], seed).repeat(len(batch), 1, 1, 1)
+        else:
+            noise = comfy.sample.prepare_noise(latent, offset_seed(seed, i))
         positive = stack([bank.conditioning(p) for p in batch], count)
         result = comfy.sample.sample(model_patcher, noise, steps, cfg, sampler, scheduler, positive, negative, latent,
                                      seed=offset_seed(seed, i), callback=callback, disable_pbar=True)
@@ -116,9 +122,9 @@ class Renderer:
         """Progress ticks that rendering ``batches`` takes."""
         return len(batches) * self.steps
 
-    def latents(self, model_patcher, batches: list[list[str]], seed: int) -> dict[str, torch.Tensor]:
+    def latents(self, model_patcher, batches: list[list[str]], seed: int, shared_noise: bool = False) -> dict[str, torch.Tensor]:
         return sample_prompts(model_patcher, self.bank, batches, self.count, self.steps, self.cfg, seed,
-                              self.sampler, self.scheduler, on_step=self.tick)
+                              self.sampler, self.scheduler, on_step=self.tick, shared_noise=shared_noise)
 
     def images(self, model_patcher, vae, batches: list[list[str]], seed: int) -> dict[str, torch.Tensor]:
         return {p: decode_images(vae, x) for p, x in self.latents(model_patcher, batches, seed).items()}

@@ -23,7 +23,9 @@ log = logging.getLogger("SurgUn")
 # ``TrainConfig.model_targets`` the loop also passes ``teachers=``: per sample, None (regress onto
 # the sample) or a prompt (regress onto the untouched model's prediction under that prompt, at the
 # same noisy input). With ``TrainConfig.concept_levels`` it also passes ``percents=``: per sample, the
-# noise level as a fraction of the schedule (0 = noisiest), or NaN for a uniform draw.
+# noise level as a fraction of the schedule (0 = noisiest), or NaN for a uniform draw. With
+# ``TrainConfig.shared_noise`` it also passes ``noise_rows=``: per sample, the row whose noise and
+# noise level it takes (its own index when it draws its own).
 LossFn = Callable[[torch.Tensor, Sequence[str], torch.Generator], torch.Tensor]
 # on_step(step, total, metrics); raising from it stops training (that is how Cancel works).
 OnStep = Callable[[int, int, dict], None]
@@ -63,6 +65,13 @@ class TrainConfig:
     terms keep uniform levels, and so does the guard's probe, so ``ascent_cap`` bounds the same loss
     with the option on or off. Needs distractor names that are prompts, and a loss_fn that takes
     ``percents``."""
+    shared_noise: bool = False
+    """Common random numbers for the competition: each step's distractor samples are the ones made from
+    the same starting noise as its target sample (index k of every prompt's samples, so the samples must be
+    made that way), noised with the target sample's own noise at its level. The two sides then differ only
+    in the concept, so the ascent and the descent cancel on what the target shares with its distractors
+    (the object under a style, the layout) instead of each pulling on it with its own noise. Retain rows
+    keep their own draws. Needs a loss_fn that takes ``noise_rows``."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.steps, int) or self.steps < 1:
@@ -175,6 +184,8 @@ class Batch:
     prompts: list[str]
     sources: list[str]
     spans: dict[str, list[tuple[int, int]]]
+    noise_rows: list[int] | None = None
+    """Per row, the row whose noise and level it takes (``TrainConfig.shared_noise``); None: each its own."""
 
     def teachers(self) -> list[str | None]:
         """The descent rows' own prompts (their model targets); None for the ascent's rows."""
@@ -207,17 +218,29 @@ def _draw_batch(data: ConceptData, config: TrainConfig, distractor_names: list[s
         sources.extend([source] * x.shape[0])
         spans[role].append((start, len(prompts)))
 
+    if config.shared_noise:  # sample k of every prompt was made from the same starting noise
+        k = torch.randint(0, data.target.shape[0], (config.target_per_step,), generator=g)
+        target, partner = (lambda x: x[k]), (lambda x: x[k[:1] % x.shape[0]])
+    else:
+        target, partner = (lambda x: _pick(x, config.target_per_step, g)), (lambda x: _pick(x, 1, g))
     if ascent:
-        add("target", _pick(data.target, config.target_per_step, g), data.target_prompt, data.target_prompt)
+        add("target", target(data.target), data.target_prompt, data.target_prompt)
     if w.distract > 0:
         for i in _draw(len(distractor_names), config.distractors_per_step, g):
-            add("distractor", _pick(data.distractors[distractor_names[i]], 1, g), data.target_prompt, distractor_names[i])
+            add("distractor", partner(data.distractors[distractor_names[i]]), data.target_prompt, distractor_names[i])
     if w.retain > 0:
         drawn = (_draw_weighted(retain_names, data.retain_weights, config.retain_per_step, g) if data.retain_weights
                  else _draw(len(retain_names), config.retain_per_step, g))
         for i in drawn:
             add("retain", _pick(data.retain[retain_names[i]], 1, g), retain_names[i], retain_names[i])
-    return Batch(torch.cat(chunks), prompts, sources, spans)
+    noise_rows = None
+    if config.shared_noise and spans["distractor"]:
+        # distractor rows take the target sample's noise and level (the first distractor's once the ascent is off)
+        noise_rows = list(range(len(prompts)))
+        anchor = (spans["target"] or spans["distractor"])[0][0]
+        for a, b in spans["distractor"]:
+            noise_rows[a:b] = [anchor] * (b - a)
+    return Batch(torch.cat(chunks), prompts, sources, spans, noise_rows)
 
 
 def _role_loss(losses: torch.Tensor, spans: list[tuple[int, int]]) -> torch.Tensor | None:
@@ -292,6 +315,8 @@ def train_competition(
         extra = {"teachers": batch.teachers()} if config.model_targets else {}
         if data.concept in profiles:
             extra["percents"] = batch.levels(profiles[data.concept].probs, g)
+        if batch.noise_rows is not None:
+            extra["noise_rows"] = batch.noise_rows
         losses = loss_fn(batch.x0, batch.prompts, g, **extra)
         l_t, l_d, l_r = (_role_loss(losses, batch.spans[role]) for role in ("target", "distractor", "retain"))
         loss, parts = competition_loss(None if l_t is None else l_t.mean(), l_d, None if l_r is None else l_r.mean(), w, ascent)

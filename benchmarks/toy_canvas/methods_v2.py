@@ -67,7 +67,11 @@ def _m(name, base, spp=1, mult=1, **kw):
     return V2Method(name, base, samples_per_step=spp, steps_mult=mult, family=name.split("@")[0], **kw)
 
 
-V0 = (("retain_distractors", False),)
+V1 = (("shared_noise", False),)
+"""SurgUn Train before stop 27 (every image and training step drew its own noise): SurgUn's records before it are
+``surgun_v1``'s, and every ablation and variant below measured before it is pinned to it."""
+
+V0 = (("retain_distractors", False), *V1)
 """SurgUn Train before stop 23 (only the retain lines are retained): the ablations and variants below marked v0
 were measured with it, so they are ablations of ``surgun_v0``."""
 
@@ -84,6 +88,8 @@ V2_METHODS: dict[str, V2Method] = {m.name: m for m in [
     _m("ga@4x", "ga", 1, 4),
     _m("ca@2x", "ca", 2, 2, ca_model=True),
     # SurgUn before the retain plan (the node with distractors not retained and retain lines drawn uniformly)
+    # SurgUn before shared noise (the node with shared_noise off): the records of "surgun" before stop 27
+    _m("surgun_v1", None, SURGUN_SAMPLES_PER_STEP, node=V1),
     _m("surgun_v0", None, SURGUN_SAMPLES_PER_STEP, node=V0),
     # SurgUn's ingredients, one at a time (issue 13): every variant is the node, retain lines unchanged
     _m("surgun_loc", None, SURGUN_SAMPLES_PER_STEP, localized=True, node=V0),
@@ -92,26 +98,26 @@ V2_METHODS: dict[str, V2Method] = {m.name: m for m in [
     _m("surgun_no_ascent", None, 3, node=(("ascent_weight", 0.0), *V0)),
     # the same ingredients removed from SurgUn with its retain plan (stop 23); without distractors the plan
     # retains nothing more, so SurgUn without distractors is surgun_no_distractors
-    _m("surgun_rp_no_ascent", None, 3, node=(("ascent_weight", 0.0),)),
-    _m("surgun_rp_1d", None, 3, n_distractors=1),
+    _m("surgun_rp_no_ascent", None, 3, node=(("ascent_weight", 0.0), *V1)),
+    _m("surgun_rp_1d", None, 3, n_distractors=1, node=V1),
     # SurgUn v0 with another setting of one node input, every ingredient kept (issue 13, item 5's next ideas)
     _m("surgun_dps1", None, 3, node=(("distractors_per_step", 1), *V0)),
     _m("surgun_cap15", None, SURGUN_SAMPLES_PER_STEP, node=(("ascent_cap", 1.5), *V0)),
     _m("surgun_cap3", None, SURGUN_SAMPLES_PER_STEP, node=(("ascent_cap", 3.0), *V0)),
     _m("surgun_protect", None, SURGUN_SAMPLES_PER_STEP, protect_related=True, node=V0),
     # SurgUn with the retain prompts nearest the target drawn first (the node's option, off by default)
-    _m("surgun_nearest", None, SURGUN_SAMPLES_PER_STEP, node=(("retain_nearest_first", True),)),
+    _m("surgun_nearest", None, SURGUN_SAMPLES_PER_STEP, node=(("retain_nearest_first", True), *V1)),
     # SurgUn whose descent terms learn the untouched model's predictions (the node's model_targets, off by default)
-    _m("surgun_mt", None, SURGUN_SAMPLES_PER_STEP, node=(("model_targets", True),)),
+    _m("surgun_mt", None, SURGUN_SAMPLES_PER_STEP, node=(("model_targets", True), *V1)),
     # SurgUn training only the cross-attention's text projections (block_pattern), the layers UCE edits
-    _m("surgun_kv", None, SURGUN_SAMPLES_PER_STEP, node=(("block_pattern", "attn2.to_k, attn2.to_v"),)),
+    _m("surgun_kv", None, SURGUN_SAMPLES_PER_STEP, node=(("block_pattern", "attn2.to_k, attn2.to_v"), *V1)),
     # SurgUn whose ascent draws its noise levels where the concept explains its samples (the node's concept_levels)
-    _m("surgun_levels", None, SURGUN_SAMPLES_PER_STEP, node=(("concept_levels", True),)),
+    _m("surgun_levels", None, SURGUN_SAMPLES_PER_STEP, node=(("concept_levels", True), *V1)),
 ]}
 STEP_MATCHED = ("surgun", "esd_x", "esd_x_full", "ga", "ca", "ca_noise", "uce")
 COMPUTE_MATCHED = ("esd_x@4x", "esd_x_full@4x", "ga@4x", "ca@2x")
 ABLATIONS = ("surgun_loc", "surgun_1d", "surgun_no_distractors", "surgun_no_ascent", "surgun_rp_no_ascent", "surgun_rp_1d")
-VARIANTS = ("surgun_v0", "surgun_dps1", "surgun_cap15", "surgun_cap3", "surgun_protect", "surgun_nearest", "surgun_mt", "surgun_kv",
+VARIANTS = ("surgun_v1", "surgun_v0", "surgun_dps1", "surgun_cap15", "surgun_cap3", "surgun_protect", "surgun_nearest", "surgun_mt", "surgun_kv",
             "surgun_levels")
 UCE_LAMBDAS = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
 

@@ -80,24 +80,24 @@ def test_each_ablation_removes_one_ingredient_and_keeps_the_retain_lines(kind, n
     full = split.surgun_node_text(kind, name, chosen)
     lines = lambda t: [x for x in t.splitlines() if x]
     seen = {}
-    v0 = dict(mv.V0)
+    v0, v1 = dict(mv.V0), dict(mv.V1)
     for a in mv.ABLATIONS:
         m = mv.V2_METHODS[a]
         text = split.surgun_node_text(kind, name, chosen, m.n_distractors)
         assert m.is_surgun and text["target"] == full["target"] and text["retain_prompts"] == full["retain_prompts"], a
         node = dict(m.node)
-        base = {k: node.pop(k) for k in v0 if k in node}  # the retain plan of the SurgUn it ablates: v0's or today's
-        assert base in ({}, v0), a
-        seen[a] = (len(lines(text["distractors"])), node, m.localized, "v0" if base else "now")
+        base = {k: node.pop(k) for k in v0 if k in node}  # the SurgUn it ablates: v0, v1 (before shared noise) or today's
+        assert base in ({}, v1, v0), a
+        seen[a] = (len(lines(text["distractors"])), node, m.localized, "v0" if base == v0 else "v1" if base else "now")
         groups = split.surgun_groups(kind, name, chosen, m.n_distractors)
         assert all(len(g.distractors) == seen[a][0] for g in groups), a
     assert seen == {"surgun_loc": (3, {}, True, "v0"), "surgun_1d": (1, {}, False, "v0"),
                     "surgun_no_distractors": (0, {"distractor_weight": 0.0}, False, "v0"),
                     "surgun_no_ascent": (3, {"ascent_weight": 0.0}, False, "v0"),
-                    "surgun_rp_1d": (1, {}, False, "now"),
-                    "surgun_rp_no_ascent": (3, {"ascent_weight": 0.0}, False, "now")}
+                    "surgun_rp_1d": (1, {}, False, "v1"),
+                    "surgun_rp_no_ascent": (3, {"ascent_weight": 0.0}, False, "v1")}
     assert len(lines(full["distractors"])) == 3 and not mv.V2_METHODS["surgun"].node
-    assert v0 == {"retain_distractors": False}
+    assert v0 == {"retain_distractors": False, "shared_noise": False} and v1 == {"shared_noise": False}
 
 
 def test_each_variant_keeps_every_ingredient_and_changes_one_other_input():
@@ -110,16 +110,16 @@ def test_each_variant_keeps_every_ingredient_and_changes_one_other_input():
         m = mv.V2_METHODS[v]
         assert m.is_surgun and not m.localized and split.surgun_node_text(kind, name, chosen, m.n_distractors) == full, v
         assert not {"distractor_weight", "ascent_weight", "retain_weight"} & set(dict(m.node)), v
-        node, v0 = dict(m.node), dict(mv.V0)
-        on_v0 = v0.items() <= node.items()
-        seen[v] = (on_v0, {k: x for k, x in node.items() if not (on_v0 and k in v0)})
-    # (based on SurgUn v0, the one input changed); v0 itself is SurgUn with its retain plan off
-    assert seen == {"surgun_v0": (True, {}), "surgun_dps1": (True, {"distractors_per_step": 1}),
-                    "surgun_cap15": (True, {"ascent_cap": 1.5}), "surgun_cap3": (True, {"ascent_cap": 3.0}),
-                    "surgun_protect": (True, {}), "surgun_nearest": (False, {"retain_nearest_first": True}),
-                    "surgun_mt": (False, {"model_targets": True}),
-                    "surgun_kv": (False, {"block_pattern": "attn2.to_k, attn2.to_v"}),
-                    "surgun_levels": (False, {"concept_levels": True})}
+        node = dict(m.node)
+        base = next(b for b, inputs in (("v0", mv.V0), ("v1", mv.V1), ("now", ())) if dict(inputs).items() <= node.items())
+        seen[v] = (base, {k: x for k, x in node.items() if k not in dict(mv.V0 if base == "v0" else mv.V1 if base == "v1" else ())})
+    # (the SurgUn it is based on, the one input changed); v1 is SurgUn with shared noise off, v0 also its retain plan
+    assert seen == {"surgun_v1": ("v1", {}), "surgun_v0": ("v0", {}), "surgun_dps1": ("v0", {"distractors_per_step": 1}),
+                    "surgun_cap15": ("v0", {"ascent_cap": 1.5}), "surgun_cap3": ("v0", {"ascent_cap": 3.0}),
+                    "surgun_protect": ("v0", {}), "surgun_nearest": ("v1", {"retain_nearest_first": True}),
+                    "surgun_mt": ("v1", {"model_targets": True}),
+                    "surgun_kv": ("v1", {"block_pattern": "attn2.to_k, attn2.to_v"}),
+                    "surgun_levels": ("v1", {"concept_levels": True})}
     assert [v for v in mv.VARIANTS if mv.V2_METHODS[v].protect_related] == ["surgun_protect"]  # its one change: the distractor set
 
 

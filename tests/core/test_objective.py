@@ -308,3 +308,51 @@ def test_model_targets_give_each_descent_row_its_own_prompt_and_the_ascent_none(
             assert prompts[0] == tp and teachers[0] is None  # the ascent's sample
             assert prompts[1:3] == [tp, tp] and set(teachers[1:3]) <= set(data["distractors"]) and teachers[1] != teachers[2]
             assert teachers[3:] == prompts[3:] == ["a photo of a dog"]
+
+
+def _spy_run(model, data, **cfg):
+    """Train with a spy on the loss: per call, the rows' samples, prompts and noise_rows."""
+    base, calls = eps_loss_fn(model), []
+
+    def spy(x0, prompts, g, **kw):
+        calls.append((x0.clone(), list(prompts), kw.get("noise_rows")))
+        return base(x0, prompts, g, **kw)
+
+    ps = _params(model)
+    for p in ps:
+        p.requires_grad_(True)
+    res = train_competition(ps, ConceptData(**data), spy, TrainConfig(**cfg))
+    return res, [c for c in calls if len(c[1]) > 1]  # the training steps (the guard's probe is the target alone)
+
+
+def test_shared_noise_pairs_each_target_sample_with_the_distractor_samples_made_from_its_noise(concept_setup):
+    """Sample k of every prompt starts from the same noise, so with shared_noise a step that trains target
+    sample k trains each drawn distractor's sample k, at the target row's noise and level; retain rows keep their
+    own. Once the ascent is off, the distractor rows share the first one's. Off: independent draws, as before."""
+    model, data = concept_setup
+    data = {**data, "target": torch.arange(4.0)[:, None].repeat(1, 8),
+            "distractors": {d: torch.arange(4.0)[:, None].repeat(1, 8) + 10 * (i + 1) for i, d in enumerate(data["distractors"])}}
+    _, steps = _spy_run(model, data, steps=12, learning_rate=1e-3, ascent_cap=0, shared_noise=True)
+    assert len(steps) == 12 and len({float(x0[0, 0]) for x0, _, _ in steps}) > 1
+    for x0, prompts, rows in steps:
+        k = float(x0[0, 0])
+        assert [float(v) % 10 for v in x0[1:3, 0]] == [k, k]  # distractor sample k (10*i + k)
+        assert rows == [0, 0, 0, 3]
+    _, steps = _spy_run(model, data, steps=4, learning_rate=1e-3, ascent_cap=0, shared_noise=True,
+                        weights=CompetitionWeights(0.0, 1.0, 1.0))
+    assert all(rows == [0, 0, 2] for _, _, rows in steps)
+    _, steps = _spy_run(model, data, steps=12, learning_rate=1e-3, ascent_cap=0)
+    assert all(rows is None for _, _, rows in steps)
+    assert any(float(x0[1, 0]) % 10 != float(x0[0, 0]) for x0, _, _ in steps)
+
+
+def test_with_shared_noise_a_distractor_no_different_from_the_target_cancels_the_ascent(concept_setup):
+    """The competition's two sides differ only in what their samples differ in: a distractor whose samples are
+    the target's own cancels the ascent (same sample, same noise, same level), so every step's objective and its
+    gradient are 0 up to float rounding. With independent draws the same run has each side pull with its own noise."""
+    model, data = concept_setup
+    data = {**data, "distractors": {"same": data["target"].clone()}}
+    runs = {on: _train(model, data, steps=10, learning_rate=1e-6, ascent_cap=0, weights=CompetitionWeights(1.0, 1.0, 0.0),
+                       distractors_per_step=1, shared_noise=on).history for on in (True, False)}
+    assert all(abs(h["loss"]) < 1e-6 * h["target"] and h["grad_norm"] < 1e-5 for h in runs[True]), runs[True]
+    assert all(abs(h["loss"]) > 1e-3 * h["target"] for h in runs[False]) and min(h["grad_norm"] for h in runs[False]) > 1e-2

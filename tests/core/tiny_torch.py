@@ -33,9 +33,11 @@ class TinyDenoiser(torch.nn.Module):
 
 
 def eps_loss_fn(model):
-    def loss_fn(x0, prompts, g):
+    def loss_fn(x0, prompts, g, noise_rows=None):
         noise = torch.randn(x0.shape, generator=g)
         sigma = torch.rand(x0.shape[0], generator=g) * 2 + 0.05
+        if noise_rows is not None:  # TrainConfig.shared_noise: a row takes another row's noise and level
+            noise, sigma = noise[list(noise_rows)], sigma[list(noise_rows)]
         xt = x0 + sigma[:, None] * noise
         return ((model(xt, sigma, list(prompts)) - noise) ** 2).mean(dim=1)
     return loss_fn
