@@ -100,3 +100,24 @@ def test_given_levels_replace_the_draw_and_nan_keeps_it(comfy, tiny):
     g2 = torch.Generator().manual_seed(5)
     draw_sigmas(ms, 3, g2)
     assert torch.equal(torch.randn(4, generator=g), torch.randn(4, generator=g2))
+
+
+@pytest.mark.parametrize("family", ["sd1", "flux"])
+def test_noise_rows_give_a_row_another_rows_noise_and_level(comfy, tiny, family):
+    """``noise_rows`` (shared_noise): a row that takes row 0's noise and level has row 0's loss when its sample and
+    prompt are row 0's; drawn on its own it has another. The draws are made either way, so the rows that keep their
+    own (the retain rows) see the same noise as without it."""
+    from comfy.model_management import load_models_gpu
+
+    with torch.inference_mode():
+        mp, clip = tiny.build_model(family), tiny.build_clip()
+        load_models_gpu([mp])
+        shape = latent_shape_for(mp, 64)
+        bank = PromptBank(clip, mp, shape, torch.device("cpu"))
+        x0 = torch.randn((1, *shape), generator=torch.Generator().manual_seed(1)).repeat(3, 1, 1, 1)
+        prompts = ["a cat", "a cat", "a cat"]
+        shared = denoising_loss(mp, bank, x0, prompts, torch.Generator().manual_seed(0), noise_rows=[0, 0, 2])
+        own = denoising_loss(mp, bank, x0, prompts, torch.Generator().manual_seed(0))
+    assert float(shared[1]) == pytest.approx(float(shared[0]), rel=1e-4)
+    assert float(own[1]) != pytest.approx(float(own[0]), rel=1e-2)
+    assert shared[[0, 2]].tolist() == pytest.approx(own[[0, 2]].tolist(), rel=1e-4)

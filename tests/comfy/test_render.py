@@ -29,3 +29,20 @@ def test_prompts_that_do_not_stack_get_their_own_batch(comfy, tiny):
         assert plan_batches(bank, ["a", "b", long_prompt, "c"], count=2) == [["a", "b"], [long_prompt], ["c"]]
         assert plan_batches(bank, [f"p{i}" for i in range(10)], count=4, max_batch=8) == [
             ["p0", "p1"], ["p2", "p3"], ["p4", "p5"], ["p6", "p7"], ["p8", "p9"]]
+
+
+def test_with_shared_noise_every_prompt_starts_from_the_same_noises_whatever_it_is_batched_with(comfy, tiny):
+    """shared_noise: sample k of every prompt starts from the same noise, so a prompt's samples are the ones it
+    gets when sampled alone, in any batch of the plan; without it, a prompt's noise depends on its place."""
+    prompts = ["a painting by zorblax", "a photo of a dog", "a city street"]
+    with torch.inference_mode():
+        mp, clip = tiny.build_model("sd1"), tiny.build_clip()
+        bank = PromptBank(clip, mp, latent_shape_for(mp, 32), torch.device("cpu"))
+        plans = {"one batch": [prompts], "two batches": [prompts[:1], prompts[1:]]}
+        shared = {k: sample_prompts(mp, bank, plan, 2, 3, 3.0, 5, "euler", "normal", shared_noise=True) for k, plan in plans.items()}
+        alone = {p: sample_prompts(mp, bank, [[p]], 2, 3, 3.0, 5, "euler", "normal", shared_noise=True)[p] for p in prompts}
+        own = sample_prompts(mp, bank, [prompts], 2, 3, 3.0, 5, "euler", "normal")
+    for got in shared.values():
+        for p in prompts:
+            assert torch.allclose(got[p], alone[p], atol=1e-5), p
+    assert not torch.allclose(own["a city street"], alone["a city street"], atol=1e-3)

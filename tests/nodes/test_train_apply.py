@@ -1,5 +1,6 @@
 """SurgUnTrain and SurgUnApplyErasedWeights in ComfyUI's real executor, one tiny model per family."""
 
+import inspect
 import math
 
 import pytest
@@ -271,3 +272,34 @@ def test_concept_levels_reach_the_loop_and_the_user_sees_where_the_ascent_went(c
         assert len(profile["probs"]) == len(profile["gaps"]) == 10 and sum(profile["probs"]) == pytest.approx(1.0, abs=1e-3)
         assert all(math.isfinite(v) for v in profile["gaps"])
         assert "of the schedule (concept_levels)" in text
+
+
+@pytest.mark.parametrize("family", ["sd1", "flux"])
+def test_shared_noise_is_the_default_and_reaches_the_sampling_and_every_training_step(comfy, monkeypatch, family):
+    """SurgUn Train's default: its training images start from shared noises, and every step's distractor rows take
+    the target row's noise and level (the retain row keeps its own); the weights file says so. Off: each image
+    and row draws its own."""
+    from surgun_pack.surgun_comfy import render
+
+    real_loss, real_sample = losses.denoising_loss, render.sample_prompts
+    rows, shared = [], []
+
+    def loss(*a, **k):
+        rows.append(inspect.signature(real_loss).bind(*a, **k).arguments.get("noise_rows"))
+        return real_loss(*a, **k)
+
+    def sample(*a, shared_noise=False, **k):
+        shared.append(shared_noise)
+        return real_sample(*a, shared_noise=shared_noise, **k)
+
+    monkeypatch.setattr(losses, "denoising_loss", loss)
+    monkeypatch.setattr(render, "sample_prompts", sample)
+    for on in (True, False):
+        rows.clear(), shared.clear()
+        res = comfy.run(graph(family, steps=3, seed=21, **({} if on else {"shared_noise": False})))
+        assert res.success, res.error_text()
+        assert res.outputs["2"][1][0].metadata["hyperparameters"]["shared_noise"] is on
+        assert shared[0] is on  # the training images (the readout renders its own after)
+        steps = [r for r in rows if r is not None]
+        # one target row, two distractor rows, one retain row per step
+        assert steps == ([[0, 0, 0, 3]] * 3 if on else [])
