@@ -64,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--retain-nearest-first", action="store_true",
                    help="draw the retain prompts nearest the target (by the text encoder) more often, weight 1/rank "
                         "(default: every retain prompt equally often, the setting the benchmark measured)")
+    c.add_argument("--no-shared-noise", action="store_true",
+                   help="every training image and step draws its own noise (by default target and distractor images start "
+                        "from the same noises and each step trains them at the same noise and level)")
     c.add_argument("--retain", action="append", default=[], help="an unrelated prompt to keep (repeatable)")
     c.add_argument("--retain-file", default=None, help="a file with one retain prompt per line")
 
@@ -167,7 +170,7 @@ def make_request(args, name: str, family_id: str):
     d = FAMILY_DEFAULTS.get(family_id, {"size": 512, "cfg": 5.0})
     train = TrainConfig(steps=args.steps, learning_rate=args.lr, weights=CompetitionWeights(*args.weights),
                         ascent_cap=args.ascent_cap, distractors_per_step=args.distractors_per_step,
-                        max_grad_norm=args.max_grad_norm, seed=args.seed)
+                        max_grad_norm=args.max_grad_norm, seed=args.seed, shared_noise=not args.no_shared_noise)
     return EraseRequest(
         concept=name, targets=tuple(args.target), kind=args.kind, distractors=tuple(args.distractors), k=args.k,
         protected=tuple(args.protected), paired=not args.unpaired,
@@ -279,7 +282,7 @@ def run(args) -> int:
             try:
                 if args.data_parallel and dist.world > 1:
                     local = lambda p, f, ps, so, seed, tick: sample_latents(p, f, ps, so.per_prompt, so.steps, so.cfg, so.size,  # noqa: E731
-                                                                            seed, tick, req.sana_instruction)
+                                                                            seed, tick, req.sana_instruction, req.train.shared_noise)
                     erasure = erase(pipe, req, progress, args.cache_dir, sampler=dist.sampler(local), grad_sync=dist.grad_sync,
                                     seed_offset=dist.rank)
                     erasure.metadata["data_parallel"] = {

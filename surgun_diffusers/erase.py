@@ -101,7 +101,7 @@ class EraseRequest:
     """Each target line's distractor prompts are also retained (as SurgUn Train's input of that name)."""
     retain_nearest_first: bool = False
     """Retain prompts nearest the target (text encoder) are drawn more often, weight 1/rank (off by default, as in the node)."""
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=200, learning_rate=1e-5))
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=200, learning_rate=1e-5, shared_noise=True))
     preset: str = "cross_attention"
     blocks: str = ""
     """Empty: the preset. Else names/suffixes separated by commas, or ``re:<regex>`` (diffusers names)."""
@@ -244,7 +244,7 @@ def train_on(pipe, family: Family, encoder: PromptEncoder, modules: Sequence[str
             if METHODS[method].loss == "esd":
                 loss_fn = lambda x0, ps, g: esd_loss(schedule, denoise, dm.disabled, x0, ps, g)  # noqa: E731
             else:
-                loss_fn = lambda x0, ps, g: denoising_loss(schedule, denoise, x0, ps, g)  # noqa: E731
+                loss_fn = lambda x0, ps, g, noise_rows=None: denoising_loss(schedule, denoise, x0, ps, g, noise_rows)  # noqa: E731
             params = list(dm.deltas.values())
             handle = grad_sync(params) if grad_sync is not None else None
             try:
@@ -281,7 +281,7 @@ def erase(pipe, req: EraseRequest, progress: Progress | None = None, cache_dir: 
     progress.grow(len(prompts) * s.steps + req.train.steps)
     progress.say(f"sampling {len(prompts)} prompts x {s.per_prompt}")
     sampler = sampler or (lambda p, f, ps, so, seed, tick: sample_latents(p, f, ps, so.per_prompt, so.steps, so.cfg, so.size, seed, tick,
-                                                                          req.sana_instruction))
+                                                                          req.sana_instruction, req.train.shared_noise))
     samples = sampler(pipe, family, prompts, s, req.train.seed, progress.tick)
     t_sample = time.monotonic() - t0 - t_plan
     encoder.encode_all([*prompts, ""])

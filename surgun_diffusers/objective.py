@@ -34,6 +34,10 @@ class Draw:
     noise: torch.Tensor
     """Coefficient of the noise in x_t, per sample."""
 
+    def rows(self, index: torch.Tensor) -> "Draw":
+        """The draw of rows ``index`` (a row may appear several times)."""
+        return Draw(self.timestep[index], self.signal[index], self.noise[index])
+
 
 class NoiseSchedule:
     """The forward process and training target of one family."""
@@ -97,18 +101,23 @@ class NoiseSchedule:
 Denoise = Callable[[torch.Tensor, torch.Tensor, Sequence[str]], torch.Tensor]
 
 
-def _draws(schedule: NoiseSchedule, x0: torch.Tensor, generator: torch.Generator):
+def _draws(schedule: NoiseSchedule, x0: torch.Tensor, generator: torch.Generator, noise_rows: Sequence[int] | None = None):
     d = schedule.draw(x0.shape[0], generator)
-    noise = torch.randn(x0.shape, generator=generator).to(device=x0.device)
+    noise = torch.randn(x0.shape, generator=generator)
+    if noise_rows is not None:  # TrainConfig.shared_noise: a row takes another row's timestep and noise
+        index = torch.as_tensor(list(noise_rows), dtype=torch.long)
+        d, noise = d.rows(index), noise[index]
+    noise = noise.to(device=x0.device)
     return d, noise, schedule.noisy(x0, noise, d)
 
 
 def denoising_loss(schedule: NoiseSchedule, denoise: Denoise, x0: torch.Tensor, prompts: Sequence[str],
-                   generator: torch.Generator) -> torch.Tensor:
+                   generator: torch.Generator, noise_rows: Sequence[int] | None = None) -> torch.Tensor:
     """Per-sample native denoising loss of clean latents ``x0`` under ``prompts`` (shape ``[B]``).
 
-    Timesteps, then noise, are drawn from ``generator`` (so a replayed generator reproduces them)."""
-    d, noise, xt = _draws(schedule, x0, generator)
+    Timesteps, then noise, are drawn from ``generator`` (so a replayed generator reproduces them).
+    ``noise_rows``: per sample, the row whose timestep and noise it takes (``TrainConfig.shared_noise``)."""
+    d, noise, xt = _draws(schedule, x0, generator, noise_rows)
     pred = denoise(xt, d.timestep, prompts).float()
     return (pred - schedule.target(x0, noise, d)).pow(2).flatten(1).mean(1)
 

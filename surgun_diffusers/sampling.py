@@ -1,7 +1,8 @@
 """The untouched model's own samples (training data and renders), made by the pipeline itself.
 
-Each prompt's noise comes from a seed derived from the run's seed and the prompt's text, so a
-prompt's samples are the same whichever other prompts are sampled with it, in whatever order,
+Each prompt's noise comes from a seed derived from the run's seed and the prompt's text (with
+``shared_noise``, from the run's seed alone: image k of every prompt starts from the same noise), so
+a prompt's samples are the same whichever other prompts are sampled with it, in whatever order,
 on whichever process: sampling can be shared out between processes and resumed.
 """
 
@@ -18,9 +19,11 @@ def prompt_seed(seed: int, prompt: str) -> int:
 
 
 def sample_latents(pipe, family, prompts: Sequence[str], count: int, steps: int, cfg: float, size: int, seed: int,
-                   on_step: Callable[[], None] | None = None, sana_instruction: bool = True) -> dict[str, torch.Tensor]:
+                   on_step: Callable[[], None] | None = None, sana_instruction: bool = True,
+                   shared_noise: bool = False) -> dict[str, torch.Tensor]:
     """``count`` latents per prompt (model space, fp32, CPU), sampled by the pipeline with
-    classifier-free guidance ``cfg`` in ``steps`` steps at ``size`` pixels."""
+    classifier-free guidance ``cfg`` in ``steps`` steps at ``size`` pixels. ``shared_noise``: image k of
+    every prompt starts from the same noise (``TrainConfig.shared_noise``)."""
 
     def callback(p, i, t, kwargs):
         if on_step is not None:
@@ -29,7 +32,7 @@ def sample_latents(pipe, family, prompts: Sequence[str], count: int, steps: int,
 
     out: dict[str, torch.Tensor] = {}
     for prompt in dict.fromkeys(prompts):
-        g = torch.Generator("cpu").manual_seed(prompt_seed(seed, prompt))
+        g = torch.Generator("cpu").manual_seed(prompt_seed(seed, "" if shared_noise else prompt))
         kwargs = dict(prompt=prompt, num_images_per_prompt=count, num_inference_steps=steps, guidance_scale=cfg,
                       height=size, width=size, generator=g, output_type="latent", callback_on_step_end=callback)
         if family.id == "sana":

@@ -498,7 +498,8 @@ class Yardstick(Bench):
 
         samples = self.train_samples(kind, name, chosen, 0)
         out = {}
-        # SurgUn as the node trains it by default: each distractor's own line also retained
+        # SurgUn as the node trains it by default: each distractor's own line also retained, shared noise (the
+        # samples here are not made from shared noises, which changes what is drawn, not what a step costs)
         su = [ConceptData(g["target"], samples[g["target"]], {d: samples[d] for d in g["distractors"]},
                           {r: samples[r] for r in with_distractors(g["retain"], g["distractors"])}, name)
               for g in baseline_groups(kind, name, chosen)]
@@ -515,7 +516,7 @@ class Yardstick(Bench):
 
             cfg = TrainConfig(steps=steps + 1, learning_rate=1e-3, weights=meth.weights, ascent_cap=meth.ascent_cap, seed=0,
                               distractors_per_step=2, model_targets=label == "surgun_model_targets",
-                              concept_levels=label == "surgun_concept_levels")
+                              concept_levels=label == "surgun_concept_levels", shared_noise=label.startswith("surgun"))
             t0 = time.process_time()
             train_deltas(self.model, self.bank, data, self.modules, cfg, self.family.arch.checkpoint_units, on_step, loss=meth.loss)
             d = [b - a for a, b in zip(stamps, stamps[1:])]

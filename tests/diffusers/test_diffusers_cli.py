@@ -117,3 +117,37 @@ def test_progress_counts_every_sampling_and_training_step(load):
                                      train=TrainConfig(steps=3, learning_rate=1e-3),
                                      sampling=SamplingOptions(size=16, steps=2, per_prompt=1)), p)
     assert p.total == 4 * 2 + 3 and p.done == p.total  # 4 prompts x 2 sampler steps + 3 training steps
+
+
+def test_shared_noise_is_the_default_and_reaches_the_sampling_and_every_training_step(tiny_path, tmp_path, monkeypatch):
+    """As in the node: the training images start from shared noises (image k of every prompt from the same
+    noise) and each step's distractor rows take the target row's noise and level; --no-shared-noise turns both off."""
+    from surgun_diffusers import erase as erase_mod
+
+    real_loss, real_sample = erase_mod.denoising_loss, erase_mod.sample_latents
+    rows, starts = [], []
+
+    def loss(*a, **k):
+        rows.append(a[5] if len(a) > 5 else k.get("noise_rows"))
+        return real_loss(*a, **k)
+
+    def sample(pipe, family, prompts, *a, **k):
+        out = real_sample(pipe, family, prompts, *a, **k)
+        starts.append(out)
+        return out
+
+    monkeypatch.setattr(erase_mod, "denoising_loss", loss)
+    monkeypatch.setattr(erase_mod, "sample_latents", sample)
+    args = ["--concept", "Zorblax", "--target", "a painting of a harbour by {}", "--kind", "artist",
+            "--distractors", "Claude Monet", "Hokusai", *RETAIN, "--samples-per-prompt", "2", "--lora-check-images", "0"]
+    for on in (True, False):
+        rows.clear(), starts.clear()
+        out = tmp_path / f"out{on}"
+        assert run(tiny_path("sd1"), out, *args, *([] if on else ["--no-shared-noise"])) == 0
+        with safe_open(str(out / "Zorblax.safetensors"), "pt") as f:
+            assert json.loads(f.metadata()["surgun"])["hyperparameters"]["shared_noise"] is on
+        steps = [r for r in rows if r is not None]
+        assert steps == ([[0, 0, 0, 3]] * 2 if on else [])  # target, 2 distractors, 1 retain row per step
+        if on:  # same starting noise: two prompts' first images are closer than the two images of one prompt
+            monet, hokusai = (starts[0][f"a painting of a harbour by {d}"] for d in ("Claude Monet", "Hokusai"))
+            assert float((monet[0] - hokusai[0]).abs().mean()) < 0.5 * float((monet[0] - monet[1]).abs().mean())

@@ -80,3 +80,22 @@ def test_an_unsupported_pipeline_is_refused_with_the_supported_list():
 
     with pytest.raises(SurgUnError, match=r"not supported: Other \(Linear\).*SD1\.x.*SANA"):
         detect_family(Other())
+
+
+@pytest.mark.parametrize("kind", ["eps", "flow"])
+def test_noise_rows_give_a_row_another_rows_timestep_and_noise(load, kind):
+    """``noise_rows`` (shared_noise): a row that takes row 0's timestep and noise has row 0's loss when its latent
+    and prompt are row 0's; drawn on its own it has another; a row that keeps its own sees the same draw as without."""
+    pipe = _pipe(load, kind)
+    family = detect_family(pipe)
+    schedule = NoiseSchedule.from_pipeline(pipe, family)
+    denoise = Denoiser(pipe, family, PromptEncoder(pipe, family))
+    shape = (1, 4, 16, 16) if kind == "flow" else (1, 4, 8, 8)
+    x0 = torch.randn(shape, generator=torch.Generator().manual_seed(1)).repeat(3, 1, 1, 1)
+    prompts = ["a painting of a cat"] * 3
+    with torch.no_grad():
+        shared = denoising_loss(schedule, denoise, x0, prompts, torch.Generator().manual_seed(0), noise_rows=[0, 0, 2])
+        own = denoising_loss(schedule, denoise, x0, prompts, torch.Generator().manual_seed(0))
+    assert float(shared[1]) == pytest.approx(float(shared[0]), rel=1e-4)
+    assert float(own[1]) != pytest.approx(float(own[0]), rel=1e-2)
+    assert shared[[0, 2]].tolist() == pytest.approx(own[[0, 2]].tolist(), rel=1e-4)
