@@ -62,7 +62,8 @@ class TrainConfig:
     concept_levels: bool = False
     """The ascent's noise levels are drawn where the target prompt explains its samples better than the
     distractor prompts do (:mod:`surgun_core.levels`), measured once before the first step; the descent
-    terms keep uniform levels, and so does the guard's probe, so ``ascent_cap`` bounds the same loss
+    terms keep uniform levels (with ``shared_noise`` the distractor rows take the target row's), and so does the
+    guard's probe, so ``ascent_cap`` bounds the same loss
     with the option on or off. Needs distractor names that are prompts, and a loss_fn that takes
     ``percents``."""
     shared_noise: bool = False
