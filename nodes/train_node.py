@@ -124,7 +124,8 @@ class SurgUnTrain(io.ComfyNode):
                                          "image and its distractors' images at the same noise and level, so the two sides of the "
                                          "competition differ only in the concept: what they share (the object under a style, the "
                                          "layout) cancels out instead of being erased with it. Off = every image and training step draws "
-                                         "its own noise."),
+                                         "its own noise (on the toy benchmark: the same H at the best learning rate, more "
+                                         "erased at a lower one, the object kept less on one style)."),
                 DistractorsSocket.Input("distractor_set", optional=True,
                                         tooltip="Distractors from SurgUn Distractor Builder. When connected, it replaces the text field."),
                 BlocksSocket.Input("block_set", optional=True,
