@@ -87,9 +87,9 @@ V2_METHODS: dict[str, V2Method] = {m.name: m for m in [
     _m("esd_x_full@4x", "esd_x", 1, 4),
     _m("ga@4x", "ga", 1, 4),
     _m("ca@2x", "ca", 2, 2, ca_model=True),
-    # SurgUn before the retain plan (the node with distractors not retained and retain lines drawn uniformly)
     # SurgUn before shared noise (the node with shared_noise off): the records of "surgun" before stop 27
     _m("surgun_v1", None, SURGUN_SAMPLES_PER_STEP, node=V1),
+    # SurgUn before the retain plan (the node with distractors not retained and retain lines drawn uniformly)
     _m("surgun_v0", None, SURGUN_SAMPLES_PER_STEP, node=V0),
     # SurgUn's ingredients, one at a time (issue 13): every variant is the node, retain lines unchanged
     _m("surgun_loc", None, SURGUN_SAMPLES_PER_STEP, localized=True, node=V0),
