@@ -125,7 +125,8 @@ class SurgUnTrain(io.ComfyNode):
                                          "competition differ only in the concept: what they share (the object under a style, the "
                                          "layout) cancels out instead of being erased with it. Off = every image and training step draws "
                                          "its own noise (on the toy benchmark: the same H at the best learning rate, more "
-                                         "erased at a lower one, the object kept less on one style)."),
+                                         "erased at a lower one; styles a little easier to recover and the object kept less "
+                                         "on one style)."),
                 DistractorsSocket.Input("distractor_set", optional=True,
                                         tooltip="Distractors from SurgUn Distractor Builder. When connected, it replaces the text field."),
                 BlocksSocket.Input("block_set", optional=True,
