@@ -57,8 +57,8 @@ def noisy_input(model_sampling, x0: torch.Tensor, generator: torch.Generator, de
     sigma = draw_sigmas(model_sampling, x0.shape[0], generator, percents).to(device)
     noise = torch.randn(x0.shape, generator=generator).to(device=device, dtype=x0.dtype)
     if noise_rows is not None:
-        rows = torch.as_tensor(list(noise_rows), dtype=torch.long)
-        sigma, noise = sigma[rows.to(sigma.device)], noise[rows.to(noise.device)]
+        rows = torch.as_tensor(list(noise_rows), dtype=torch.long, device=device)
+        sigma, noise = sigma[rows], noise[rows]
     x0 = x0.to(device)
     return sigma, model_sampling.noise_scaling(sigma, noise, x0), x0
 

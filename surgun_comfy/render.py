@@ -48,10 +48,11 @@ def sample_prompts(
             on_step()
 
     out: dict[str, torch.Tensor] = {}
+    shared = comfy.sample.prepare_noise(torch.zeros((count, *bank.latent_shape)), seed) if shared_noise else None
     for i, batch in enumerate(batches):
         latent = torch.zeros((count * len(batch), *bank.latent_shape))
-        if shared_noise:
-            noise = comfy.sample.prepare_noise(latent[:count], seed).repeat(len(batch), 1, 1, 1)
+        if shared is not None:
+            noise = shared.repeat(len(batch), 1, 1, 1)
         else:
             noise = comfy.sample.prepare_noise(latent, offset_seed(seed, i))
         positive = stack([bank.conditioning(p) for p in batch], count)
