@@ -100,6 +100,10 @@ V2_METHODS: dict[str, V2Method] = {m.name: m for m in [
     # retains nothing more, so SurgUn without distractors is surgun_no_distractors
     _m("surgun_rp_no_ascent", None, 3, node=(("ascent_weight", 0.0), *V1)),
     _m("surgun_rp_1d", None, 3, n_distractors=1, node=V1),
+    # the same ingredients removed from SurgUn as it is now (shared noise on, stop 28)
+    _m("surgun_sn_1d", None, 3, n_distractors=1),
+    _m("surgun_sn_no_ascent", None, 3, node=(("ascent_weight", 0.0),)),
+    _m("surgun_sn_loc", None, SURGUN_SAMPLES_PER_STEP, localized=True),
     # SurgUn v0 with another setting of one node input, every ingredient kept (issue 13, item 5's next ideas)
     _m("surgun_dps1", None, 3, node=(("distractors_per_step", 1), *V0)),
     _m("surgun_cap15", None, SURGUN_SAMPLES_PER_STEP, node=(("ascent_cap", 1.5), *V0)),
@@ -113,12 +117,15 @@ V2_METHODS: dict[str, V2Method] = {m.name: m for m in [
     _m("surgun_kv", None, SURGUN_SAMPLES_PER_STEP, node=(("block_pattern", "attn2.to_k, attn2.to_v"), *V1)),
     # SurgUn whose ascent draws its noise levels where the concept explains its samples (the node's concept_levels)
     _m("surgun_levels", None, SURGUN_SAMPLES_PER_STEP, node=(("concept_levels", True), *V1)),
+    # the same with shared noise on (SurgUn as it is now)
+    _m("surgun_sn_levels", None, SURGUN_SAMPLES_PER_STEP, node=(("concept_levels", True),)),
 ]}
 STEP_MATCHED = ("surgun", "esd_x", "esd_x_full", "ga", "ca", "ca_noise", "uce")
 COMPUTE_MATCHED = ("esd_x@4x", "esd_x_full@4x", "ga@4x", "ca@2x")
-ABLATIONS = ("surgun_loc", "surgun_1d", "surgun_no_distractors", "surgun_no_ascent", "surgun_rp_no_ascent", "surgun_rp_1d")
+ABLATIONS = ("surgun_loc", "surgun_1d", "surgun_no_distractors", "surgun_no_ascent", "surgun_rp_no_ascent", "surgun_rp_1d",
+             "surgun_sn_1d", "surgun_sn_no_ascent", "surgun_sn_loc")
 VARIANTS = ("surgun_v1", "surgun_v0", "surgun_dps1", "surgun_cap15", "surgun_cap3", "surgun_protect", "surgun_nearest", "surgun_mt", "surgun_kv",
-            "surgun_levels")
+            "surgun_levels", "surgun_sn_levels")
 UCE_LAMBDAS = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
 
 

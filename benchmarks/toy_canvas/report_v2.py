@@ -16,7 +16,8 @@ def attack_keys(s) -> tuple:
 COLOURS = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (255, 127, 14), (148, 103, 189), (140, 86, 75), (227, 119, 194),
            (127, 127, 127), (188, 189, 34), (23, 190, 207), (0, 0, 0), (174, 199, 232), (255, 152, 150), (152, 223, 138),
            (255, 187, 120), (197, 176, 213), (196, 156, 148), (219, 219, 141), (158, 218, 229), (82, 84, 163),
-           (107, 110, 207), (156, 158, 222), (99, 121, 57), (140, 162, 82), (181, 207, 107), (140, 109, 49), (189, 158, 57)]
+           (107, 110, 207), (156, 158, 222), (99, 121, 57), (140, 162, 82), (181, 207, 107), (140, 109, 49), (189, 158, 57),
+           (132, 60, 57), (173, 73, 74), (214, 97, 107), (123, 65, 115)]
 """At least one colour per method of ``V2_METHODS``: no two curves share one."""
 
 
@@ -121,14 +122,16 @@ def write_report(jsonl: Path, out: Path, stem: str, s, targets, wall_s: float | 
               "as SurgUn. SurgUn is the node at its defaults: the retain plan (each distractor's own line retained) and shared "
               "noise (target and distractor images from the same noises, trained at the same noise and level); surgun_v1 is the "
               "node before shared noise (shared_noise off), surgun_v0 before the retain plan too (retain_distractors off). "
-              "`ablation` = the node with one ingredient changed: of SurgUn v1, surgun_rp_1d (one distractor), surgun_rp_no_ascent (ascent_weight 0) (without distractors the plan "
+              "`ablation` = the node with one ingredient changed: of SurgUn as it is now, surgun_sn_1d (one distractor), "
+              "surgun_sn_no_ascent (ascent_weight 0), surgun_sn_loc (blocks from the Block Localizer); of SurgUn v1, surgun_rp_1d (one distractor), surgun_rp_no_ascent (ascent_weight 0) (without distractors the plan "
               "retains nothing more: surgun_no_distractors); of v0, surgun_loc (blocks from the Block Localizer), surgun_1d, "
               "surgun_no_distractors, surgun_no_ascent. `variant` = every ingredient kept and one other input changed: of v0, "
               "surgun_dps1 (distractors_per_step 1), surgun_cap15, surgun_cap3 (ascent_cap 1.5, 3), surgun_protect (the "
               "distractors chosen with the 2 related concepts protected); of v1, surgun_nearest (retain prompts nearest "
               "the target drawn first), surgun_mt (model_targets: the descent terms learn the untouched model's "
               "predictions), surgun_kv (block_pattern: only the cross-attention's to_k and to_v, the layers UCE edits), "
-              "surgun_levels (concept_levels: the ascent's noise levels drawn where the concept explains its images).", "",
+              "surgun_levels (concept_levels: the ascent's noise levels drawn where the concept explains its images); of SurgUn "
+              "as it is now, surgun_sn_levels (concept_levels).", "",
               "| kind | method | matched | lr | " + " | ".join(c.replace("_", " ") for c in cols) + " | n |",
               "|" + " --- |" * (5 + len(cols))]
         group = lambda m: ("ablation" if m in ABLATIONS else "variant" if m in VARIANTS

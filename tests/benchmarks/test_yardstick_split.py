@@ -95,7 +95,9 @@ def test_each_ablation_removes_one_ingredient_and_keeps_the_retain_lines(kind, n
                     "surgun_no_distractors": (0, {"distractor_weight": 0.0}, False, "v0"),
                     "surgun_no_ascent": (3, {"ascent_weight": 0.0}, False, "v0"),
                     "surgun_rp_1d": (1, {}, False, "v1"),
-                    "surgun_rp_no_ascent": (3, {"ascent_weight": 0.0}, False, "v1")}
+                    "surgun_rp_no_ascent": (3, {"ascent_weight": 0.0}, False, "v1"),
+                    "surgun_sn_1d": (1, {}, False, "now"), "surgun_sn_loc": (3, {}, True, "now"),
+                    "surgun_sn_no_ascent": (3, {"ascent_weight": 0.0}, False, "now")}
     assert len(lines(full["distractors"])) == 3 and not mv.V2_METHODS["surgun"].node
     assert v0 == {"retain_distractors": False, "shared_noise": False} and v1 == {"shared_noise": False}
 
@@ -119,7 +121,8 @@ def test_each_variant_keeps_every_ingredient_and_changes_one_other_input():
                     "surgun_protect": ("v0", {}), "surgun_nearest": ("v1", {"retain_nearest_first": True}),
                     "surgun_mt": ("v1", {"model_targets": True}),
                     "surgun_kv": ("v1", {"block_pattern": "attn2.to_k, attn2.to_v"}),
-                    "surgun_levels": ("v1", {"concept_levels": True})}
+                    "surgun_levels": ("v1", {"concept_levels": True}),
+                    "surgun_sn_levels": ("now", {"concept_levels": True})}
     assert [v for v in mv.VARIANTS if mv.V2_METHODS[v].protect_related] == ["surgun_protect"]  # its one change: the distractor set
 
 
