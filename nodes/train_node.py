@@ -127,6 +127,12 @@ class SurgUnTrain(io.ComfyNode):
                                          "its own noise (on the toy benchmark: the same H at the best learning rate, more "
                                          "erased at a lower one; styles a little easier to recover and the object kept less "
                                          "on one style)."),
+                io.Boolean.Input("ascent_until_tie", default=False, advanced=True, optional=True,
+                                 tooltip="Each step's ascent runs only while the target image is still explained better by "
+                                         "the target prompt than its distractors' images (same noise, same level), so the ascent "
+                                         "stops where the target has already lost the competition instead of unlearning what it "
+                                         "shares with them. Needs shared_noise. Off (default) = the ascent runs every step until "
+                                         "the guard (ascent_cap) stops it."),
                 DistractorsSocket.Input("distractor_set", optional=True,
                                         tooltip="Distractors from SurgUn Distractor Builder. When connected, it replaces the text field."),
                 BlocksSocket.Input("block_set", optional=True,
@@ -170,6 +176,7 @@ class SurgUnTrain(io.ComfyNode):
         model_targets: bool = False,
         concept_levels: bool = False,
         shared_noise: bool = True,
+        ascent_until_tie: bool = False,
         distractor_set: DistractorsSocket.Type | None = None,
         block_set: BlocksSocket.Type | None = None,
     ) -> io.NodeOutput:
@@ -196,7 +203,7 @@ class SurgUnTrain(io.ComfyNode):
                 weights=CompetitionWeights(ascent_weight, distractor_weight, retain_weight),
                 ascent_cap=ascent_cap, distractors_per_step=distractors_per_step,
                 max_grad_norm=max_grad_norm, seed=seed, model_targets=model_targets,
-                concept_levels=concept_levels, shared_noise=shared_noise,
+                concept_levels=concept_levels, shared_noise=shared_noise, ascent_until_tie=ascent_until_tie,
             ),
             block_preset=blocks, block_pattern=block_pattern, blocks=tuple(block_set.names) if block_set is not None else (),
             sample_size=sample_size, sample_steps=sample_steps, samples_per_prompt=samples_per_prompt,

@@ -73,6 +73,13 @@ class TrainConfig:
     in the concept, so the ascent and the descent cancel on what the target shares with its distractors
     (the object under a style, the layout) instead of each pulling on it with its own noise. Retain rows
     keep their own draws. Needs a loss_fn that takes ``noise_rows``."""
+    ascent_until_tie: bool = False
+    """A per-step bound on the ascent, from the competition itself (needs ``shared_noise``): a step's ascent
+    is on only while its target sample's loss under the target prompt is below its distractors' loss under
+    the same prompt at the same noise and level, i.e. while the prompt still explains the target better than
+    its competitors. Where the two already tie (noise levels that carry no trace of the concept, or once the
+    target has lost) the step trains the descent terms alone, so the ascent cannot go on unlearning what the
+    target shares with its distractors. The guard (``ascent_cap``) still bounds the whole run."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.steps, int) or self.steps < 1:
@@ -94,6 +101,11 @@ class TrainConfig:
                 raise SurgUnError(f"[SurgUn] {name} must be an integer >= {lo}, got {v!r}.")
         if not math.isfinite(self.max_grad_norm) or self.max_grad_norm < 0:
             raise SurgUnError(f"[SurgUn] max_grad_norm must be >= 0 (0 = off), got {self.max_grad_norm!r}.")
+        if self.ascent_until_tie and not self.shared_noise:
+            raise SurgUnError(
+                "[SurgUn] ascent_until_tie compares a target image with its distractors' images at the same noise, "
+                "so it needs shared_noise on (got shared_noise off). Turn shared_noise on, or ascent_until_tie off."
+            )
 
 
 @dataclass
@@ -320,7 +332,9 @@ def train_competition(
             extra["noise_rows"] = batch.noise_rows
         losses = loss_fn(batch.x0, batch.prompts, g, **extra)
         l_t, l_d, l_r = (_role_loss(losses, batch.spans[role]) for role in ("target", "distractor", "retain"))
-        loss, parts = competition_loss(None if l_t is None else l_t.mean(), l_d, None if l_r is None else l_r.mean(), w, ascent)
+        tied = config.ascent_until_tie and ascent and l_t is not None and l_d is not None and bool(l_t.mean() >= l_d.mean())
+        loss, parts = competition_loss(None if l_t is None else l_t.mean(), l_d, None if l_r is None else l_r.mean(), w,
+                                       ascent and not tied)
         if not all(math.isfinite(v) for v in parts.values()):
             raise NonFiniteLossError(step + 1, parts)
 
@@ -334,7 +348,9 @@ def train_competition(
             raise NonFiniteLossError(step + 1, {**parts, "grad_norm": float(gn)})
         opt.step()
 
-        metrics = {"step": step + 1, **parts, "grad_norm": float(gn), "ascent_active": float(ascent)}
+        metrics = {"step": step + 1, **parts, "grad_norm": float(gn), "ascent_active": float(ascent and not tied)}
+        if config.ascent_until_tie:
+            metrics["ascent_tied"] = float(tied)
         for name, gd in guards.items():
             if gd.after_step(step + 1):
                 opt.state.clear()  # the ascent's momentum must not carry it past the cap

@@ -67,6 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--no-shared-noise", action="store_true",
                    help="every training image and step draws its own noise (by default target and distractor images start "
                         "from the same noises and each step trains them at the same noise and level)")
+    c.add_argument("--ascent-until-tie", action="store_true",
+                   help="run each step's ascent only while the target image is still explained better by the target prompt "
+                        "than its distractors' images at the same noise and level (needs shared noise; default: every step "
+                        "until the guard stops it)")
     c.add_argument("--retain", action="append", default=[], help="an unrelated prompt to keep (repeatable)")
     c.add_argument("--retain-file", default=None, help="a file with one retain prompt per line")
 
@@ -170,7 +174,8 @@ def make_request(args, name: str, family_id: str):
     d = FAMILY_DEFAULTS.get(family_id, {"size": 512, "cfg": 5.0})
     train = TrainConfig(steps=args.steps, learning_rate=args.lr, weights=CompetitionWeights(*args.weights),
                         ascent_cap=args.ascent_cap, distractors_per_step=args.distractors_per_step,
-                        max_grad_norm=args.max_grad_norm, seed=args.seed, shared_noise=not args.no_shared_noise)
+                        max_grad_norm=args.max_grad_norm, seed=args.seed, shared_noise=not args.no_shared_noise,
+                        ascent_until_tie=args.ascent_until_tie)
     return EraseRequest(
         concept=name, targets=tuple(args.target), kind=args.kind, distractors=tuple(args.distractors), k=args.k,
         protected=tuple(args.protected), paired=not args.unpaired,

@@ -54,7 +54,8 @@ def train(retain: str, steps: int, prefix: str, target: str = "") -> dict:
             "ascent_cap": 2.0, "seed": 0, "seed/control": "fixed", "sample_size": 512, "sample_steps": 20,
             "samples_per_prompt": 2, "sample_cfg": 5.0, "filename_prefix": prefix, "distractors_per_step": 2,
             "max_grad_norm": 1.0, "gradient_checkpointing": True, "paired": True, "retain_distractors": True,
-            "retain_nearest_first": False, "model_targets": False, "concept_levels": False, "shared_noise": True}
+            "retain_nearest_first": False, "model_targets": False, "concept_levels": False, "shared_noise": True,
+            "ascent_until_tie": False}
 
 
 def builder(target: str, kind: str, protected: str = "") -> dict:

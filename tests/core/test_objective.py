@@ -356,3 +356,62 @@ def test_with_shared_noise_a_distractor_no_different_from_the_target_cancels_the
                        distractors_per_step=1, shared_noise=on).history for on in (True, False)}
     assert all(abs(h["loss"]) < 1e-6 * h["target"] and h["grad_norm"] < 1e-5 for h in runs[True]), runs[True]
     assert all(abs(h["loss"]) > 1e-3 * h["target"] for h in runs[False]) and min(h["grad_norm"] for h in runs[False]) > 1e-2
+
+
+def _probe_losses(model, data):
+    """Target and distractor samples under the target prompt at one fixed set of noises and levels (shared)."""
+    g = torch.Generator().manual_seed(99)
+    parts = [data["target"], *data["distractors"].values()]
+    n = data["target"].shape[0]
+    noise = torch.randn(n, 8, generator=g).repeat(len(parts), 1)
+    sigma = (torch.rand(n, generator=g) * 2 + 0.05).repeat(len(parts))
+    x = torch.cat(parts)
+    with torch.no_grad():
+        loss = ((model(x + sigma[:, None] * noise, sigma, [data["target_prompt"]] * len(x)) - noise) ** 2).mean(1)
+    return float(loss[:n].mean()), float(loss[n:].mean())
+
+
+def test_ascent_until_tie_runs_the_ascent_only_while_the_target_still_wins(concept_setup):
+    """Each step's ascent is on exactly when that step's target row has the lower loss under the target prompt
+    than its distractor rows (same noise, same level), and off otherwise; the descent terms train every step."""
+    model, data = concept_setup
+    base, seen = eps_loss_fn(model), []
+
+    def spy(x0, prompts, g, **kw):
+        out = base(x0, prompts, g, **kw)
+        if len(prompts) > 1:
+            seen.append(out.detach().clone())
+        return out
+
+    ps = _params(model)
+    for p in ps:
+        p.requires_grad_(True)
+    res = train_competition(ps, ConceptData(**data), spy, TrainConfig(steps=60, learning_rate=0.05, ascent_cap=0,
+                                                                       shared_noise=True, ascent_until_tie=True))
+    on = [bool(h["ascent_active"]) for h in res.history]
+    assert on == [bool(l[0] < l[1:3].mean()) for l in seen]  # rows: target, 2 distractors, retain
+    assert 5 < sum(on) < 55  # both happen in this run
+    assert all(("target" in h) == o and "distractor" in h and "retain" in h for h, o in zip(res.history, on))
+
+
+@pytest.mark.parametrize("lr", [0.01, 0.05])
+def test_ascent_until_tie_bounds_an_unguarded_ascent_where_the_target_ties_with_its_distractors(concept_setup, lr):
+    """With no guard (ascent_cap 0), the plain ascent sends the target's loss past 10x its untouched value; with
+    ascent_until_tie it ends tied with its distractors' loss on a fixed probe (within 10 %) and within 2x of
+    where it started."""
+    model, data = concept_setup
+    start, _ = _probe_losses(model, data)
+    ends = {}
+    for tie in (False, True):
+        m, d = concept_setup_copy(concept_setup)
+        _train(m, d, steps=200, learning_rate=lr, ascent_cap=0, shared_noise=True, ascent_until_tie=tie)
+        ends[tie] = _probe_losses(m, d)
+    assert ends[False][0] > 10 * start
+    (target, distractors) = ends[True]
+    assert abs(target / distractors - 1) < 0.1 and target < 2 * start, (start, ends)
+
+
+def test_ascent_until_tie_needs_shared_noise():
+    with pytest.raises(SurgUnError, match="needs shared_noise on"):
+        TrainConfig(ascent_until_tie=True, shared_noise=False)
+    assert TrainConfig(ascent_until_tie=True, shared_noise=True).ascent_until_tie

@@ -88,6 +88,7 @@ def test_localised_run_trains_only_the_chosen_blocks(tiny_path, tmp_path):
     (["--concepts", "/nonexistent/list.txt", *RETAIN], "file not found: '/nonexistent/list.txt'"),
     (["--concept", "Zorblax", "--distractors", "Zorblax", *RETAIN], "also listed among the distractors"),
     (["--concept", "Zorblax", "--distractors", "Monet", "--sample-cfg", "nan", *RETAIN], "sample cfg must be a finite number in [0, 100], got 'nan'"),
+    (["--concept", "Zorblax", "--distractors", "Monet", "--ascent-until-tie", "--no-shared-noise", *RETAIN], "needs shared_noise on"),
 ])
 def test_bad_inputs_stop_with_a_clear_error(tiny_path, tmp_path, caplog, extra, message):
     with caplog.at_level(logging.INFO, logger="SurgUn"):
@@ -151,3 +152,16 @@ def test_shared_noise_is_the_default_and_reaches_the_sampling_and_every_training
         if on:  # same starting noise: two prompts' first images are closer than the two images of one prompt
             monet, hokusai = (starts[0][f"a painting of a harbour by {d}"] for d in ("Claude Monet", "Hokusai"))
             assert float((monet[0] - hokusai[0]).abs().mean()) < 0.5 * float((monet[0] - monet[1]).abs().mean())
+
+
+def test_ascent_until_tie_reaches_training_and_turns_the_ascent_off_where_the_target_has_lost(tiny_path, tmp_path):
+    """--ascent-until-tie reaches the core's training loop: the weights file says so, and its last step reports
+    whether that step's ascent ran or was tied (the core's tests check the comparison itself)."""
+    out = tmp_path / "tie"
+    assert run(tiny_path("sd1"), out, "--concept", "Zorblax", "--target", "a painting of a harbour by {}", "--kind", "artist",
+               "--distractors", "Claude Monet", "Hokusai", *RETAIN, "--steps", "6", "--ascent-until-tie",
+               "--lora-check-images", "0") == 0
+    with safe_open(str(out / "Zorblax.safetensors"), "pt") as f:
+        meta = json.loads(f.metadata()["surgun"])
+    assert meta["hyperparameters"]["ascent_until_tie"] is True and meta["hyperparameters"]["shared_noise"] is True
+    assert meta["final"]["step"] == 6 and meta["final"]["ascent_active"] + meta["final"]["ascent_tied"] == 1

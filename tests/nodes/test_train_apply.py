@@ -303,3 +303,15 @@ def test_shared_noise_is_the_default_and_reaches_the_sampling_and_every_training
         steps = [r for r in rows if r is not None]
         # one target row, two distractor rows, one retain row per step
         assert steps == ([[0, 0, 0, 3]] * 3 if on else [])
+
+
+def test_ascent_until_tie_reaches_training_and_without_shared_noise_stops_with_a_clear_error(comfy):
+    """The option's value goes into the training and the weights file; asked for without shared noise, the
+    graph stops with an error that names both inputs and the fix, and the next job runs."""
+    res = comfy.run(graph("sd1", steps=3, seed=21, ascent_until_tie=True))
+    assert res.success, res.error_text()
+    meta = res.outputs["2"][1][0].metadata
+    assert meta["hyperparameters"]["ascent_until_tie"] is True and meta["final"]["ascent_active"] + meta["final"]["ascent_tied"] == 1
+    bad = comfy.run(graph("sd1", steps=3, seed=21, ascent_until_tie=True, shared_noise=False))
+    assert not bad.success and "ascent_until_tie" in bad.error_text() and "Turn shared_noise on" in bad.error_text()
+    assert comfy.run(graph("sd1", steps=3, seed=22)).success
