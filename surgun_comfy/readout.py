@@ -59,6 +59,8 @@ def readout(model_patcher, renderer, batches: list[list[str]], targets: list[str
         **({"per_concept_guard": {c: v["final_ratio"] for c, v in result.concepts.items()},
             "per_concept_first_stop": {c: v["stops"][0] if v["stops"] else None for c, v in result.concepts.items()}}
            if result.concepts else {}),
+        **({"ascent_tied": sum(int(h.get("ascent_tied", 0)) for h in result.history)}
+           if any("ascent_tied" in h for h in result.history) else {}),
         "distractor_first": _term(result.history, "distractor", True),
         "distractor_last": _term(result.history, "distractor", False),
         **({"ascent_levels_90": {c: p.mass_until(0.9) for c, p in result.levels.items()}} if result.levels else {}),
@@ -80,10 +82,16 @@ def readout_text(r: dict, multiple: float) -> str:
         parts.append(f"the guard first stopped each concept's ascent at: {stops}")
     elif r["guard_ratio"] is not None:
         parts.append(f"target loss x{r['guard_ratio']:.2f} of its start (guard at x{multiple:g})")
+    tied = f"{r['ascent_tied']} tied with the distractors" if r.get("ascent_tied") is not None else ""
     if r.get("guard_first_stop") is not None:
-        parts.append(f"the ascent ran {r['ascent_steps']} of {r['steps']} steps (the guard first stopped it at step {r['guard_first_stop']})")
+        parts.append(f"the ascent ran {r['ascent_steps']} of {r['steps']} steps (the guard first stopped it at step "
+                     f"{r['guard_first_stop']}{'; ' + tied if tied else ''})")
+    elif r.get("steps") and tied:
+        parts.append(f"the ascent ran {r['ascent_steps']} of {r['steps']} steps ({tied}); the guard never stopped it")
     elif r.get("steps"):
         parts.append(f"the guard never stopped the ascent ({r['steps']} steps)")
+    elif tied:
+        parts.append(f"{r['ascent_tied']} steps tied with the distractors (no ascent on them)")
     if r["distractor_first"] is not None:
         parts.append(f"distractor term {r['distractor_first']:.4g} -> {r['distractor_last']:.4g}")
     if r.get("ascent_levels_90"):

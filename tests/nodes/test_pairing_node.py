@@ -80,3 +80,15 @@ def test_readout_says_when_the_guard_stopped_the_ascent(comfy):
     never = comfy.run(graph("sd1", steps=3, learning_rate=1e-6))
     assert never.outputs["2"][1][0].metadata["guard"]["stops"] == []
     assert "the guard never stopped the ascent (3 steps)" in never.ui["2"]["text"][0]
+
+
+def test_readout_says_how_many_steps_the_ascent_tied_with_the_distractors(comfy):
+    """With ascent_until_tie a user reads how many steps ran the ascent and how many found the target already
+    tied with its distractors; the two add up to the run's steps while the guard has not stopped it."""
+    res = comfy.run(graph("sd1", steps=8, learning_rate=5e-2, ascent_until_tie=True))
+    assert res.success, res.error_text()
+    r = res.outputs["2"][1][0].metadata["readout"]
+    assert r["guard_first_stop"] is None and r["ascent_steps"] + r["ascent_tied"] == r["steps"] == 8
+    assert f"the ascent ran {r['ascent_steps']} of 8 steps ({r['ascent_tied']} tied with the distractors)" in res.ui["2"]["text"][0]
+    plain = comfy.run(graph("sd1", steps=3))
+    assert "ascent_tied" not in plain.outputs["2"][1][0].metadata["readout"] and "tied" not in plain.ui["2"]["text"][0]
