@@ -131,7 +131,8 @@ def write_report(jsonl: Path, out: Path, stem: str, s, targets, wall_s: float | 
               "the target drawn first), surgun_mt (model_targets: the descent terms learn the untouched model's "
               "predictions), surgun_kv (block_pattern: only the cross-attention's to_k and to_v, the layers UCE edits), "
               "surgun_levels (concept_levels: the ascent's noise levels drawn where the concept explains its images); of SurgUn "
-              "as it is now, surgun_sn_levels (concept_levels).", "",
+              "as it is now, surgun_sn_levels (concept_levels), surgun_tie (ascent_until_tie: the ascent only while the target "
+              "still beats its distractors at the same noise and level).", "",
               "| kind | method | matched | lr | " + " | ".join(c.replace("_", " ") for c in cols) + " | n |",
               "|" + " --- |" * (5 + len(cols))]
         group = lambda m: ("ablation" if m in ABLATIONS else "variant" if m in VARIANTS
