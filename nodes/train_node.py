@@ -18,6 +18,11 @@ from .sockets import BlocksSocket, DistractorsSocket, ErasedWeightsSocket
 log = logging.getLogger("SurgUn")
 
 
+def _option(name: str, default: bool, tooltip: str) -> io.Boolean.Input:
+    """An advanced on/off input of SurgUn Train (hidden until the user shows advanced inputs)."""
+    return io.Boolean.Input(name, default=default, advanced=True, optional=True, tooltip=tooltip)
+
+
 class SurgUnTrain(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -91,48 +96,48 @@ class SurgUnTrain(io.ComfyNode):
                              tooltip="Distractors drawn per step (an unbiased estimate of the mean over all). 0 = all of them every step."),
                 io.Float.Input("max_grad_norm", default=1.0, min=0.0, max=1000.0, step=0.1, advanced=True, optional=True,
                                tooltip="Gradient-norm clip per step. 0 turns clipping off."),
-                io.Boolean.Input("gradient_checkpointing", default=True, advanced=True, optional=True,
-                                 tooltip="Recompute block activations during the backward pass: much less memory, about 30% "
-                                         "more compute. Off = faster where memory allows (Flux always uses it)."),
-                io.Boolean.Input("paired", default=True, advanced=True, optional=True,
-                                 tooltip="Paired competition: each target line trains against the same line with the concept "
-                                         "swapped for each distractor (the concept marked in braces, or the builder's target "
-                                         "name). Off = every target line trains against the distractor prompts as written."),
-                io.Boolean.Input("retain_distractors", default=True, advanced=True, optional=True,
-                                 tooltip="Also keep each distractor on its own prompt: the target line with the distractor in "
-                                         "place of the concept joins the retain prompts, so the target moves onto the distractors "
-                                         "while they stay themselves (a distractor near the target, circle when erasing square, "
-                                         "drifted otherwise). Off = only retain_prompts are kept."),
-                io.Boolean.Input("retain_nearest_first", default=False, advanced=True, optional=True,
-                                 tooltip="Draw the retain prompts nearest the target (by the text encoder) more often, weight "
-                                         "1/rank: an erasure damages the target's neighbours first. Off (default; on the toy benchmark "
-                                         "it helped one of three targets and hurt another) = every retain prompt equally often."),
-                io.Boolean.Input("model_targets", default=False, advanced=True, optional=True,
-                                 tooltip="Descent terms (distractors, retain prompts) learn the untouched model's prediction "
-                                         "under each image's own prompt at the same noisy input, instead of the image itself "
-                                         "(Concept Ablation's model-based targets): the same goal with less noise, one extra "
-                                         "forward pass per step. Off (default, the paper's objective; on the toy benchmark it helped one "
-                                         "of three targets and hurt another) = they learn the images."),
-                io.Boolean.Input("concept_levels", default=False, advanced=True, optional=True,
-                                 tooltip="Draw the ascent's noise levels where the target prompt explains its images better than "
-                                         "the distractor prompts do (measured once before training, a few dozen forward passes), so "
-                                         "the ascent does not unlearn what the target shares with its context (the object under a "
-                                         "style). Off (default; on the toy benchmark it erased stripes at a third of the learning rate "
-                                         "with the object kept, and cost related objects on square) = every noise level equally."),
-                io.Boolean.Input("shared_noise", default=True, advanced=True, optional=True,
-                                 tooltip="Target and distractor images start from the same noise, and each step trains a target "
-                                         "image and its distractors' images at the same noise and level, so the two sides of the "
-                                         "competition differ only in the concept: what they share (the object under a style, the "
-                                         "layout) cancels out instead of being erased with it. Off = every image and training step draws "
-                                         "its own noise (on the toy benchmark: the same H at the best learning rate, more "
-                                         "erased at a lower one; styles a little easier to recover and the object kept less "
-                                         "on one style)."),
-                io.Boolean.Input("ascent_until_tie", default=False, advanced=True, optional=True,
-                                 tooltip="Each step's ascent runs only while the target image is still explained better by "
-                                         "the target prompt than its distractors' images (same noise, same level), so the ascent "
-                                         "stops where the target has already lost the competition instead of unlearning what it "
-                                         "shares with them. Needs shared_noise. Off (default) = the ascent runs every step until "
-                                         "the guard (ascent_cap) stops it."),
+                _option("gradient_checkpointing", True,
+                        "Recompute block activations during the backward pass: much less memory, about 30% "
+                        "more compute. Off = faster where memory allows (Flux always uses it)."),
+                _option("paired", True,
+                        "Paired competition: each target line trains against the same line with the concept "
+                        "swapped for each distractor (the concept marked in braces, or the builder's target "
+                        "name). Off = every target line trains against the distractor prompts as written."),
+                _option("retain_distractors", True,
+                        "Also keep each distractor on its own prompt: the target line with the distractor in "
+                        "place of the concept joins the retain prompts, so the target moves onto the distractors "
+                        "while they stay themselves (a distractor near the target, circle when erasing square, "
+                        "drifted otherwise). Off = only retain_prompts are kept."),
+                _option("retain_nearest_first", False,
+                        "Draw the retain prompts nearest the target (by the text encoder) more often, weight "
+                        "1/rank: an erasure damages the target's neighbours first. Off (default; on the toy benchmark "
+                        "it helped one of three targets and hurt another) = every retain prompt equally often."),
+                _option("model_targets", False,
+                        "Descent terms (distractors, retain prompts) learn the untouched model's prediction "
+                        "under each image's own prompt at the same noisy input, instead of the image itself "
+                        "(Concept Ablation's model-based targets): the same goal with less noise, one extra "
+                        "forward pass per step. Off (default, the paper's objective; on the toy benchmark it helped one "
+                        "of three targets and hurt another) = they learn the images."),
+                _option("concept_levels", False,
+                        "Draw the ascent's noise levels where the target prompt explains its images better than "
+                        "the distractor prompts do (measured once before training, a few dozen forward passes), so "
+                        "the ascent does not unlearn what the target shares with its context (the object under a "
+                        "style). Off (default; on the toy benchmark it erased stripes at a third of the learning rate "
+                        "with the object kept, and cost related objects on square) = every noise level equally."),
+                _option("shared_noise", True,
+                        "Target and distractor images start from the same noise, and each step trains a target "
+                        "image and its distractors' images at the same noise and level, so the two sides of the "
+                        "competition differ only in the concept: what they share (the object under a style, the "
+                        "layout) cancels out instead of being erased with it. Off = every image and training step draws "
+                        "its own noise (on the toy benchmark: the same H at the best learning rate, more "
+                        "erased at a lower one; styles a little easier to recover and the object kept less "
+                        "on one style)."),
+                _option("ascent_until_tie", False,
+                        "Each step's ascent runs only while the target image is still explained better by "
+                        "the target prompt than its distractors' images (same noise, same level), so the ascent "
+                        "stops where the target has already lost the competition instead of unlearning what it "
+                        "shares with them. Needs shared_noise. Off (default) = the ascent runs every step until "
+                        "the guard (ascent_cap) stops it."),
                 DistractorsSocket.Input("distractor_set", optional=True,
                                         tooltip="Distractors from SurgUn Distractor Builder. When connected, it replaces the text field."),
                 BlocksSocket.Input("block_set", optional=True,
