@@ -78,8 +78,10 @@ class TrainConfig:
     is on only while its target sample's loss under the target prompt is below its distractors' loss under
     the same prompt at the same noise and level, i.e. while the prompt still explains the target better than
     its competitors. Where the two already tie (noise levels that carry no trace of the concept, or once the
-    target has lost) the step trains the descent terms alone, so the ascent cannot go on unlearning what the
-    target shares with its distractors. The guard (``ascent_cap``) still bounds the whole run."""
+    target has lost) the step's gradient is the descent terms' alone (Adam's momentum from earlier steps still
+    carries), so the ascent cannot go on unlearning what the target shares with its distractors. With several
+    target rows a step (``target_per_step``) their mean is compared. The guard (``ascent_cap``) still bounds the
+    whole run."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.steps, int) or self.steps < 1:
