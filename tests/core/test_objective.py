@@ -359,15 +359,13 @@ def test_with_shared_noise_a_distractor_no_different_from_the_target_cancels_the
 
 
 def _probe_losses(model, data):
-    """Target and distractor samples under the target prompt at one fixed set of noises and levels (shared)."""
-    g = torch.Generator().manual_seed(99)
-    parts = [data["target"], *data["distractors"].values()]
+    """Target and distractor samples under the target prompt at one fixed set of noises and levels (shared:
+    every distractor sample k takes target sample k's), through the same stand-in loss the training uses."""
+    x = torch.cat([data["target"], *data["distractors"].values()])
     n = data["target"].shape[0]
-    noise = torch.randn(n, 8, generator=g).repeat(len(parts), 1)
-    sigma = (torch.rand(n, generator=g) * 2 + 0.05).repeat(len(parts))
-    x = torch.cat(parts)
     with torch.no_grad():
-        loss = ((model(x + sigma[:, None] * noise, sigma, [data["target_prompt"]] * len(x)) - noise) ** 2).mean(1)
+        loss = eps_loss_fn(model)(x, [data["target_prompt"]] * len(x), torch.Generator().manual_seed(99),
+                                  noise_rows=[i % n for i in range(len(x))])
     return float(loss[:n].mean()), float(loss[n:].mean())
 
 
