@@ -139,6 +139,12 @@ class SurgUnTrain(io.ComfyNode):
                         "shares with them. Needs shared_noise. Off (default; on the toy benchmark it raised H on all "
                         "three targets at the best learning rate, erased less at a lower one and was recovered about as "
                         "much) = the ascent runs every step until the guard (ascent_cap) stops it."),
+                _option("text_subspace", False,
+                        "Train only the layers that read the prompt (cross-attention to_k and to_v; SD1.x, SD2.x, SDXL), "
+                        "and only on the text directions where each target line differs from its distractor lines more "
+                        "than the retain and distractor prompts vary (a fixed rule, no threshold): prompts that do not "
+                        "use those directions, such as other objects in the erased style, keep their outputs exactly. "
+                        "The other chosen layers are left untouched. Off (default) = every chosen layer trains freely."),
                 DistractorsSocket.Input("distractor_set", optional=True,
                                         tooltip="Distractors from SurgUn Distractor Builder. When connected, it replaces the text field."),
                 BlocksSocket.Input("block_set", optional=True,
@@ -183,6 +189,7 @@ class SurgUnTrain(io.ComfyNode):
         concept_levels: bool = False,
         shared_noise: bool = True,
         ascent_until_tie: bool = False,
+        text_subspace: bool = False,
         distractor_set: DistractorsSocket.Type | None = None,
         block_set: BlocksSocket.Type | None = None,
     ) -> io.NodeOutput:
@@ -204,6 +211,7 @@ class SurgUnTrain(io.ComfyNode):
             concept=chosen.concept, concepts=chosen.concepts, concept_distractors=chosen.per_concept,
             distractor_prompts=chosen.prompts,
             paired=paired, retain_distractors=retain_distractors, retain_nearest_first=retain_nearest_first,
+            text_subspace=text_subspace,
             train=TrainConfig(
                 steps=steps, learning_rate=learning_rate,
                 weights=CompetitionWeights(ascent_weight, distractor_weight, retain_weight),

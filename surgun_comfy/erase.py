@@ -23,6 +23,7 @@ from .families import detect_family
 from .progress import NodeProgress
 from .readout import readout, readout_text
 from .render import Renderer
+from .subspace import text_subspace
 from .training import train_deltas
 
 log = logging.getLogger("SurgUn")
@@ -60,6 +61,8 @@ class EraseRequest:
     sample_steps: int = 20
     samples_per_prompt: int = 2
     sample_cfg: float = 5.0
+    text_subspace: bool = False
+    """Train only the layers that read the prompt, on the text directions of the competition (:mod:`.subspace`)."""
     gradient_checkpointing: bool = True
     """Recompute block activations in the backward pass (less memory, ~30 % more compute).
     Always on for Flux, whose blocks add into their inputs in place."""
@@ -160,8 +163,11 @@ def erase_concept(model_patcher, clip, req: EraseRequest, node_id: str | None = 
     groups = req.groups
     renderer.bank.check_lengths({"target": [g.target for g in groups], "distractors": [d for g in groups for d in g.distractors],
                                  "retain_prompts": [r for g in groups for r in g.retain]})
+    subspace = text_subspace(model_patcher, renderer.bank, groups, modules, family.name) if req.text_subspace else None
+    if subspace is not None:
+        modules = subspace.modules
     unpaired = sum(not g.paired for g in groups)
-    notes = [n for n in (renderer.size_note("sample_size", req.sample_size),
+    notes = [n for n in (renderer.size_note("sample_size", req.sample_size), subspace.note if subspace else "",
                          f"{unpaired} of {len(groups)} target lines trained unpaired (mark the concept in braces to pair them)"
                          if unpaired and req.paired else "",
                          f"localised training: {len(modules)} layers, learning rate x{lr_scale:.2f} = {train.learning_rate:.3g}"
@@ -198,7 +204,8 @@ def erase_concept(model_patcher, clip, req: EraseRequest, node_id: str | None = 
     arch = family.arch
     units = arch.checkpoint_units if (req.gradient_checkpointing or arch.key == "flux") else None
     progress.chart("train_start", {"total": req.train.steps, "cap": req.train.ascent_cap})
-    deltas, result = train_deltas(model_patcher, renderer.bank, data, modules, train, units, on_step, on_setup=on_setup)
+    deltas, result = train_deltas(model_patcher, renderer.bank, data, modules, train, units, on_step, on_setup=on_setup,
+                                  input_bases=[subspace.basis] * len(modules) if subspace else None)
     strength = readout(model_patcher, renderer, shown_batches, shown[:len(firsts)], shown[len(firsts)] if len(shown) > len(firsts) else None,
                        deltas, result, req.train.seed)
     progress.say(readout_text(strength, req.train.ascent_cap), force=True)
@@ -214,6 +221,7 @@ def erase_concept(model_patcher, clip, req: EraseRequest, node_id: str | None = 
                    for g, w in zip(groups, draw)],
         "retain_plan": {"distractors_retained": req.retain_distractors, "nearest_first": req.retain_nearest_first},
         "blocks": {"preset": req.block_preset, "pattern": pattern, "modules": modules},
+        **({"text_subspace": subspace.metadata()} if subspace else {}),
         "hyperparameters": dataclasses.asdict(train),
         "sampling": {"size": renderer.pixels, "steps": req.sample_steps, "per_prompt": req.samples_per_prompt,
                      "cfg": req.sample_cfg, "sampler": arch.sampler, "scheduler": arch.scheduler},

@@ -28,12 +28,14 @@ def train_deltas(
     on_step: OnStep | None = None,
     loss: LossFactory = denoising,
     on_setup: OnSetup | None = None,
+    input_bases: Sequence[torch.Tensor | None] | None = None,
 ) -> tuple[dict[str, torch.Tensor], TrainResult]:
     """Train additive deltas on ``modules`` of a clone of ``model_patcher``.
 
     ``samples`` holds latents as ComfyUI's sampler returns them (they are moved to the model's
     space here); several groups may be given (see ``train_competition``). ``loss`` builds the
     per-sample loss for the model being trained (SurgUn's native denoising loss by default).
+    ``input_bases`` (one per module, or None) confine each delta to inputs in its basis' span.
     Returns ``(deltas by module name, TrainResult)``; the input model is untouched.
     """
     device = bank.device
@@ -47,5 +49,5 @@ def train_deltas(
                                     retain={k: to_model(v) for k, v in s.retain.items()})  # every other field as given
                 for s in groups
             ]
-            result = train_competition(list(td.deltas.values()), data, loss(td, bank), config, on_step, on_setup)
+            result = train_competition(list(td.deltas.values()), data, loss(td, bank), config, on_step, on_setup, input_bases)
             return td.detached(), result

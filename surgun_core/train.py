@@ -14,6 +14,7 @@ from .guard import AscentGuard
 from .levels import LevelProfile, draw_levels, measure_profile
 from .seeds import offset_seed
 from .objective import CompetitionWeights, competition_loss
+from .subspace import confine_
 
 log = logging.getLogger("SurgUn")
 
@@ -272,6 +273,7 @@ def train_competition(
     config: TrainConfig,
     on_step: OnStep | None = None,
     on_setup: OnSetup | None = None,
+    input_bases: Sequence[torch.Tensor | None] | None = None,
 ) -> TrainResult:
     """Minimise the SurgUn objective over ``params`` (leaf tensors with ``requires_grad``).
 
@@ -285,6 +287,9 @@ def train_competition(
 
     ``on_setup(phase, done, total)`` follows each forward pass of the work done before the first step
     (the concept_levels profile); like ``on_step``, raising from it stops (Cancel).
+
+    ``input_bases`` (one per param, or None): a param ``[out, D]`` given a basis ``[D, r]`` changes only in
+    its action on inputs in that span, every step (:mod:`surgun_core.subspace`: its gradient and its value are confined).
     """
     groups = [data] if isinstance(data, ConceptData) else list(data)
     if not groups:
@@ -295,6 +300,11 @@ def train_competition(
     if not params:
         raise SurgUnError("[SurgUn] no trainable parameters were selected.")
     w = config.weights
+    bases = list(input_bases) if input_bases is not None else [None] * len(params)
+    if len(bases) != len(params):
+        raise SurgUnError(f"[SurgUn] {len(bases)} input bases were given for {len(params)} parameters; give one (or None) per parameter.")
+    confined = any(b is not None for b in bases)
+    starts = [p.detach().clone() if b is not None else None for p, b in zip(params, bases)]  # the change is what is confined
 
     names = list(dict.fromkeys(d.concept for d in groups))
     profiles: dict[str, LevelProfile] = {}
@@ -342,6 +352,8 @@ def train_competition(
 
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        if confined:
+            confine_([p.grad for p in params if p.grad is not None], [b for p, b in zip(params, bases) if p.grad is not None])
         if config.max_grad_norm > 0:
             gn = torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
         else:
@@ -349,6 +361,8 @@ def train_competition(
         if not torch.isfinite(gn):
             raise NonFiniteLossError(step + 1, {**parts, "grad_norm": float(gn)})
         opt.step()
+        if confined:
+            confine_(params, bases, starts)  # Adam's per-element scaling would leave the span; the change must not
 
         metrics = {"step": step + 1, **parts, "grad_norm": float(gn), "ascent_active": float(ascent and not tied)}
         if config.ascent_until_tie:

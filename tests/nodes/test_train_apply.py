@@ -315,3 +315,27 @@ def test_ascent_until_tie_reaches_training_and_without_shared_noise_stops_with_a
     bad = comfy.run(graph("sd1", steps=3, seed=21, ascent_until_tie=True, shared_noise=False))
     assert not bad.success and "ascent_until_tie" in bad.error_text() and "Turn shared_noise on" in bad.error_text()
     assert comfy.run(graph("sd1", steps=3, seed=22)).success
+
+
+def test_text_subspace_trains_only_the_prompt_reading_layers_within_the_measured_directions(comfy):
+    """With text_subspace on, the weights file holds only to_k/to_v deltas, and together they act on no more
+    text directions than the run measured (their rows lie in that span); off, the same run's deltas use more."""
+    on = comfy.run(graph("sd1", steps=4, seed=23, learning_rate=2e-3, text_subspace=True))
+    assert on.success, on.error_text()
+    w = on.outputs["2"][1][0]
+    meta = w.metadata["text_subspace"]
+    assert w.modules and all(m.endswith(("attn2.to_k", "attn2.to_v")) for m in w.modules)
+    assert meta["left_untouched"] and all(m.endswith(("attn2.to_q", "attn2.to_out.0")) for m in meta["left_untouched"])
+    assert 1 <= meta["rank"] < meta["dim"]
+    used = lambda weights: int(torch.linalg.matrix_rank(  # noqa: E731
+        torch.cat([d.float() for k, d in weights.deltas.items() if k.endswith(("to_k.diff", "to_v.diff"))]), rtol=1e-4))
+    assert used(w) <= meta["rank"]
+    off = comfy.run(graph("sd1", steps=4, seed=23, learning_rate=2e-3, block_pattern="attn2.to_k, attn2.to_v"))
+    assert off.success, off.error_text()
+    assert used(off.outputs["2"][1][0]) > meta["rank"]
+
+
+def test_text_subspace_on_a_model_without_prompt_reading_layers_stops_with_a_clear_error(comfy):
+    bad = comfy.run(graph("flux", steps=2, seed=3, text_subspace=True))
+    assert not bad.success and "text_subspace" in bad.error_text() and "turn text_subspace off" in bad.error_text()
+    assert comfy.run(graph("sd1", steps=2, seed=3)).success

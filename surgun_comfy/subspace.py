@@ -1,0 +1,72 @@
+"""SurgUn Train's ``text_subspace``: which layers read the prompt, and the text directions they may change."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+from ..surgun_core.errors import SurgUnError
+from ..surgun_core.pairing import Group
+from ..surgun_core.subspace import editable_basis
+
+READS_PROMPT = ("attn2.to_k", "attn2.to_v")
+"""Cross-attention's key and value projections: their input is the prompt's token embeddings (SD1.x, SD2.x, SDXL)."""
+
+
+@dataclass(frozen=True)
+class TextSubspace:
+    modules: list[str]
+    """The chosen layers that read the prompt: the ones trained."""
+    left: list[str]
+    """The chosen layers that do not: left untouched."""
+    basis: torch.Tensor
+    """``[D, r]`` orthonormal text directions the trained layers may act on."""
+
+    @property
+    def note(self) -> str:
+        dim, rank = self.basis.shape
+        return (f"text_subspace: training the {len(self.modules)} layers that read the prompt (to_k, to_v) on {rank} of {dim} "
+                f"text directions; {len(self.left)} other chosen layers left untouched")
+
+    def metadata(self) -> dict:
+        return {"rank": int(self.basis.shape[1]), "dim": int(self.basis.shape[0]), "left_untouched": list(self.left)}
+
+
+def tokens(bank, prompt: str) -> torch.Tensor:
+    """The prompt's token embeddings as cross-attention reads them, ``[T, D]``."""
+    return bank.conditioning(prompt)[0][0][0].detach().float().cpu()
+
+
+def text_subspace(model_patcher, bank, groups: Sequence[Group], modules: Sequence[str], family_name: str) -> TextSubspace:
+    """Split ``modules`` into the layers that read the prompt and the rest, and measure the directions
+    (:func:`surgun_core.subspace.editable_basis`): each target line's tokens minus its distractor prompts'
+    at the same position, against the tokens of every retain and distractor prompt."""
+    import comfy.utils
+
+    net = model_patcher.get_model_object("diffusion_model")
+    dim = tokens(bank, groups[0].target).shape[-1]
+    reads = [n for n in modules if n.endswith(READS_PROMPT) and comfy.utils.get_attr(net, f"{n}.weight").shape[-1] == dim]
+    if not reads:
+        raise SurgUnError(
+            f"[SurgUn] text_subspace trains only layers that read the prompt directly (cross-attention {' / '.join(READS_PROMPT)}, "
+            f"as in SD1.x, SD2.x and SDXL), and none of the {len(modules)} chosen layers of this {family_name} model does. "
+            "Choose the cross_attention preset on a UNet model, or turn text_subspace off."
+        )
+    differences, kept = [], []
+    for g in groups:
+        t = tokens(bank, g.target)
+        for d in g.distractors:
+            c = tokens(bank, d)
+            n = min(len(t), len(c))
+            differences.append(t[:n] - c[:n])
+        kept.extend(tokens(bank, p) for p in dict.fromkeys([*g.distractors, *g.retain]))
+    basis = editable_basis(torch.cat(differences), torch.cat(kept) if kept else torch.zeros(0, dim))
+    if basis.shape[1] == 0:
+        raise SurgUnError(
+            "[SurgUn] text_subspace found no text direction where the target prompts differ from their distractors more than the "
+            "retain and distractor prompts vary, so nothing could be erased. Pair the target lines with their distractors "
+            "(mark the concept in braces), or turn text_subspace off."
+        )
+    return TextSubspace(reads, [n for n in modules if n not in reads], basis)
