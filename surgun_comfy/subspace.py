@@ -9,10 +9,7 @@ import torch
 
 from ..surgun_core.errors import SurgUnError
 from ..surgun_core.pairing import Group
-from ..surgun_core.subspace import editable_basis
-
-READS_PROMPT = ("attn2.to_k", "attn2.to_v")
-"""Cross-attention's key and value projections: their input is the prompt's token embeddings (SD1.x, SD2.x, SDXL)."""
+from ..surgun_core.subspace import READS_PROMPT, competition_basis
 
 
 @dataclass(frozen=True)
@@ -41,8 +38,8 @@ def tokens(bank, prompt: str) -> torch.Tensor:
 
 def text_subspace(model_patcher, bank, groups: Sequence[Group], modules: Sequence[str], family_name: str) -> TextSubspace:
     """Split ``modules`` into the layers that read the prompt and the rest, and measure the directions
-    (:func:`surgun_core.subspace.editable_basis`): each target line's tokens minus its distractor prompts'
-    at the same position, against the tokens of every retain and distractor prompt."""
+    (:func:`surgun_core.subspace.competition_basis`): each target line against its distractor prompts, and
+    every retain and distractor prompt kept."""
     import comfy.utils
 
     net = model_patcher.get_model_object("diffusion_model")
@@ -54,19 +51,6 @@ def text_subspace(model_patcher, bank, groups: Sequence[Group], modules: Sequenc
             f"as in SD1.x, SD2.x and SDXL), and none of the {len(modules)} chosen layers of this {family_name} model does. "
             "Choose the cross_attention preset on a UNet model, or turn text_subspace off."
         )
-    differences, kept = [], []
-    for g in groups:
-        t = tokens(bank, g.target)
-        for d in g.distractors:
-            c = tokens(bank, d)
-            n = min(len(t), len(c))
-            differences.append(t[:n] - c[:n])
-        kept.extend(tokens(bank, p) for p in dict.fromkeys([*g.distractors, *g.retain]))
-    basis = editable_basis(torch.cat(differences), torch.cat(kept) if kept else torch.zeros(0, dim))
-    if basis.shape[1] == 0:
-        raise SurgUnError(
-            "[SurgUn] text_subspace found no text direction where the target prompts differ from their distractors more than the "
-            "retain and distractor prompts vary, so nothing could be erased. Pair the target lines with their distractors "
-            "(mark the concept in braces), or turn text_subspace off."
-        )
+    basis = competition_basis(lambda p: tokens(bank, p), [(g.target, g.distractors) for g in groups],
+                              [p for g in groups for p in (*g.distractors, *g.retain)])
     return TextSubspace(reads, [n for n in modules if n not in reads], basis)

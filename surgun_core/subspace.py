@@ -18,11 +18,15 @@ prompt changes only through its tokens' components along those directions.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 
 from .errors import SurgUnError
+
+READS_PROMPT = ("attn2.to_k", "attn2.to_v")
+"""Cross-attention's key and value projections (UNet models: SD1.x, SD2.x, SDXL): their input is the prompt's
+token embeddings, the same in ComfyUI's and diffusers' layer names."""
 
 
 def editable_basis(differences: torch.Tensor, kept: torch.Tensor, ridge: float = 1e-6) -> torch.Tensor:
@@ -68,3 +72,28 @@ def confine_(tensors: Sequence[torch.Tensor], bases: Sequence[torch.Tensor | Non
             change = t if s is None else t - s
             confined = (change @ q) @ q.T
             t.copy_(confined if s is None else s + confined)
+
+
+def competition_basis(tokens: Callable[[str], torch.Tensor], pairs: Sequence[tuple[str, Sequence[str]]],
+                      kept: Sequence[str]) -> torch.Tensor:
+    """:func:`editable_basis` of a run: ``tokens(prompt)`` gives a prompt's token embeddings ``[T, D]`` as the
+    layers read them; each ``(target, distractor prompts)`` pair gives the token-aligned differences; ``kept``
+    lists the prompts the run keeps (retain and distractor prompts). Refuses a run with no such direction."""
+    differences = []
+    for target, distractors in pairs:
+        t = tokens(target)
+        for d in distractors:
+            c = tokens(d)
+            n = min(len(t), len(c))
+            differences.append(t[:n] - c[:n])
+    if not differences:
+        raise SurgUnError("[SurgUn] text_subspace needs target prompts paired with distractor prompts, and none were given.")
+    rows = [tokens(p) for p in dict.fromkeys(kept)]
+    basis = editable_basis(torch.cat(differences), torch.cat(rows) if rows else differences[0][:0])
+    if basis.shape[1] == 0:
+        raise SurgUnError(
+            "[SurgUn] text_subspace found no text direction where the target prompts differ from their distractors more than the "
+            "retain and distractor prompts vary, so nothing could be erased. Pair the target lines with their distractors "
+            "(mark the concept in braces), or turn text_subspace off."
+        )
+    return basis

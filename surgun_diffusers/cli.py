@@ -71,6 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run each step's ascent only while the target image is still explained better by the target prompt "
                         "than its distractors' images at the same noise and level (needs shared noise; default: every step "
                         "until the guard stops it)")
+    c.add_argument("--text-subspace", action="store_true",
+                   help="train only the layers that read the prompt (cross-attention to_k, to_v; SD1.x, SD2.x, SDXL), confined "
+                        "to the text directions where the target lines differ from their distractor prompts more than the kept "
+                        "prompts vary (default: every chosen layer trains freely)")
     c.add_argument("--retain", action="append", default=[], help="an unrelated prompt to keep (repeatable)")
     c.add_argument("--retain-file", default=None, help="a file with one retain prompt per line")
 
@@ -186,7 +190,7 @@ def make_request(args, name: str, family_id: str):
         sampling=SamplingOptions(size=args.sample_size or d["size"], steps=args.sample_steps, per_prompt=args.samples_per_prompt,
                                  cfg=args.sample_cfg or d["cfg"]),
         gradient_checkpointing=not args.no_gradient_checkpointing, sana_instruction=not args.no_sana_instruction,
-        method=args.method,
+        text_subspace=args.text_subspace, method=args.method,
     )
 
 

@@ -109,6 +109,8 @@ class EraseRequest:
     sampling: SamplingOptions = field(default_factory=SamplingOptions)
     gradient_checkpointing: bool = True
     sana_instruction: bool = True
+    text_subspace: bool = False
+    """Train only the layers that read the prompt, on the competition's text directions (``surgun_core.subspace``)."""
     method: str = "surgun"
     """``surgun`` or one of ``surgun_diffusers.methods.METHODS`` (ablations and baselines, e.g. ``esd_x``)."""
 
@@ -231,8 +233,10 @@ def method_config(req: EraseRequest) -> TrainConfig:
 
 def train_on(pipe, family: Family, encoder: PromptEncoder, modules: Sequence[str], data: list[ConceptData],
              config: TrainConfig, method: str = "surgun", gradient_checkpointing: bool = True,
-             on_step: Callable | None = None, grad_sync: Callable | None = None) -> tuple[dict[str, torch.Tensor], TrainResult]:
-    """Train deltas on ``modules`` of the pipeline's denoiser; the network is restored afterwards."""
+             on_step: Callable | None = None, grad_sync: Callable | None = None,
+             input_bases: Sequence[torch.Tensor | None] | None = None) -> tuple[dict[str, torch.Tensor], TrainResult]:
+    """Train deltas on ``modules`` of the pipeline's denoiser; the network is restored afterwards.
+    ``input_bases`` (one per module, or None) confine each delta to inputs in its basis' span."""
     net = getattr(pipe, family.denoiser)
     schedule = NoiseSchedule.from_pipeline(pipe, family)
     denoise = Denoiser(pipe, family, encoder)
@@ -248,7 +252,7 @@ def train_on(pipe, family: Family, encoder: PromptEncoder, modules: Sequence[str
             params = list(dm.deltas.values())
             handle = grad_sync(params) if grad_sync is not None else None
             try:
-                result = train_competition(params, data, loss_fn, config, on_step)
+                result = train_competition(params, data, loss_fn, config, on_step, input_bases=input_bases)
             finally:
                 if handle is not None:
                     handle.remove()
@@ -293,6 +297,12 @@ def erase(pipe, req: EraseRequest, progress: Progress | None = None, cache_dir: 
         chosen, localization = localize_blocks(pipe, family, encoder, plan_, samples, req, progress)
         modules = select_trainable(net, chosen)
         pattern = chosen
+    subspace = None
+    if req.text_subspace:
+        from .subspace import text_subspace
+
+        modules, basis, subspace = text_subspace(net, family.name, encoder, plan_, modules)
+        progress.say(f"text_subspace: {len(modules)} layers on {subspace['rank']} of {subspace['dim']} text directions")
 
     def on_step(step: int, total: int, metrics: dict) -> None:
         progress.tick()
@@ -303,7 +313,7 @@ def erase(pipe, req: EraseRequest, progress: Progress | None = None, cache_dir: 
         config = dataclasses.replace(config, seed=config.seed + seed_offset)
     data = concept_groups(req.method, plan_, samples, encoder.device, retain_plan(req, encoder, cache_dir))
     deltas, result = train_on(pipe, family, encoder, modules, data, config, req.method, req.gradient_checkpointing,
-                              on_step, grad_sync)
+                              on_step, grad_sync, [basis] * len(modules) if subspace else None)
     total = time.monotonic() - t0
     metadata = {
         "pack": "SurgUn", "pack_version": __version__, "source": "surgun_diffusers",
@@ -323,6 +333,8 @@ def erase(pipe, req: EraseRequest, progress: Progress | None = None, cache_dir: 
     }
     if localization is not None:
         metadata["localization"] = localization
+    if subspace is not None:
+        metadata["text_subspace"] = subspace
     log.info("[SurgUn] erased %r from %s: %d layers, %d steps in %.1fs", req.concept, family.name, len(modules),
              config.steps, total)
     return Erasure(family, deltas, list(modules), metadata, result, plan_)

@@ -165,3 +165,22 @@ def test_ascent_until_tie_reaches_training_and_turns_the_ascent_off_where_the_ta
         meta = json.loads(f.metadata()["surgun"])
     assert meta["hyperparameters"]["ascent_until_tie"] is True and meta["hyperparameters"]["shared_noise"] is True
     assert meta["final"]["step"] == 6 and meta["final"]["ascent_active"] + meta["final"]["ascent_tied"] == 1
+
+
+def test_text_subspace_trains_only_the_prompt_reading_layers_within_the_measured_directions(tiny_path, tmp_path):
+    """--text-subspace: the weights file holds only to_k/to_v deltas, and together they act on no more text
+    directions than the run measured (the core's tests check the span itself); a family without such layers is refused."""
+    import torch
+
+    out = tmp_path / "sub"
+    assert run(tiny_path("sd1"), out, "--concept", "Zorblax", "--target", "a painting of a harbour by {}", "--kind", "artist",
+               "--distractors", "Claude Monet", "Hokusai", *RETAIN, "--steps", "4", "--lr", "1e-3", "--text-subspace",
+               "--lora-check-images", "0") == 0
+    with safe_open(str(out / "Zorblax.safetensors"), "pt") as f:
+        meta = json.loads(f.metadata()["surgun"])
+        deltas = {k: f.get_tensor(k).float() for k in f.keys()}
+    sub = meta["text_subspace"]
+    assert meta["blocks"]["modules_diffusers"] and all(m.endswith(("attn2.to_k", "attn2.to_v")) for m in meta["blocks"]["modules_diffusers"])
+    assert sub["left_untouched"] and 1 <= sub["rank"] < sub["dim"]
+    reading = torch.cat([d for d in deltas.values() if d.ndim == 2 and d.shape[1] == sub["dim"]])
+    assert int(torch.linalg.matrix_rank(reading, rtol=1e-4)) <= sub["rank"]
