@@ -27,6 +27,7 @@ from .errors import SurgUnError
 READS_PROMPT = ("attn2.to_k", "attn2.to_v")
 """Cross-attention's key and value projections (UNet models: SD1.x, SD2.x, SDXL): their input is the prompt's
 token embeddings, the same in ComfyUI's and diffusers' layer names."""
+NO_PAIRS = "[SurgUn] text_subspace needs target prompts paired with distractor prompts, and none were given."
 
 
 def editable_basis(differences: torch.Tensor, kept: torch.Tensor, ridge: float = 1e-6) -> torch.Tensor:
@@ -37,7 +38,7 @@ def editable_basis(differences: torch.Tensor, kept: torch.Tensor, ridge: float =
     if differences.ndim != 2 or kept.ndim != 2 or differences.shape[1] != kept.shape[1]:
         raise SurgUnError(f"[SurgUn] token differences {tuple(differences.shape)} and kept tokens {tuple(kept.shape)} do not match.")
     if differences.shape[0] == 0:
-        raise SurgUnError("[SurgUn] text_subspace needs target prompts paired with distractor prompts, and none were given.")
+        raise SurgUnError(NO_PAIRS)
     d = differences.double()
     dim = d.shape[1]
     m_d = d.T @ d / d.shape[0]
@@ -87,7 +88,7 @@ def competition_basis(tokens: Callable[[str], torch.Tensor], pairs: Sequence[tup
             n = min(len(t), len(c))
             differences.append(t[:n] - c[:n])
     if not differences:
-        raise SurgUnError("[SurgUn] text_subspace needs target prompts paired with distractor prompts, and none were given.")
+        raise SurgUnError(NO_PAIRS)
     rows = [tokens(p) for p in dict.fromkeys(kept)]
     basis = editable_basis(torch.cat(differences), torch.cat(rows) if rows else differences[0][:0])
     if basis.shape[1] == 0:
