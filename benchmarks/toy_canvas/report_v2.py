@@ -243,7 +243,7 @@ def plots(summary: dict, attacks: list, out: Path, stem: str, keys: tuple = ("pa
         if not pts:
             continue
         W, H, pad = 640, 480, 60
-        img = Image.new("RGB", (W + 170, H), "white")
+        img = Image.new("RGB", (W + 170, max(H, 40 + 16 * len(pts))), "white")  # the legend below the plot's height too
         dr = ImageDraw.Draw(img)
         X = lambda v: pad + v * (W - 2 * pad)
         Y = lambda v: H - pad - v * (H - 2 * pad)

@@ -188,3 +188,17 @@ def test_every_method_has_its_own_plot_colour():
     from surgun_pack.benchmarks.toy_canvas.report_v2 import COLOURS
 
     assert len(set(COLOURS)) == len(COLOURS) >= len(mv.V2_METHODS)
+
+
+def test_every_method_appears_in_the_plot_legend(tmp_path):
+    """With every method plotted, each one's legend swatch is drawn inside the image, in its colour."""
+    from PIL import Image
+
+    from surgun_pack.benchmarks.toy_canvas.report_v2 import COLOURS, plots
+
+    at = lambda v: {"mean": v}  # noqa: E731
+    summary = {f"{m}|0.003|style": {"UA": at(0.5), "IRA": at(0.9), "CRA": at(0.9)} for m in mv.V2_METHODS}
+    plots(summary, [], tmp_path, "t")
+    img = Image.open(tmp_path / "t_pareto_style.png").convert("RGB")
+    for i, m in enumerate(mv.V2_METHODS):
+        assert img.getpixel((640 + 15, 30 + 16 * i)) == COLOURS[i], m
