@@ -62,7 +62,7 @@ class EraseRequest:
     samples_per_prompt: int = 2
     sample_cfg: float = 5.0
     text_subspace: bool = False
-    """Train only the layers that read the prompt, on the text directions of the competition (:mod:`.subspace`)."""
+    """Confine the chosen layers that read the prompt to the text directions of the competition (:mod:`.subspace`)."""
     gradient_checkpointing: bool = True
     """Recompute block activations in the backward pass (less memory, ~30 % more compute).
     Always on for Flux, whose blocks add into their inputs in place."""
@@ -164,8 +164,6 @@ def erase_concept(model_patcher, clip, req: EraseRequest, node_id: str | None = 
     renderer.bank.check_lengths({"target": [g.target for g in groups], "distractors": [d for g in groups for d in g.distractors],
                                  "retain_prompts": [r for g in groups for r in g.retain]})
     subspace = text_subspace(model_patcher, renderer.bank, groups, modules, family.name) if req.text_subspace else None
-    if subspace is not None:
-        modules = subspace.modules
     unpaired = sum(not g.paired for g in groups)
     notes = [n for n in (renderer.size_note("sample_size", req.sample_size), subspace.note if subspace else "",
                          f"{unpaired} of {len(groups)} target lines trained unpaired (mark the concept in braces to pair them)"
@@ -205,7 +203,7 @@ def erase_concept(model_patcher, clip, req: EraseRequest, node_id: str | None = 
     units = arch.checkpoint_units if (req.gradient_checkpointing or arch.key == "flux") else None
     progress.chart("train_start", {"total": req.train.steps, "cap": req.train.ascent_cap})
     deltas, result = train_deltas(model_patcher, renderer.bank, data, modules, train, units, on_step, on_setup=on_setup,
-                                  input_bases=[subspace.basis] * len(modules) if subspace else None)
+                                  input_bases=subspace.bases(modules) if subspace else None)
     strength = readout(model_patcher, renderer, shown_batches, shown[:len(firsts)], shown[len(firsts)] if len(shown) > len(firsts) else None,
                        deltas, result, req.train.seed)
     progress.say(readout_text(strength, req.train.ascent_cap), force=True)

@@ -14,21 +14,26 @@ from ..surgun_core.subspace import READS_PROMPT, competition_basis
 
 @dataclass(frozen=True)
 class TextSubspace:
-    modules: list[str]
-    """The chosen layers that read the prompt: the ones trained."""
-    left: list[str]
-    """The chosen layers that do not: left untouched."""
+    confined: list[str]
+    """The chosen layers that read the prompt: their change is confined to ``basis``."""
+    free: list[str]
+    """The chosen layers that do not: they train as without the option."""
     basis: torch.Tensor
-    """``[D, r]`` orthonormal text directions the trained layers may act on."""
+    """``[D, r]`` orthonormal text directions the confined layers may act on."""
 
     @property
     def note(self) -> str:
         dim, rank = self.basis.shape
-        return (f"text_subspace: training the {len(self.modules)} layers that read the prompt (to_k, to_v) on {rank} of {dim} "
-                f"text directions; {len(self.left)} other chosen layers left untouched")
+        return (f"text_subspace: the {len(self.confined)} layers that read the prompt (to_k, to_v) confined to {rank} of {dim} "
+                f"text directions; {len(self.free)} other chosen layers train freely")
+
+    def bases(self, modules: Sequence[str]) -> list[torch.Tensor | None]:
+        """Per module, in order: the basis for a confined layer, None for a free one."""
+        return [self.basis if n in self.confined else None for n in modules]
 
     def metadata(self) -> dict:
-        return {"rank": int(self.basis.shape[1]), "dim": int(self.basis.shape[0]), "left_untouched": list(self.left)}
+        return {"rank": int(self.basis.shape[1]), "dim": int(self.basis.shape[0]), "confined": list(self.confined),
+                "free": list(self.free)}
 
 
 def tokens(bank, prompt: str) -> torch.Tensor:
@@ -37,7 +42,7 @@ def tokens(bank, prompt: str) -> torch.Tensor:
 
 
 def text_subspace(model_patcher, bank, groups: Sequence[Group], modules: Sequence[str], family_name: str) -> TextSubspace:
-    """Split ``modules`` into the layers that read the prompt and the rest, and measure the directions
+    """Split ``modules`` into the layers that read the prompt (confined) and the rest (free), and measure the directions
     (:func:`surgun_core.subspace.competition_basis`): each target line against its distractor prompts, and
     every retain and distractor prompt kept."""
     import comfy.utils
@@ -47,7 +52,7 @@ def text_subspace(model_patcher, bank, groups: Sequence[Group], modules: Sequenc
     reads = [n for n in modules if n.endswith(READS_PROMPT) and comfy.utils.get_attr(net, f"{n}.weight").shape[-1] == dim]
     if not reads:
         raise SurgUnError(
-            f"[SurgUn] text_subspace trains only layers that read the prompt directly (cross-attention {' / '.join(READS_PROMPT)}, "
+            f"[SurgUn] text_subspace confines the layers that read the prompt directly (cross-attention {' / '.join(READS_PROMPT)}, "
             f"as in SD1.x, SD2.x and SDXL), and none of the {len(modules)} chosen layers of this {family_name} model does. "
             "Choose the cross_attention preset on a UNet model, or turn text_subspace off."
         )

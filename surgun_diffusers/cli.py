@@ -72,9 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "than its distractors' images at the same noise and level (needs shared noise; default: every step "
                         "until the guard stops it)")
     c.add_argument("--text-subspace", action="store_true",
-                   help="train only the layers that read the prompt (cross-attention to_k, to_v; SD1.x, SD2.x, SDXL), confined "
-                        "to the text directions where the target lines differ from their distractor prompts more than the kept "
-                        "prompts vary (default: every chosen layer trains freely)")
+                   help="confine the chosen layers that read the prompt (cross-attention to_k, to_v; SD1.x, SD2.x, SDXL) to "
+                        "the text directions where the target lines differ from their distractor prompts more than the kept "
+                        "prompts vary; the other chosen layers train freely (default: every chosen layer trains freely)")
     c.add_argument("--retain", action="append", default=[], help="an unrelated prompt to keep (repeatable)")
     c.add_argument("--retain-file", default=None, help="a file with one retain prompt per line")
 

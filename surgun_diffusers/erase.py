@@ -110,7 +110,7 @@ class EraseRequest:
     gradient_checkpointing: bool = True
     sana_instruction: bool = True
     text_subspace: bool = False
-    """Train only the layers that read the prompt, on the competition's text directions (``surgun_core.subspace``)."""
+    """Confine the chosen layers that read the prompt to the competition's text directions (``surgun_core.subspace``)."""
     method: str = "surgun"
     """``surgun`` or one of ``surgun_diffusers.methods.METHODS`` (ablations and baselines, e.g. ``esd_x``)."""
 
@@ -297,12 +297,13 @@ def erase(pipe, req: EraseRequest, progress: Progress | None = None, cache_dir: 
         chosen, localization = localize_blocks(pipe, family, encoder, plan_, samples, req, progress)
         modules = select_trainable(net, chosen)
         pattern = chosen
-    subspace = None
+    subspace, bases = None, None
     if req.text_subspace:
         from .subspace import text_subspace
 
-        modules, basis, subspace = text_subspace(net, family.name, encoder, plan_, modules)
-        progress.say(f"text_subspace: {len(modules)} layers on {subspace['rank']} of {subspace['dim']} text directions")
+        bases, subspace = text_subspace(net, family.name, encoder, plan_, modules)
+        progress.say(f"text_subspace: {len(subspace['confined'])} layers confined to {subspace['rank']} of {subspace['dim']} "
+                     f"text directions, {len(subspace['free'])} free")
 
     def on_step(step: int, total: int, metrics: dict) -> None:
         progress.tick()
@@ -313,7 +314,7 @@ def erase(pipe, req: EraseRequest, progress: Progress | None = None, cache_dir: 
         config = dataclasses.replace(config, seed=config.seed + seed_offset)
     data = concept_groups(req.method, plan_, samples, encoder.device, retain_plan(req, encoder, cache_dir))
     deltas, result = train_on(pipe, family, encoder, modules, data, config, req.method, req.gradient_checkpointing,
-                              on_step, grad_sync, [basis] * len(modules) if subspace else None)
+                              on_step, grad_sync, bases)
     total = time.monotonic() - t0
     metadata = {
         "pack": "SurgUn", "pack_version": __version__, "source": "surgun_diffusers",

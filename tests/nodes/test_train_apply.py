@@ -317,22 +317,27 @@ def test_ascent_until_tie_reaches_training_and_without_shared_noise_stops_with_a
     assert comfy.run(graph("sd1", steps=3, seed=22)).success
 
 
-def test_text_subspace_trains_only_the_prompt_reading_layers_within_the_measured_directions(comfy):
-    """With text_subspace on, the weights file holds only to_k/to_v deltas, and together they act on no more
-    text directions than the run measured (their rows lie in that span); off, the same run's deltas use more."""
+def test_text_subspace_confines_the_prompt_reading_layers_to_the_measured_directions_and_trains_the_rest_freely(comfy):
+    """With text_subspace on, the to_k/to_v deltas together act on no more text directions than the run measured (their
+    rows lie in that span) while the other chosen layers train as before; off, the same layers' deltas use more. The
+    layers trained are still the user's choice (block_pattern)."""
+    used = lambda weights, names: int(torch.linalg.matrix_rank(  # noqa: E731
+        torch.cat([weights.deltas[f"diffusion_model.{n}.diff"].float() for n in names]), rtol=1e-4))
     on = comfy.run(graph("sd1", steps=4, seed=23, learning_rate=2e-3, text_subspace=True))
     assert on.success, on.error_text()
     w = on.outputs["2"][1][0]
     meta = w.metadata["text_subspace"]
-    assert w.modules and all(m.endswith(("attn2.to_k", "attn2.to_v")) for m in w.modules)
-    assert meta["left_untouched"] and all(m.endswith(("attn2.to_q", "attn2.to_out.0")) for m in meta["left_untouched"])
-    assert 1 <= meta["rank"] < meta["dim"]
-    used = lambda weights: int(torch.linalg.matrix_rank(  # noqa: E731
-        torch.cat([d.float() for k, d in weights.deltas.items() if k.endswith(("to_k.diff", "to_v.diff"))]), rtol=1e-4))
-    assert used(w) <= meta["rank"]
-    off = comfy.run(graph("sd1", steps=4, seed=23, learning_rate=2e-3, block_pattern="attn2.to_k, attn2.to_v"))
+    assert sorted(meta["confined"] + meta["free"]) == sorted(w.modules)
+    assert meta["confined"] and all(m.endswith(("attn2.to_k", "attn2.to_v")) for m in meta["confined"])
+    assert meta["free"] and all(m.endswith(("attn2.to_q", "attn2.to_out.0")) for m in meta["free"])
+    assert all(w.deltas[f"diffusion_model.{m}.diff"].abs().max() > 0 for m in meta["free"])
+    assert 1 <= meta["rank"] < meta["dim"] and used(w, meta["confined"]) <= meta["rank"]
+    off = comfy.run(graph("sd1", steps=4, seed=23, learning_rate=2e-3))
     assert off.success, off.error_text()
-    assert used(off.outputs["2"][1][0]) > meta["rank"]
+    assert used(off.outputs["2"][1][0], meta["confined"]) > meta["rank"]
+    kv = comfy.run(graph("sd1", steps=2, seed=23, learning_rate=2e-3, text_subspace=True, block_pattern="attn2.to_k, attn2.to_v"))
+    assert kv.success, kv.error_text()
+    assert sorted(kv.outputs["2"][1][0].modules) == sorted(meta["confined"]) and not kv.outputs["2"][1][0].metadata["text_subspace"]["free"]
 
 
 def test_text_subspace_on_a_model_without_prompt_reading_layers_stops_with_a_clear_error(comfy):
