@@ -140,13 +140,13 @@ class SurgUnTrain(io.ComfyNode):
                         "three targets at the best learning rate, erased less at a lower one and was recovered about as "
                         "much) = the ascent runs every step until the guard (ascent_cap) stops it."),
                 _option("text_subspace", False,
-                        "Train only the layers that read the prompt (cross-attention to_k and to_v; SD1.x, SD2.x, SDXL), "
-                        "and only on the text directions where each target line differs from its distractor lines more "
-                        "than the retain and distractor prompts vary (a fixed rule, no threshold); a prompt changes only "
-                        "through those directions, and the other chosen layers are left untouched. Off (default; on the toy "
-                        "benchmark it kept related and unrelated prompts better and did not break at a 3x higher learning "
-                        "rate, but a soft-prompt attack recovered the erased concept almost fully) = every chosen layer "
-                        "trains freely."),
+                        "Confine the chosen layers that read the prompt (cross-attention to_k and to_v; SD1.x, SD2.x, SDXL) "
+                        "to the text directions where each target line differs from its distractor lines more than the "
+                        "retain and distractor prompts vary (a fixed rule, no threshold): through them a prompt changes "
+                        "only along those directions. The other chosen layers train freely; block_pattern "
+                        "'attn2.to_k, attn2.to_v' confines the whole update. Off (default; on the toy benchmark it "
+                        "kept objects and related concepts better, but a soft-prompt attack recovered an erased object "
+                        "far more) = every chosen layer trains freely."),
                 DistractorsSocket.Input("distractor_set", optional=True,
                                         tooltip="Distractors from SurgUn Distractor Builder. When connected, it replaces the text field."),
                 BlocksSocket.Input("block_set", optional=True,
