@@ -7,9 +7,8 @@ from typing import Sequence
 
 import torch
 
-from ..surgun_core.errors import SurgUnError
 from ..surgun_core.pairing import Group
-from ..surgun_core.subspace import READS_PROMPT, competition_basis
+from ..surgun_core.subspace import competition_basis, prompt_readers
 
 
 @dataclass(frozen=True)
@@ -49,13 +48,7 @@ def text_subspace(model_patcher, bank, groups: Sequence[Group], modules: Sequenc
 
     net = model_patcher.get_model_object("diffusion_model")
     dim = tokens(bank, groups[0].target).shape[-1]
-    reads = [n for n in modules if n.endswith(READS_PROMPT) and comfy.utils.get_attr(net, f"{n}.weight").shape[-1] == dim]
-    if not reads:
-        raise SurgUnError(
-            f"[SurgUn] text_subspace confines the layers that read the prompt directly (cross-attention {' / '.join(READS_PROMPT)}, "
-            f"as in SD1.x, SD2.x and SDXL), and none of the {len(modules)} chosen layers of this {family_name} model does. "
-            "Choose the cross_attention preset on a UNet model, or turn text_subspace off."
-        )
+    reads = prompt_readers(modules, lambda n: comfy.utils.get_attr(net, f"{n}.weight").shape[-1], dim, family_name)
     basis = competition_basis(lambda p: tokens(bank, p), [(g.target, g.distractors) for g in groups],
                               [p for g in groups for p in (*g.distractors, *g.retain)])
     return TextSubspace(reads, [n for n in modules if n not in reads], basis)

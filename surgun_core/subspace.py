@@ -30,6 +30,20 @@ token embeddings, the same in ComfyUI's and diffusers' layer names."""
 NO_PAIRS = "[SurgUn] text_subspace needs target prompts paired with distractor prompts, and none were given."
 
 
+def prompt_readers(modules: Sequence[str], in_features: Callable[[str], int | None], dim: int, family_name: str,
+                   option: str = "text_subspace", fix: str = "turn text_subspace off") -> list[str]:
+    """The modules that read the prompt's token embeddings directly: named as :data:`READS_PROMPT` and taking
+    ``dim`` inputs (``in_features(name)``). Refuses a choice with none, naming ``option`` and ``fix``."""
+    reads = [n for n in modules if n.endswith(READS_PROMPT) and in_features(n) == dim]
+    if not reads:
+        raise SurgUnError(
+            f"[SurgUn] {option} confines the layers that read the prompt directly (cross-attention {' / '.join(READS_PROMPT)}, "
+            f"as in SD1.x, SD2.x and SDXL), and none of the {len(modules)} chosen layers of this {family_name} model does. "
+            f"Choose the cross_attention preset on a UNet model, or {fix}."
+        )
+    return reads
+
+
 def editable_basis(differences: torch.Tensor, kept: torch.Tensor, ridge: float = 1e-6) -> torch.Tensor:
     """Orthonormal columns ``[D, r]`` spanning the directions where the differences carry more mean
     energy than the kept tokens (see the module docstring). ``differences`` ``[N, D]``, ``kept``
@@ -69,7 +83,7 @@ def confine_(tensors: Sequence[torch.Tensor], bases: Sequence[torch.Tensor | Non
         for t, q, s in zip(tensors, bases, starts):
             if q is None:
                 continue
-            q = q.to(device=t.device, dtype=t.dtype)
+            q = q.to(device=t.device, dtype=t.dtype)  # a no-op where the caller already moved it (the training loop)
             change = t if s is None else t - s
             confined = (change @ q) @ q.T
             t.copy_(confined if s is None else s + confined)

@@ -303,6 +303,7 @@ def train_competition(
     bases = list(input_bases) if input_bases is not None else [None] * len(params)
     if len(bases) != len(params):
         raise SurgUnError(f"[SurgUn] {len(bases)} input bases were given for {len(params)} parameters; give one (or None) per parameter.")
+    bases = [None if b is None else b.to(device=p.device, dtype=p.dtype) for p, b in zip(params, bases)]  # once, not every step
     confined = any(b is not None for b in bases)
     starts = [p.detach().clone() if b is not None else None for p, b in zip(params, bases)]  # the change is what is confined
 
