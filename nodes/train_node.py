@@ -147,6 +147,12 @@ class SurgUnTrain(io.ComfyNode):
                         "'attn2.to_k, attn2.to_v' confines the whole update. Off (default; on the toy benchmark it "
                         "kept objects and related concepts better, but a soft-prompt attack recovered an erased object "
                         "far more) = every chosen layer trains freely."),
+                io.Int.Input("adversary_steps", default=0, min=0, max=50, advanced=True, optional=True,
+                             tooltip="Train against a soft-prompt attack too (AdvUnlearn's idea, warm-started): each step "
+                                     "moves a soft prompt per target line this many Adam steps (lr 1e-2) toward bringing the "
+                                     "concept back, then runs the competition under it as well, so the erasure holds for the "
+                                     "contexts an attacker would find, not only for the words. Each step costs about twice as "
+                                     "much. 0 (default) = off, train on the prompts only."),
                 DistractorsSocket.Input("distractor_set", optional=True,
                                         tooltip="Distractors from SurgUn Distractor Builder. When connected, it replaces the text field."),
                 BlocksSocket.Input("block_set", optional=True,
@@ -192,6 +198,7 @@ class SurgUnTrain(io.ComfyNode):
         shared_noise: bool = True,
         ascent_until_tie: bool = False,
         text_subspace: bool = False,
+        adversary_steps: int = 0,
         distractor_set: DistractorsSocket.Type | None = None,
         block_set: BlocksSocket.Type | None = None,
     ) -> io.NodeOutput:
@@ -220,6 +227,7 @@ class SurgUnTrain(io.ComfyNode):
                 ascent_cap=ascent_cap, distractors_per_step=distractors_per_step,
                 max_grad_norm=max_grad_norm, seed=seed, model_targets=model_targets,
                 concept_levels=concept_levels, shared_noise=shared_noise, ascent_until_tie=ascent_until_tie,
+                adversary_steps=adversary_steps,
             ),
             block_preset=blocks, block_pattern=block_pattern, blocks=tuple(block_set.names) if block_set is not None else (),
             sample_size=sample_size, sample_steps=sample_steps, samples_per_prompt=samples_per_prompt,

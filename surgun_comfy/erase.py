@@ -220,6 +220,8 @@ def erase_concept(model_patcher, clip, req: EraseRequest, node_id: str | None = 
         "retain_plan": {"distractors_retained": req.retain_distractors, "nearest_first": req.retain_nearest_first},
         "blocks": {"preset": req.block_preset, "pattern": pattern, "modules": modules},
         **({"text_subspace": subspace.metadata()} if subspace else {}),
+        **({"adversary": {"steps": train.adversary_steps, "lr": train.adversary_lr,
+                          "drift": {p: round(v, 4) for p, v in result.adversary_drift.items()}}} if result.adversary_drift else {}),
         "hyperparameters": dataclasses.asdict(train),
         "sampling": {"size": renderer.pixels, "steps": req.sample_steps, "per_prompt": req.samples_per_prompt,
                      "cfg": req.sample_cfg, "sampler": arch.sampler, "scheduler": arch.scheduler},

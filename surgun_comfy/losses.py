@@ -71,14 +71,15 @@ def weighted_error(model_sampling, pred: torch.Tensor, target: torch.Tensor, sig
 
 def denoising_loss(model_patcher, bank: PromptBank, x0: torch.Tensor, prompts: Sequence[str], generator: torch.Generator,
                    teachers: Sequence[str | None] | None = None, original=None, percents: torch.Tensor | None = None,
-                   noise_rows: Sequence[int] | None = None) -> torch.Tensor:
+                   noise_rows: Sequence[int] | None = None, contexts=None) -> torch.Tensor:
     """Per-sample native denoising loss of clean latents ``x0`` (model space) under ``prompts``.
 
     ``teachers`` (with ``original``, a context in which the model computes with its untouched weights):
     a row with a prompt regresses onto the untouched model's prediction under that prompt at the same
     noisy input instead of onto its sample (the model targets of ``TrainConfig.model_targets``).
     ``percents``: each sample's noise level, NaN for a uniform draw (``TrainConfig.concept_levels``).
-    ``noise_rows``: per sample, the row whose noise and level it takes (``TrainConfig.shared_noise``)."""
+    ``noise_rows``: per sample, the row whose noise and level it takes (``TrainConfig.shared_noise``).
+    ``contexts``: soft prompts by name (``TrainConfig.adversary_steps``)."""
     ms = model_patcher.get_model_object("model_sampling")
     sigma, xt, x0 = noisy_input(ms, x0, generator, bank.device, percents, noise_rows)
     rows = [i for i, t in enumerate(teachers or ()) if t]
@@ -87,10 +88,10 @@ def denoising_loss(model_patcher, bank: PromptBank, x0: torch.Tensor, prompts: S
             taught = model_patcher.model.apply_model(xt[rows], sigma[rows], **bank.batch([teachers[i] for i in rows]))
         x0 = x0.clone()
         x0[rows] = taught.to(x0.dtype)
-    return weighted_error(ms, model_patcher.model.apply_model(xt, sigma, **bank.batch(prompts)), x0, sigma)
+    return weighted_error(ms, model_patcher.model.apply_model(xt, sigma, **bank.batch(prompts, contexts)), x0, sigma)
 
 
 def denoising(deltas: TrainableDeltas, bank: PromptBank) -> LossFn:
     """The loss factory SurgUn trains with: the native denoising loss of the model being trained."""
-    return lambda x0, prompts, g, teachers=None, percents=None, noise_rows=None: denoising_loss(
-        deltas.work, bank, x0, prompts, g, teachers, deltas.original, percents, noise_rows)
+    return lambda x0, prompts, g, teachers=None, percents=None, noise_rows=None, contexts=None: denoising_loss(
+        deltas.work, bank, x0, prompts, g, teachers, deltas.original, percents, noise_rows, contexts)

@@ -12,6 +12,7 @@ from typing import Mapping, Sequence
 
 import torch
 
+from ..surgun_core.adversary import base_prompt
 from ..surgun_core.errors import SurgUnError, short
 
 
@@ -50,6 +51,23 @@ class PromptBank:
             self._model_conds[prompt] = {k: v.process_cond(batch_size=1, area=None) for k, v in first.items()}
         return self._model_conds[prompt]
 
+    def context(self, prompt: str) -> torch.Tensor:
+        """The cross-attention context the model reads for ``prompt`` (batch 1): where a soft prompt starts."""
+        conds = self.model_conds(prompt)
+        if "c_crossattn" not in conds:
+            raise SurgUnError(f"[SurgUn] this model reads no cross-attention context for {short(prompt)}, so there is no "
+                              "soft prompt to train against. Set adversary_steps to 0.")
+        return conds["c_crossattn"].cond
+
+    def _conds(self, prompt: str, contexts: Mapping[str, torch.Tensor]) -> dict:
+        """A prompt's model conds; a soft prompt's name reads its context in place of its prompt's words."""
+        base = base_prompt(prompt)
+        if base is None or prompt not in contexts:
+            return self.model_conds(prompt)
+        import comfy.conds
+
+        return {**self.model_conds(base), "c_crossattn": comfy.conds.CONDCrossAttn(contexts[prompt].to(self.device))}
+
     def check_lengths(self, by_input: Mapping[str, Sequence[str]]) -> None:
         """Refuse, before any work, a prompt too long to share a batch with a short one (CLIP
         models: over 4 windows of 75 tokens), naming the input it came from. The windows are counted
@@ -70,11 +88,12 @@ class PromptBank:
                         "Shorten it, or split it into several lines."
                     )
 
-    def batch(self, prompts: Sequence[str]) -> dict:
-        """Keyword arguments for ``BaseModel.apply_model`` with one prompt per sample."""
+    def batch(self, prompts: Sequence[str], contexts: Mapping[str, torch.Tensor] | None = None) -> dict:
+        """Keyword arguments for ``BaseModel.apply_model`` with one prompt per sample; ``contexts``: soft
+        prompts by name (:mod:`surgun_core.adversary`)."""
         import comfy.samplers
 
-        conds = [self.model_conds(p) for p in prompts]
+        conds = [self._conds(p, contexts or {}) for p in prompts]
         first = conds[0]
         for p, c in zip(prompts, conds):
             if not all(c[k].can_concat(first[k]) for k in first):

@@ -49,5 +49,7 @@ def train_deltas(
                                     retain={k: to_model(v) for k, v in s.retain.items()})  # every other field as given
                 for s in groups
             ]
-            result = train_competition(list(td.deltas.values()), data, loss(td, bank), config, on_step, on_setup, input_bases)
+            contexts = {d.target_prompt: bank.context(d.target_prompt) for d in data} if config.adversary_steps else None
+            result = train_competition(list(td.deltas.values()), data, loss(td, bank), config, on_step, on_setup, input_bases,
+                                       contexts)
             return td.detached(), result

@@ -5,10 +5,11 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 import torch
 
+from .adversary import SoftPromptAdversary, soft_name
 from .errors import NonFiniteLossError, SurgUnError
 from .guard import AscentGuard
 from .levels import LevelProfile, draw_levels, measure_profile
@@ -83,6 +84,12 @@ class TrainConfig:
     carries), so the ascent cannot go on unlearning what the target shares with its distractors. With several
     target rows a step (``target_per_step``) their mean is compared. The guard (``ascent_cap``) still bounds the
     whole run."""
+    adversary_steps: int = 0
+    """Train against a soft-prompt attack as well (:mod:`surgun_core.adversary`): each step moves a soft prompt per
+    target prompt this many Adam steps toward bringing the target back, then runs the competition under it too.
+    0 = off. Needs a loss_fn that takes ``contexts`` and the target prompts' contexts."""
+    adversary_lr: float = 1e-2
+    """The soft prompt's Adam learning rate."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.steps, int) or self.steps < 1:
@@ -97,13 +104,16 @@ class TrainConfig:
                 f"[SurgUn] ascent_cap must be above 1 (a multiple of the target's starting loss), got {self.ascent_cap!r}; "
                 "at or below 1 the ascent would stop before it starts. Try 2.0, or 0 for no guard."
             )
-        for name in ("target_per_step", "distractors_per_step", "retain_per_step", "guard_every", "guard_samples", "guard_draws"):
+        for name in ("target_per_step", "distractors_per_step", "retain_per_step", "guard_every", "guard_samples", "guard_draws",
+                     "adversary_steps"):
             v = getattr(self, name)
-            lo = 0 if name in ("distractors_per_step", "retain_per_step") else 1
+            lo = 0 if name in ("distractors_per_step", "retain_per_step", "adversary_steps") else 1
             if not isinstance(v, int) or v < lo:
                 raise SurgUnError(f"[SurgUn] {name} must be an integer >= {lo}, got {v!r}.")
         if not math.isfinite(self.max_grad_norm) or self.max_grad_norm < 0:
             raise SurgUnError(f"[SurgUn] max_grad_norm must be >= 0 (0 = off), got {self.max_grad_norm!r}.")
+        if not math.isfinite(self.adversary_lr) or self.adversary_lr <= 0:
+            raise SurgUnError(f"[SurgUn] adversary_lr must be a finite number > 0, got {self.adversary_lr!r}. Try 1e-2.")
         if self.ascent_until_tie and not self.shared_noise:
             raise SurgUnError(
                 "[SurgUn] ascent_until_tie compares a target image with its distractors' images at the same noise, "
@@ -167,6 +177,9 @@ class TrainResult:
     fields above are the first concept's."""
     levels: dict[str, LevelProfile] = field(default_factory=dict)
     """Per concept: where its ascent drew its noise levels (``TrainConfig.concept_levels``; empty when off)."""
+    adversary_drift: dict[str, float] = field(default_factory=dict)
+    """Per target prompt: how far its soft prompt moved from the prompt's own context (relative L2;
+    ``TrainConfig.adversary_steps``; empty when off)."""
 
 
 def _draw(n: int, k: int, g: torch.Generator) -> list[int]:
@@ -216,6 +229,20 @@ class Batch:
         for a, b in self.spans["target"]:
             out[a:b] = draw_levels(probs, b - a, g)
         return out
+
+    def under(self, name: str) -> "Batch":
+        """This batch plus a copy of its competition rows (target, distractors) conditioned on ``name``,
+        each copy at its original row's noise and level: the same inputs, another context."""
+        rows = [i for role in ("target", "distractor") for a, b in self.spans[role] for i in range(a, b)]
+        spans = {role: list(v) for role, v in self.spans.items()}
+        base = len(self.prompts)
+        for role in ("target", "distractor"):
+            for a, b in self.spans[role]:
+                start = base + rows.index(a)
+                spans[role].append((start, start + b - a))
+        own = self.noise_rows if self.noise_rows is not None else list(range(base))
+        return Batch(torch.cat([self.x0, self.x0[rows]]), self.prompts + [name] * len(rows),
+                     self.sources + [self.sources[i] for i in rows], spans, own + [own[i] for i in rows])
 
 
 def _draw_batch(data: ConceptData, config: TrainConfig, distractor_names: list[str], retain_names: list[str],
@@ -274,6 +301,7 @@ def train_competition(
     on_step: OnStep | None = None,
     on_setup: OnSetup | None = None,
     input_bases: Sequence[torch.Tensor | None] | None = None,
+    contexts: Mapping[str, torch.Tensor] | None = None,
 ) -> TrainResult:
     """Minimise the SurgUn objective over ``params`` (leaf tensors with ``requires_grad``).
 
@@ -290,6 +318,9 @@ def train_competition(
 
     ``input_bases`` (one per param, or None): a param ``[out, D]`` given a basis ``[D, r]`` changes only in
     its action on inputs in that span, every step (:mod:`surgun_core.subspace`: its gradient and its value are confined).
+
+    ``contexts`` (target prompt -> the context the model reads for it): where ``config.adversary_steps`` > 0, the
+    adversary's soft prompts start there (:mod:`surgun_core.adversary`).
     """
     groups = [data] if isinstance(data, ConceptData) else list(data)
     if not groups:
@@ -327,6 +358,14 @@ def train_competition(
             log.info("[SurgUn] guard%s: target probe loss %.5f, ascent stops at %.5f (x%g)", f" ({name})" if name else "",
                      guards[name].reference, guards[name].cap, config.ascent_cap)
     guard = guards.get(names[0])
+    adversary = None
+    if config.adversary_steps > 0:
+        missing = [d.target_prompt for d in groups if not contexts or d.target_prompt not in contexts]
+        if missing:
+            raise SurgUnError(f"[SurgUn] adversary_steps is {config.adversary_steps} but no context was given for the target "
+                              f"prompt '{missing[0][:60]}'. Pass the target prompts' contexts, or set adversary_steps to 0.")
+        adversary = SoftPromptAdversary({d.target_prompt: contexts[d.target_prompt] for d in groups}, config.adversary_steps,
+                                        config.adversary_lr)
 
     opt = torch.optim.Adam(params, lr=config.learning_rate)
     g = torch.Generator().manual_seed(config.seed)
@@ -338,11 +377,19 @@ def train_competition(
         data = groups[0] if len(groups) == 1 else groups[int(torch.randint(len(groups), (1,), generator=g))]
         ascent = w.ascent > 0 and (data.concept not in guards or guards[data.concept].active)
         batch = _draw_batch(data, config, list(data.distractors), list(data.retain), ascent, g)
+        adversary_loss = None
+        if adversary is not None:  # the soft prompt moves first, then the weights train against where it is
+            rows = batch.spans["target"]
+            shown = batch.x0[rows[0][0]:rows[0][1]] if rows else _pick(data.target, config.target_per_step, g)
+            adversary_loss = adversary.attack(loss_fn, shown, data.target_prompt, g)
+            batch = batch.under(soft_name(data.target_prompt))
         extra = {"teachers": batch.teachers()} if config.model_targets else {}
         if data.concept in profiles:
             extra["percents"] = batch.levels(profiles[data.concept].probs, g)
         if batch.noise_rows is not None:
             extra["noise_rows"] = batch.noise_rows
+        if adversary is not None:
+            extra["contexts"] = adversary.contexts()
         losses = loss_fn(batch.x0, batch.prompts, g, **extra)
         l_t, l_d, l_r = (_role_loss(losses, batch.spans[role]) for role in ("target", "distractor", "retain"))
         tied = config.ascent_until_tie and ascent and l_t is not None and l_d is not None and bool(l_t.mean() >= l_d.mean())
@@ -368,6 +415,8 @@ def train_competition(
         metrics = {"step": step + 1, **parts, "grad_norm": float(gn), "ascent_active": float(ascent and not tied)}
         if config.ascent_until_tie:
             metrics["ascent_tied"] = float(tied)
+        if adversary_loss is not None:
+            metrics["adversary_loss"] = adversary_loss
         for name, gd in guards.items():
             if gd.after_step(step + 1):
                 opt.state.clear()  # the ascent's momentum must not carry it past the cap
@@ -385,4 +434,6 @@ def train_competition(
                           "final_ratio": gd.ratio} for name, gd in guards.items()} if len(names) > 1 else {}
     return TrainResult(history=history, reference_target_loss=guard.reference if guard else float("nan"),
                        cap=guard.cap if guard else None, guard=list(guard.history) if guard else [],
-                       guard_stops=list(guard.stops) if guard else [], concepts=per_concept, levels=profiles)
+                       guard_stops=list(guard.stops) if guard else [], concepts=per_concept, levels=profiles,
+                       adversary_drift={base: adversary.drift[soft_name(base)] for base in dict.fromkeys(d.target_prompt for d in groups)
+                                        if soft_name(base) in adversary.drift} if adversary else {})

@@ -126,13 +126,16 @@ V2_METHODS: dict[str, V2Method] = {m.name: m for m in [
     _m("surgun_subspace", None, SURGUN_SAMPLES_PER_STEP, node=(("text_subspace", True), ("block_pattern", "attn2.to_k, attn2.to_v"))),
     # SurgUn with its prompt-reading layers confined to those directions and the other chosen layers trained freely
     _m("surgun_subspace_all", None, SURGUN_SAMPLES_PER_STEP, node=(("text_subspace", True),)),
+    # SurgUn trained against a warm-started soft prompt as well (the node's adversary_steps)
+    _m("surgun_adversary", None, SURGUN_SAMPLES_PER_STEP, node=(("adversary_steps", 3),)),
 ]}
 STEP_MATCHED = ("surgun", "esd_x", "esd_x_full", "ga", "ca", "ca_noise", "uce")
 COMPUTE_MATCHED = ("esd_x@4x", "esd_x_full@4x", "ga@4x", "ca@2x")
 ABLATIONS = ("surgun_loc", "surgun_1d", "surgun_no_distractors", "surgun_no_ascent", "surgun_rp_no_ascent", "surgun_rp_1d",
              "surgun_sn_1d", "surgun_sn_no_ascent", "surgun_sn_loc")
 VARIANTS = ("surgun_v1", "surgun_v0", "surgun_dps1", "surgun_cap15", "surgun_cap3", "surgun_protect", "surgun_nearest", "surgun_mt", "surgun_kv",
-            "surgun_levels", "surgun_sn_levels", "surgun_tie", "surgun_sn_kv", "surgun_subspace", "surgun_subspace_all")
+            "surgun_levels", "surgun_sn_levels", "surgun_tie", "surgun_sn_kv", "surgun_subspace", "surgun_subspace_all",
+            "surgun_adversary")
 UCE_LAMBDAS = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
 
 

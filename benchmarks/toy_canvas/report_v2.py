@@ -18,7 +18,7 @@ COLOURS = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (255, 127, 14), (148, 1
            (255, 187, 120), (197, 176, 213), (196, 156, 148), (219, 219, 141), (158, 218, 229), (82, 84, 163),
            (107, 110, 207), (156, 158, 222), (99, 121, 57), (140, 162, 82), (181, 207, 107), (140, 109, 49), (189, 158, 57),
            (132, 60, 57), (173, 73, 74), (214, 97, 107), (123, 65, 115), (165, 81, 148), (206, 109, 189), (222, 158, 214),
-           (57, 59, 121)]
+           (57, 59, 121), (231, 186, 82)]
 """At least one colour per method of ``V2_METHODS``: no two curves share one."""
 
 
@@ -135,7 +135,8 @@ def write_report(jsonl: Path, out: Path, stem: str, s, targets, wall_s: float | 
               "as it is now, surgun_sn_levels (concept_levels), surgun_tie (ascent_until_tie: the ascent only while the target "
               "still beats its distractors at the same noise and level), surgun_sn_kv (block_pattern: only to_k and to_v), "
               "surgun_subspace (only to_k and to_v, confined by text_subspace to the text directions of the competition), "
-              "surgun_subspace_all (text_subspace: to_k and to_v confined, the other cross-attention layers free).", "",
+              "surgun_subspace_all (text_subspace: to_k and to_v confined, the other cross-attention layers free), "
+              "surgun_adversary (adversary_steps 3: trained against a warm-started soft prompt as well).", "",
               "| kind | method | matched | lr | " + " | ".join(c.replace("_", " ") for c in cols) + " | n |",
               "|" + " --- |" * (5 + len(cols))]
         group = lambda m: ("ablation" if m in ABLATIONS else "variant" if m in VARIANTS

@@ -126,7 +126,8 @@ def test_each_variant_keeps_every_ingredient_and_changes_one_other_input():
                     "surgun_tie": ("now", {"ascent_until_tie": True}),
                     "surgun_sn_kv": ("now", {"block_pattern": "attn2.to_k, attn2.to_v"}),
                     "surgun_subspace": ("now", {"text_subspace": True, "block_pattern": "attn2.to_k, attn2.to_v"}),
-                    "surgun_subspace_all": ("now", {"text_subspace": True})}
+                    "surgun_subspace_all": ("now", {"text_subspace": True}),
+                    "surgun_adversary": ("now", {"adversary_steps": 3})}
     assert [v for v in mv.VARIANTS if mv.V2_METHODS[v].protect_related] == ["surgun_protect"]  # its one change: the distractor set
 
 

@@ -25,21 +25,22 @@ class TinyDenoiser(torch.nn.Module):
         self.block.norm = torch.nn.LayerNorm(16)
         self.out = torch.nn.Linear(16, dim)
 
-    def forward(self, x, sigma, prompts):
-        c = self.table[[self.prompts[p] for p in prompts]]
+    def forward(self, x, sigma, prompts, contexts=None):
+        contexts = contexts or {}  # a name in contexts reads that tensor instead of a prompt's row (a soft prompt)
+        c = torch.stack([contexts[p].reshape(-1) if p in contexts else self.table[self.prompts[p]] for p in prompts])
         h = self.block.norm(self.block.attn1.to_q(torch.cat([x, sigma[:, None]], dim=1)))
         h = h * torch.sigmoid(self.block.attn2.to_k(c)) + self.block.attn2.to_v(c)
         return self.out(h)  # unbounded in the trained weights, so unguarded ascent can run away
 
 
 def eps_loss_fn(model):
-    def loss_fn(x0, prompts, g, noise_rows=None):
+    def loss_fn(x0, prompts, g, noise_rows=None, contexts=None):
         noise = torch.randn(x0.shape, generator=g)
         sigma = torch.rand(x0.shape[0], generator=g) * 2 + 0.05
         if noise_rows is not None:  # TrainConfig.shared_noise: a row takes another row's noise and level
             noise, sigma = noise[list(noise_rows)], sigma[list(noise_rows)]
         xt = x0 + sigma[:, None] * noise
-        return ((model(xt, sigma, list(prompts)) - noise) ** 2).mean(dim=1)
+        return ((model(xt, sigma, list(prompts), contexts) - noise) ** 2).mean(dim=1)
     return loss_fn
 
 

@@ -344,3 +344,21 @@ def test_text_subspace_on_a_model_without_prompt_reading_layers_stops_with_a_cle
     bad = comfy.run(graph("flux", steps=2, seed=3, text_subspace=True))
     assert not bad.success and "text_subspace" in bad.error_text() and "turn text_subspace off" in bad.error_text()
     assert comfy.run(graph("sd1", steps=2, seed=3)).success
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_adversary_steps_trains_against_a_soft_prompt_that_moved_from_each_target_line(comfy, family):
+    """adversary_steps moves a soft prompt per target line (the family's own cross-attention context, its other conds
+    kept) and trains the competition under it as well: the file says how far each moved, and the weights differ from
+    the same run without it. Off: no soft prompt and no record of one."""
+    on = comfy.run(graph(family, steps=3, seed=17, learning_rate=2e-3, adversary_steps=2))
+    assert on.success, on.error_text()
+    w = on.outputs["2"][1][0]
+    adv = w.metadata["adversary"]
+    assert adv["steps"] == 2 == w.metadata["hyperparameters"]["adversary_steps"]
+    assert sorted(adv["drift"]) == sorted(w.metadata["targets"]) and all(v > 0 for v in adv["drift"].values())
+    off = comfy.run(graph(family, steps=3, seed=17, learning_rate=2e-3))
+    assert off.success, off.error_text()
+    o = off.outputs["2"][1][0]
+    assert "adversary" not in o.metadata
+    assert any(not torch.equal(w.deltas[k], o.deltas[k]) for k in w.deltas)
