@@ -75,6 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="confine the chosen layers that read the prompt (cross-attention to_k, to_v; SD1.x, SD2.x, SDXL) to "
                         "the text directions where the target lines differ from their distractor prompts more than the kept "
                         "prompts vary; the other chosen layers train freely (default: every chosen layer trains freely)")
+    c.add_argument("--adversary-steps", type=int, default=0,
+                   help="train against a soft-prompt attack as well: each step moves a soft prompt per target line (from the "
+                        "line's own text embeddings) this many Adam steps (lr 1e-2) toward bringing the concept back, then "
+                        "trains the competition under it too (default 0: off, the prompts only)")
     c.add_argument("--retain", action="append", default=[], help="an unrelated prompt to keep (repeatable)")
     c.add_argument("--retain-file", default=None, help="a file with one retain prompt per line")
 
@@ -179,7 +183,7 @@ def make_request(args, name: str, family_id: str):
     train = TrainConfig(steps=args.steps, learning_rate=args.lr, weights=CompetitionWeights(*args.weights),
                         ascent_cap=args.ascent_cap, distractors_per_step=args.distractors_per_step,
                         max_grad_norm=args.max_grad_norm, seed=args.seed, shared_noise=not args.no_shared_noise,
-                        ascent_until_tie=args.ascent_until_tie)
+                        ascent_until_tie=args.ascent_until_tie, adversary_steps=args.adversary_steps)
     return EraseRequest(
         concept=name, targets=tuple(args.target), kind=args.kind, distractors=tuple(args.distractors), k=args.k,
         protected=tuple(args.protected), paired=not args.unpaired,

@@ -20,6 +20,7 @@ from typing import Sequence
 
 import torch
 
+from surgun_core.adversary import base_prompt
 from surgun_core.errors import SurgUnError
 
 
@@ -153,8 +154,15 @@ class Denoiser:
         self.net = getattr(pipe, family.denoiser)
         self.scale = int(getattr(pipe, "vae_scale_factor", 8))
 
-    def __call__(self, xt: torch.Tensor, timestep: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
-        c = self.encoder.batch(prompts)
+    def __call__(self, xt: torch.Tensor, timestep: torch.Tensor, prompts: Sequence[str], contexts=None) -> torch.Tensor:
+        """``contexts``: soft prompts by name (``surgun_core.adversary``): such a row reads its context in place of its
+        prompt's ``encoder_hidden_states``; its other conds stay its prompt's."""
+        soft = [i for i, p in enumerate(prompts) if contexts and p in contexts]
+        c = self.encoder.batch([base_prompt(p) if i in soft else p for i, p in enumerate(prompts)])
+        if soft:
+            rows = [contexts[prompts[i]].to(device=self.encoder.device, dtype=self.encoder.dtype) for i in soft]
+            c = {**c, "encoder_hidden_states": c["encoder_hidden_states"].index_put(
+                (torch.tensor(soft, device=self.encoder.device),), torch.cat(rows))}
         dev, dt = self.encoder.device, self.encoder.dtype
         x = xt.to(device=dev, dtype=dt)
         t = timestep.to(dev)

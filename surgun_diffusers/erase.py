@@ -125,6 +125,9 @@ class EraseRequest:
                 "[SurgUn] no retain prompts were given while the retain weight is above 0. Add a few unrelated prompts "
                 "(--retain 'a photo of a dog' --retain 'a city street at night'), or set the retain weight to 0."
             )
+        if self.train.adversary_steps and METHODS[self.method].loss == "esd":
+            raise SurgUnError(f"[SurgUn] --adversary-steps trains SurgUn's competition under a soft prompt; the method "
+                              f"{self.method!r} has ESD's objective, which has none. Use --method surgun, or drop --adversary-steps.")
         low = self.concept.strip().lower()
         if any(r.strip().lower() == low for r in self.retain):
             raise SurgUnError(f"[SurgUn] the concept {self.concept!r} is also a retain prompt; remove it from the retain prompts.")
@@ -248,11 +251,14 @@ def train_on(pipe, family: Family, encoder: PromptEncoder, modules: Sequence[str
             if METHODS[method].loss == "esd":
                 loss_fn = lambda x0, ps, g: esd_loss(schedule, denoise, dm.disabled, x0, ps, g)  # noqa: E731
             else:
-                loss_fn = lambda x0, ps, g, noise_rows=None: denoising_loss(schedule, denoise, x0, ps, g, noise_rows)  # noqa: E731
+                loss_fn = lambda x0, ps, g, noise_rows=None, contexts=None: denoising_loss(  # noqa: E731
+                    schedule, denoise, x0, ps, g, noise_rows, contexts)
             params = list(dm.deltas.values())
             handle = grad_sync(params) if grad_sync is not None else None
             try:
-                result = train_competition(params, data, loss_fn, config, on_step, input_bases=input_bases)
+                contexts = ({d.target_prompt: encoder.cond(d.target_prompt)["encoder_hidden_states"] for d in data}
+                            if config.adversary_steps else None)
+                result = train_competition(params, data, loss_fn, config, on_step, input_bases=input_bases, contexts=contexts)
             finally:
                 if handle is not None:
                     handle.remove()
@@ -336,6 +342,9 @@ def erase(pipe, req: EraseRequest, progress: Progress | None = None, cache_dir: 
         metadata["localization"] = localization
     if subspace is not None:
         metadata["text_subspace"] = subspace
+    if result.adversary_drift:
+        metadata["adversary"] = {"steps": config.adversary_steps, "lr": config.adversary_lr,
+                                 "drift": {p: round(v, 4) for p, v in result.adversary_drift.items()}}
     log.info("[SurgUn] erased %r from %s: %d layers, %d steps in %.1fs", req.concept, family.name, len(modules),
              config.steps, total)
     return Erasure(family, deltas, list(modules), metadata, result, plan_)

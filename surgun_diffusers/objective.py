@@ -97,7 +97,7 @@ class NoiseSchedule:
         return noise.float() - x0.float()
 
 
-# denoise(x_t, timestep, prompts) -> the network's native output (eps, v or velocity)
+# denoise(x_t, timestep, prompts[, contexts]) -> the network's native output (eps, v or velocity)
 Denoise = Callable[[torch.Tensor, torch.Tensor, Sequence[str]], torch.Tensor]
 
 
@@ -112,13 +112,14 @@ def _draws(schedule: NoiseSchedule, x0: torch.Tensor, generator: torch.Generator
 
 
 def denoising_loss(schedule: NoiseSchedule, denoise: Denoise, x0: torch.Tensor, prompts: Sequence[str],
-                   generator: torch.Generator, noise_rows: Sequence[int] | None = None) -> torch.Tensor:
+                   generator: torch.Generator, noise_rows: Sequence[int] | None = None, contexts=None) -> torch.Tensor:
     """Per-sample native denoising loss of clean latents ``x0`` under ``prompts`` (shape ``[B]``).
 
     Timesteps, then noise, are drawn from ``generator`` (so a replayed generator reproduces them).
-    ``noise_rows``: per sample, the row whose timestep and noise it takes (``TrainConfig.shared_noise``)."""
+    ``noise_rows``: per sample, the row whose timestep and noise it takes (``TrainConfig.shared_noise``).
+    ``contexts``: soft prompts by name (``TrainConfig.adversary_steps``)."""
     d, noise, xt = _draws(schedule, x0, generator, noise_rows)
-    pred = denoise(xt, d.timestep, prompts).float()
+    pred = (denoise(xt, d.timestep, prompts, contexts) if contexts else denoise(xt, d.timestep, prompts)).float()
     return (pred - schedule.target(x0, noise, d)).pow(2).flatten(1).mean(1)
 
 

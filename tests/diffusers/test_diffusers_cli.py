@@ -89,6 +89,9 @@ def test_localised_run_trains_only_the_chosen_blocks(tiny_path, tmp_path):
     (["--concept", "Zorblax", "--distractors", "Zorblax", *RETAIN], "also listed among the distractors"),
     (["--concept", "Zorblax", "--distractors", "Monet", "--sample-cfg", "nan", *RETAIN], "sample cfg must be a finite number in [0, 100], got 'nan'"),
     (["--concept", "Zorblax", "--distractors", "Monet", "--ascent-until-tie", "--no-shared-noise", *RETAIN], "needs shared_noise on"),
+    (["--concept", "Zorblax", "--distractors", "Monet", "--method", "esd_x", "--adversary-steps", "1", *RETAIN],
+     "Use --method surgun, or drop --adversary-steps"),
+    (["--concept", "Zorblax", "--distractors", "Monet", "--adversary-steps", "-1", *RETAIN], "adversary_steps must be an integer >= 0, got -1"),
 ])
 def test_bad_inputs_stop_with_a_clear_error(tiny_path, tmp_path, caplog, extra, message):
     with caplog.at_level(logging.INFO, logger="SurgUn"):
@@ -187,3 +190,23 @@ def test_text_subspace_confines_the_prompt_reading_layers_to_the_measured_direct
     free = [d for d in deltas.values() if not (d.ndim == 2 and d.shape[1] == sub["dim"])]
     assert len(confined) == len(sub["confined"]) and len(free) == len(sub["free"]) and all(d.abs().max() > 0 for d in free)
     assert 1 <= sub["rank"] < sub["dim"] and int(torch.linalg.matrix_rank(torch.cat(confined), rtol=1e-4)) <= sub["rank"]
+
+
+@pytest.mark.parametrize("family", ["sd1", "sdxl"])
+def test_adversary_steps_trains_against_a_soft_prompt_from_each_target_line(tiny_path, tmp_path, family):
+    """--adversary-steps: a soft prompt per target line moved (the file says how far), and the weights differ from the
+    same run without it (bad values: test_bad_inputs_stop_with_a_clear_error)."""
+    out = {}
+    for steps in (0, 2):
+        out[steps] = tmp_path / f"adv{steps}"
+        assert run(tiny_path(family), out[steps], "--concept", "Zorblax", "--target", "a painting of a harbour by {}", "--kind",
+                   "artist", "--distractors", "Claude Monet", "Hokusai", *RETAIN, "--steps", "3", "--adversary-steps", str(steps),
+                   "--lora-check-images", "0") == 0
+    files = {}
+    for steps, d in out.items():
+        with safe_open(str(d / "Zorblax.safetensors"), "pt") as f:
+            files[steps] = (json.loads(f.metadata()["surgun"]), {k: f.get_tensor(k) for k in f.keys()})
+    meta, deltas = files[2]
+    assert meta["adversary"]["steps"] == 2 == meta["hyperparameters"]["adversary_steps"]
+    assert sorted(meta["adversary"]["drift"]) == sorted(meta["targets"]) and all(v > 0 for v in meta["adversary"]["drift"].values())
+    assert "adversary" not in files[0][0] and any(not (deltas[k] == files[0][1][k]).all() for k in deltas)
