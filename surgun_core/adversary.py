@@ -48,8 +48,8 @@ class SoftPromptAdversary:
         self.steps, self.lr = steps, lr
         self.context = {soft_name(p): c.detach().clone().float().requires_grad_(True) for p, c in contexts.items()}
         self._opt = {n: torch.optim.Adam([c], lr=lr) for n, c in self.context.items()}
-        self.drift: dict[str, float] = {}
-        """Per soft prompt: how far it has moved from its start (relative L2 norm), after the last step."""
+        self.drift: dict[str, float] = {p: 0.0 for p in contexts}
+        """Per target prompt: how far its soft prompt has moved from the prompt's own context (relative L2 norm)."""
         self._start = {n: c.detach().clone() for n, c in self.context.items()}
 
     def contexts(self) -> dict[str, torch.Tensor]:
@@ -71,5 +71,5 @@ class SoftPromptAdversary:
             ctx.grad = grad
             opt.step()
         start = self._start[name]
-        self.drift[name] = float((ctx.detach() - start).norm() / start.norm().clamp_min(1e-12))
+        self.drift[prompt] = float((ctx.detach() - start).norm() / start.norm().clamp_min(1e-12))
         return float(loss.detach())

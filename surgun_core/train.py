@@ -435,5 +435,4 @@ def train_competition(
     return TrainResult(history=history, reference_target_loss=guard.reference if guard else float("nan"),
                        cap=guard.cap if guard else None, guard=list(guard.history) if guard else [],
                        guard_stops=list(guard.stops) if guard else [], concepts=per_concept, levels=profiles,
-                       adversary_drift={base: adversary.drift[soft_name(base)] for base in dict.fromkeys(d.target_prompt for d in groups)
-                                        if soft_name(base) in adversary.drift} if adversary else {})
+                       adversary_drift=dict(adversary.drift) if adversary else {})

@@ -504,9 +504,11 @@ class Yardstick(Bench):
                           {r: samples[r] for r in with_distractors(g["retain"], g["distractors"])}, name)
               for g in baseline_groups(kind, name, chosen)]
         # surgun_model_targets: the node's model_targets option (one more forward pass, without gradients, per step);
-        # surgun_concept_levels: concept_levels (the same step, after a profile measured once: its cost is in setup_cpu_s)
+        # surgun_concept_levels: concept_levels (the same step, after a profile measured once: its cost is in setup_cpu_s);
+        # surgun_adversary: adversary_steps 3 as surgun_adversary runs it (three passes of one image for the soft prompt,
+        # the competition's rows twice)
         for label, data, meth in (("surgun", su, METHODS["surgun"]), ("surgun_model_targets", su, METHODS["surgun"]),
-                                  ("surgun_concept_levels", su, METHODS["surgun"]),
+                                  ("surgun_concept_levels", su, METHODS["surgun"]), ("surgun_adversary", su, METHODS["surgun"]),
                                   ("esd_x", concept_data("esd_x", kind, name, chosen, samples), METHODS["esd_x"]),
                                   ("ga", concept_data("ga", kind, name, chosen, samples), METHODS["ga"])):
             stamps = []
@@ -516,7 +518,8 @@ class Yardstick(Bench):
 
             cfg = TrainConfig(steps=steps + 1, learning_rate=1e-3, weights=meth.weights, ascent_cap=meth.ascent_cap, seed=0,
                               distractors_per_step=2, model_targets=label == "surgun_model_targets",
-                              concept_levels=label == "surgun_concept_levels", shared_noise=label.startswith("surgun"))
+                              concept_levels=label == "surgun_concept_levels", shared_noise=label.startswith("surgun"),
+                              adversary_steps=3 if label == "surgun_adversary" else 0)
             t0 = time.process_time()
             train_deltas(self.model, self.bank, data, self.modules, cfg, self.family.arch.checkpoint_units, on_step, loss=meth.loss)
             d = [b - a for a, b in zip(stamps, stamps[1:])]
@@ -525,6 +528,7 @@ class Yardstick(Bench):
         out["ratio_surgun_to_esd_x"] = out["surgun"]["median_cpu_s"] / out["esd_x"]["median_cpu_s"]
         out["ratio_surgun_model_targets_to_esd_x"] = out["surgun_model_targets"]["median_cpu_s"] / out["esd_x"]["median_cpu_s"]
         out["ratio_surgun_concept_levels_to_esd_x"] = out["surgun_concept_levels"]["median_cpu_s"] / out["esd_x"]["median_cpu_s"]
+        out["ratio_surgun_adversary_to_esd_x"] = out["surgun_adversary"]["median_cpu_s"] / out["esd_x"]["median_cpu_s"]
         out["concept_levels_profile_in_steps"] = ((out["surgun_concept_levels"]["setup_cpu_s"] - out["surgun"]["setup_cpu_s"])
                                                   / out["surgun"]["median_cpu_s"])
         return out
