@@ -138,7 +138,7 @@ class _AttackedPrompts:
     def __init__(self, kwargs: dict, device):
         self.kwargs, self.device, self.offset = kwargs, device, None
 
-    def batch(self, prompts) -> dict:
+    def batch(self, prompts, contexts=None) -> dict:  # contexts: PromptBank.batch's soft prompts; the attack has its own
         out = dict(self.kwargs)
         out["c_crossattn"] = add_to_last_rows(out["c_crossattn"], self.offset)
         return out
