@@ -151,8 +151,9 @@ class SurgUnTrain(io.ComfyNode):
                              tooltip="Train against a soft-prompt attack too (AdvUnlearn's idea, warm-started): each step "
                                      "moves a soft prompt per target line this many Adam steps (lr 1e-2) toward bringing the "
                                      "concept back, then runs the competition under it as well, so the erasure holds for the "
-                                     "contexts an attacker would find, not only for the words. Each step costs about twice as "
-                                     "much. 0 (default) = off, train on the prompts only."),
+                                     "contexts an attacker would find, not only for the words. At 3 a step costs about 2.8x. "
+                                     "0 (default; on the toy benchmark it was recovered less on a style, more on an object, "
+                                     "whose related objects it lost) = off, train on the prompts only."),
                 DistractorsSocket.Input("distractor_set", optional=True,
                                         tooltip="Distractors from SurgUn Distractor Builder. When connected, it replaces the text field."),
                 BlocksSocket.Input("block_set", optional=True,
