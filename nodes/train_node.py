@@ -152,8 +152,8 @@ class SurgUnTrain(io.ComfyNode):
                                      "moves a soft prompt per target line this many Adam steps (lr 1e-2) toward bringing the "
                                      "concept back, then runs the competition under it as well, so the erasure holds for the "
                                      "contexts an attacker would find, not only for the words. At 3 a step costs about 2.8x. "
-                                     "0 (default; on the toy benchmark it was recovered less on a style, more on an object, "
-                                     "whose related objects it lost) = off, train on the prompts only."),
+                                     "0 (default; on the toy benchmark it was recovered less on one style, more on the other style "
+                                     "and on an object, whose related objects it lost) = off, train on the prompts only."),
                 DistractorsSocket.Input("distractor_set", optional=True,
                                         tooltip="Distractors from SurgUn Distractor Builder. When connected, it replaces the text field."),
                 BlocksSocket.Input("block_set", optional=True,

@@ -51,8 +51,8 @@ def _soft_prompt_attack(model, data, steps=150):
 
 def test_training_against_the_soft_prompt_leaves_an_attack_less_to_recover():
     """Plain SurgUn erases the words: a soft prompt from the same start brings the target back to about its
-    untouched loss. Trained against a warm-started soft prompt, the same attack recovers much less, the target
-    prompt is erased as far, and the retain prompts are kept about as well."""
+    untouched loss. Trained against a warm-started soft prompt, the same attack brings it back less far (it still
+    recovers most of the erasure), the target prompt is erased about as far, and the retain prompts are kept about as well."""
     out = {}
     for steps in (0, 3):
         model, data = _world()
