@@ -23,7 +23,7 @@ from typing import Callable, Mapping
 
 import torch
 
-from .errors import SurgUnError
+from .errors import SurgUnError, short
 
 PREFIX = "\u241fsoft prompt for: "
 """Names of adversarial rows: the prefix and the prompt whose context they started from."""
@@ -45,7 +45,7 @@ class SoftPromptAdversary:
             raise SurgUnError(f"[SurgUn] adversary_steps must be an integer >= 1 here (0 turns the adversary off), got {steps!r}.")
         if not contexts:
             raise SurgUnError("[SurgUn] the adversary needs the target prompts' contexts; none were given.")
-        self.steps, self.lr = steps, lr
+        self.steps = steps
         self.context = {soft_name(p): c.detach().clone().float().requires_grad_(True) for p, c in contexts.items()}
         self._opt = {n: torch.optim.Adam([c], lr=lr) for n, c in self.context.items()}
         self.drift: dict[str, float] = {p: 0.0 for p in contexts}
@@ -61,7 +61,7 @@ class SoftPromptAdversary:
         returns the last attack loss. Noise and levels come from ``g``."""
         name = soft_name(prompt)
         if name not in self.context:
-            raise SurgUnError(f"[SurgUn] the adversary has no soft prompt for the target prompt '{prompt[:60]}'.")
+            raise SurgUnError(f"[SurgUn] the adversary has no soft prompt for the target prompt {short(prompt)}.")
         ctx, opt = self.context[name], self._opt[name]
         loss = torch.zeros(())
         for _ in range(self.steps):
