@@ -237,7 +237,7 @@ def worker(args) -> dict:
     monitor = PeakRSS() if dev.type == "cpu" else None
 
     with torch.inference_mode(False), DeltaModel(net, names=modules) as dm:
-        def loss_fn(x0, ps, gen):
+        def loss_fn(x0, ps, gen, percents=None):
             if torch.is_grad_enabled() and "start" not in marks:
                 import psutil
 
@@ -253,7 +253,7 @@ def worker(args) -> dict:
                 marks["batch"] = x0.shape[0]
             if args.method == "esd_x":
                 return esd_loss(schedule, denoise, dm.disabled, x0.to(dev), ps, gen)
-            return denoising_loss(schedule, denoise, x0.to(dev), ps, gen)
+            return denoising_loss(schedule, denoise, x0.to(dev), ps, gen, percents=percents)
 
         def on_step(step, total, metrics):
             if dev.type == "cuda":

@@ -76,7 +76,8 @@ class SurgUnTrain(io.ComfyNode):
                                tooltip="Weight of the retain term on the retain prompts. 0 turns it off."),
                 io.Float.Input("ascent_cap", default=2.0, min=0.0, max=1000.0, step=0.1,
                                tooltip="Guard on the unbounded ascent: it stops once the target's denoising loss, measured on a fixed "
-                                       "probe, reaches this multiple of its starting value (and resumes below 90% of it). 0 turns "
+                                       "probe (a sample of each target line at noise levels spread over the whole schedule), reaches this "
+                                       "multiple of its starting value (and resumes below 90% of it). 0 turns "
                                        "the guard off (not recommended)."),
                 io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=io.ControlAfterGenerate.fixed,
                              tooltip="Seed of the training samples, noise and timesteps. Same seed and inputs give the same weights. "

@@ -24,8 +24,9 @@ log = logging.getLogger("SurgUn")
 # are drawn from ``generator`` so that a fixed seed gives a fixed run. With
 # ``TrainConfig.model_targets`` the loop also passes ``teachers=``: per sample, None (regress onto
 # the sample) or a prompt (regress onto the untouched model's prediction under that prompt, at the
-# same noisy input). With ``TrainConfig.concept_levels`` it also passes ``percents=``: per sample, the
-# noise level as a fraction of the schedule (0 = noisiest), or NaN for a uniform draw. With
+# same noisy input). The ascent guard's probe (and ``TrainConfig.concept_levels``) passes ``percents=``:
+# per sample, the noise level as a fraction of the schedule (0 = noisiest), or NaN for a uniform draw;
+# the draw is made either way, so the generator's stream does not depend on it. With
 # ``TrainConfig.shared_noise`` it also passes ``noise_rows=``: per sample, the row whose noise and
 # noise level it takes (its own index when it draws its own).
 LossFn = Callable[[torch.Tensor, Sequence[str], torch.Generator], torch.Tensor]
@@ -52,8 +53,9 @@ class TrainConfig:
     """Gradient-norm clip; 0 = off."""
     guard_every: int = 10
     """Steps between two measurements of the guard's probe."""
-    guard_samples: int = 4
-    """Target samples in the guard's probe (each at ``guard_draws`` fixed noise levels)."""
+    guard_samples: int = 8
+    """Target samples in the guard's probe (one per target line while there are enough lines; each at
+    ``guard_draws`` fixed noise levels, spread over the schedule)."""
     guard_draws: int = 2
     seed: int = 0
     model_targets: bool = False
@@ -64,8 +66,8 @@ class TrainConfig:
     concept_levels: bool = False
     """The ascent's noise levels are drawn where the target prompt explains its samples better than the
     distractor prompts do (:mod:`surgun_core.levels`), measured once before the first step; the descent
-    terms keep uniform levels (with ``shared_noise`` the distractor rows take the target row's), and so does the
-    guard's probe, so ``ascent_cap`` bounds the same loss
+    terms keep uniform levels (with ``shared_noise`` the distractor rows take the target row's), and the
+    guard's probe keeps its levels spread over the schedule, so ``ascent_cap`` bounds the same loss
     with the option on or off. Needs distractor names that are prompts, and a loss_fn that takes
     ``percents``."""
     shared_noise: bool = False

@@ -251,8 +251,8 @@ def train_on(pipe, family: Family, encoder: PromptEncoder, modules: Sequence[str
             if METHODS[method].loss == "esd":
                 loss_fn = lambda x0, ps, g: esd_loss(schedule, denoise, dm.disabled, x0, ps, g)  # noqa: E731
             else:
-                loss_fn = lambda x0, ps, g, noise_rows=None, contexts=None: denoising_loss(  # noqa: E731
-                    schedule, denoise, x0, ps, g, noise_rows, contexts)
+                loss_fn = lambda x0, ps, g, noise_rows=None, contexts=None, percents=None: denoising_loss(  # noqa: E731
+                    schedule, denoise, x0, ps, g, noise_rows, contexts, percents)
             params = list(dm.deltas.values())
             handle = grad_sync(params) if grad_sync is not None else None
             try:

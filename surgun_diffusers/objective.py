@@ -73,14 +73,26 @@ class NoiseSchedule:
         return cls("flow", T, flow_sigmas=train.sigmas.float().clone(), flow_timesteps=train.timesteps.float().clone(),
                    timestep_scale=float(denoiser.config.get("timestep_scale", 1.0) or 1.0))
 
-    def draw(self, n: int, generator: torch.Generator) -> Draw:
+    def draw(self, n: int, generator: torch.Generator, percents: torch.Tensor | None = None) -> Draw:
+        """``n`` training timesteps. ``percents``: a level per sample (percent of the schedule, 0 = the noisiest
+        end, NaN keeps the draw) that replaces its draw; the draw is made either way (the guard's probe)."""
         if self.prediction == "flow":
             idx = torch.randint(0, len(self.flow_sigmas), (n,), generator=generator)
+            if percents is not None:
+                noisiest_first = torch.argsort(self.flow_sigmas, descending=True)
+                idx = torch.where(torch.isnan(percents), idx, noisiest_first[self._index(percents, len(self.flow_sigmas))])
             sigma = self.flow_sigmas[idx]
             return Draw(self.flow_timesteps[idx] * self.timestep_scale, 1.0 - sigma, sigma)
         t = torch.randint(0, self.T, (n,), generator=generator)
+        if percents is not None:
+            t = torch.where(torch.isnan(percents), t, self.T - 1 - self._index(percents, self.T))
         a = self.alphas_cumprod[t]
         return Draw(t, a.sqrt(), (1.0 - a).sqrt())
+
+    @staticmethod
+    def _index(percents: torch.Tensor, count: int) -> torch.Tensor:
+        """Percent of the schedule -> index among ``count`` steps counted from the noisiest (NaN -> 0, unused)."""
+        return (torch.nan_to_num(percents.float()).clamp(0, 1) * (count - 1)).round().long()
 
     @staticmethod
     def _b(c: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -101,8 +113,9 @@ class NoiseSchedule:
 Denoise = Callable[[torch.Tensor, torch.Tensor, Sequence[str]], torch.Tensor]
 
 
-def _draws(schedule: NoiseSchedule, x0: torch.Tensor, generator: torch.Generator, noise_rows: Sequence[int] | None = None):
-    d = schedule.draw(x0.shape[0], generator)
+def _draws(schedule: NoiseSchedule, x0: torch.Tensor, generator: torch.Generator, noise_rows: Sequence[int] | None = None,
+           percents: torch.Tensor | None = None):
+    d = schedule.draw(x0.shape[0], generator, percents)
     noise = torch.randn(x0.shape, generator=generator)
     if noise_rows is not None:  # TrainConfig.shared_noise: a row takes another row's timestep and noise
         index = torch.as_tensor(list(noise_rows), dtype=torch.long)
@@ -112,13 +125,15 @@ def _draws(schedule: NoiseSchedule, x0: torch.Tensor, generator: torch.Generator
 
 
 def denoising_loss(schedule: NoiseSchedule, denoise: Denoise, x0: torch.Tensor, prompts: Sequence[str],
-                   generator: torch.Generator, noise_rows: Sequence[int] | None = None, contexts=None) -> torch.Tensor:
+                   generator: torch.Generator, noise_rows: Sequence[int] | None = None, contexts=None,
+                   percents: torch.Tensor | None = None) -> torch.Tensor:
     """Per-sample native denoising loss of clean latents ``x0`` under ``prompts`` (shape ``[B]``).
 
     Timesteps, then noise, are drawn from ``generator`` (so a replayed generator reproduces them).
     ``noise_rows``: per sample, the row whose timestep and noise it takes (``TrainConfig.shared_noise``).
-    ``contexts``: soft prompts by name (``TrainConfig.adversary_steps``)."""
-    d, noise, xt = _draws(schedule, x0, generator, noise_rows)
+    ``contexts``: soft prompts by name (``TrainConfig.adversary_steps``).
+    ``percents``: per sample, a fixed noise level (the ascent guard's probe; NaN keeps the draw)."""
+    d, noise, xt = _draws(schedule, x0, generator, noise_rows, percents)
     pred = (denoise(xt, d.timestep, prompts, contexts) if contexts else denoise(xt, d.timestep, prompts)).float()
     return (pred - schedule.target(x0, noise, d)).pow(2).flatten(1).mean(1)
 

@@ -6,7 +6,11 @@ prompts (one per object, twice, rendered by the untouched model at ``--seed``) i
 model's, per tenth of the schedule (noisiest first), at the same noise. The guard's probe averages over
 the schedule; this shows which levels carry the rise.
 
-    scripts/bench.sh toy_canvas.level_ratio [--style neon] [--seed 987654] [--out FILE.json] WEIGHTS...
+``--probe-seeds N`` also reads each file as SurgUn Train's guard reads it: the guard's own probe
+(``surgun_core.guard.AscentGuard`` at SurgUn Train's defaults, on these fresh samples, one group per
+object) under N probe seeds, so the spread of its reading can be set against the per-level measure.
+
+    scripts/bench.sh toy_canvas.level_ratio [--style neon] [--seed 987654] [--probe-seeds 0] [--out FILE.json] WEIGHTS...
 """
 
 from __future__ import annotations
@@ -40,11 +44,34 @@ def per_level(model, bench, x: torch.Tensor, prompts: list[str]) -> list[float]:
                     for c in centres]
 
 
+def guard_readings(model, erased, bench, x: torch.Tensor, prompts: list[str], seeds: int) -> list[float]:
+    """The ratio the guard's probe reads for ``erased`` over ``model``, once per probe seed ``0..seeds-1``:
+    SurgUn Train's probe (its default samples and draws), one group per distinct prompt."""
+    from ...surgun_comfy.deltas import TrainableDeltas
+    from ...surgun_comfy.losses import denoising
+    from ...surgun_core.guard import AscentGuard
+    from ...surgun_core.train import TrainConfig
+
+    cfg = TrainConfig()
+    with torch.inference_mode(False), TrainableDeltas(model, []) as before:  # one model patched at a time
+        x0 = before.work.model.process_latent_in(x.clone()).clone()
+        groups = [(p, x0[[i for i, q in enumerate(prompts) if q == p]]) for p in dict.fromkeys(prompts)]
+        guards = [AscentGuard(denoising(before, bench.bank), groups, cfg.ascent_cap, (), cfg.guard_every, cfg.guard_draws,
+                              cfg.guard_samples, seed) for seed in range(seeds)]
+    with torch.inference_mode(False), TrainableDeltas(erased, []) as after:
+        out = []
+        for guard in guards:
+            guard.loss_fn = denoising(after, bench.bank)
+            out.append(guard.measure() / guard.reference)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("weights", nargs="+", type=Path, help="weights files written by SurgUn Train on the toy canvas model")
     ap.add_argument("--style", default="neon", help="the erased style (default: neon)")
     ap.add_argument("--seed", type=int, default=987654, help="seed of the fresh samples (default 987654, no demo seed)")
+    ap.add_argument("--probe-seeds", type=int, default=0, help="also read each file with the guard's probe under this many seeds (default 0: off)")
     ap.add_argument("--out", type=Path, help="also write the ratios here as JSON")
     args = ap.parse_args()
     log.addHandler(logging.StreamHandler(sys.stdout))  # plain messages, whatever ComfyUI does to the root logger
@@ -72,6 +99,12 @@ def main() -> None:
         ratios = [n / b for n, b in zip(now, base)]
         rows[str(path)] = {"per_level": [round(r, 4) for r in ratios], "mean": round(sum(now) / sum(base), 4)}
         log.info("%-40s %s  mean x%.2f", str(path)[-40:], " ".join(f"x{r:.2f}" for r in ratios), rows[str(path)]["mean"])
+        if args.probe_seeds > 0:
+            read = guard_readings(bench.model, erased, bench, x, prompts, args.probe_seeds)
+            t = torch.tensor(read)
+            rows[str(path)]["guard_readings"] = [round(r, 4) for r in read]
+            log.info("%-40s the guard's probe reads x%.2f (sd %.2f, x%.2f..x%.2f over %d probe seeds)", "", float(t.mean()),
+                     float(t.std()) if len(read) > 1 else 0.0, float(t.min()), float(t.max()), len(read))
     if args.out:
         args.out.write_text(json.dumps({"style": args.style, "seed": args.seed, "untouched": base, "erased": rows}, indent=2))
 

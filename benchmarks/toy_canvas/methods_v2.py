@@ -50,6 +50,9 @@ class V2Method:
     """A SurgUn variant given only the first N of the algorithm's distractors (None: all)."""
     localized: bool = False
     """A SurgUn variant whose blocks come from the Block Localizer node, wired into Train's block_set."""
+    records_only: str = ""
+    """Why this method's records cannot be made again with this code (it ran a SurgUn that no input
+    restores); the runner skips it and the report shows its records. Empty: it runs."""
     protect_related: bool = False
     """A SurgUn variant whose distractors come from the same algorithm with the target's related concepts
     (its 2 nearest) typed into the Distractor Builder's ``protected`` input, so none of them is trained toward."""
@@ -75,8 +78,15 @@ V0 = (("retain_distractors", False), *V1)
 """SurgUn Train before stop 23 (only the retain lines are retained): the ablations and variants below marked v0
 were measured with it, so they are ablations of ``surgun_v0``."""
 
+V2 = ("the records of \"surgun\" before stop 31: the guard's probe drew its 8 points' noise levels at random, so one "
+      "model read anywhere from x1.07 to x7.5 of its reference by the probe's seed; no input restores that probe")
+"""SurgUn Train before stop 31. Every other SurgUn variant and ablation below was measured with that probe too (they
+are variants and ablations of ``surgun_v2``); their records stay under their names."""
+
 V2_METHODS: dict[str, V2Method] = {m.name: m for m in [
     _m("surgun", None, SURGUN_SAMPLES_PER_STEP),
+    # SurgUn before stop 31's guard probe (levels spread over the schedule): records only
+    _m("surgun_v2", None, SURGUN_SAMPLES_PER_STEP, records_only=V2),
     _m("esd_x", "esd_x", esd_concept_only=True),
     _m("esd_x_full", "esd_x"),
     _m("ga", "ga"),
@@ -100,7 +110,7 @@ V2_METHODS: dict[str, V2Method] = {m.name: m for m in [
     # retains nothing more, so SurgUn without distractors is surgun_no_distractors
     _m("surgun_rp_no_ascent", None, 3, node=(("ascent_weight", 0.0), *V1)),
     _m("surgun_rp_1d", None, 3, n_distractors=1, node=V1),
-    # the same ingredients removed from SurgUn as it is now (shared noise on, stop 28)
+    # the same ingredients removed from SurgUn v2 (shared noise on, stop 28; before the spread guard probe)
     _m("surgun_sn_1d", None, 3, n_distractors=1),
     _m("surgun_sn_no_ascent", None, 3, node=(("ascent_weight", 0.0),)),
     _m("surgun_sn_loc", None, SURGUN_SAMPLES_PER_STEP, localized=True),
@@ -117,11 +127,11 @@ V2_METHODS: dict[str, V2Method] = {m.name: m for m in [
     _m("surgun_kv", None, SURGUN_SAMPLES_PER_STEP, node=(("block_pattern", "attn2.to_k, attn2.to_v"), *V1)),
     # SurgUn whose ascent draws its noise levels where the concept explains its samples (the node's concept_levels)
     _m("surgun_levels", None, SURGUN_SAMPLES_PER_STEP, node=(("concept_levels", True), *V1)),
-    # the same with shared noise on (SurgUn as it is now)
+    # the same with shared noise on (SurgUn v2)
     _m("surgun_sn_levels", None, SURGUN_SAMPLES_PER_STEP, node=(("concept_levels", True),)),
     # SurgUn whose ascent runs only while the target still beats its distractors (the node's ascent_until_tie)
     _m("surgun_tie", None, SURGUN_SAMPLES_PER_STEP, node=(("ascent_until_tie", True),)),
-    # SurgUn as it is now on the layers UCE edits (to_k, to_v), freely, and confined to the competition's text directions
+    # SurgUn v2 on the layers UCE edits (to_k, to_v), freely, and confined to the competition's text directions
     _m("surgun_sn_kv", None, SURGUN_SAMPLES_PER_STEP, node=(("block_pattern", "attn2.to_k, attn2.to_v"),)),
     _m("surgun_subspace", None, SURGUN_SAMPLES_PER_STEP, node=(("text_subspace", True), ("block_pattern", "attn2.to_k, attn2.to_v"))),
     # SurgUn with its prompt-reading layers confined to those directions and the other chosen layers trained freely
@@ -133,7 +143,7 @@ STEP_MATCHED = ("surgun", "esd_x", "esd_x_full", "ga", "ca", "ca_noise", "uce")
 COMPUTE_MATCHED = ("esd_x@4x", "esd_x_full@4x", "ga@4x", "ca@2x")
 ABLATIONS = ("surgun_loc", "surgun_1d", "surgun_no_distractors", "surgun_no_ascent", "surgun_rp_no_ascent", "surgun_rp_1d",
              "surgun_sn_1d", "surgun_sn_no_ascent", "surgun_sn_loc")
-VARIANTS = ("surgun_v1", "surgun_v0", "surgun_dps1", "surgun_cap15", "surgun_cap3", "surgun_protect", "surgun_nearest", "surgun_mt", "surgun_kv",
+VARIANTS = ("surgun_v2", "surgun_v1", "surgun_v0", "surgun_dps1", "surgun_cap15", "surgun_cap3", "surgun_protect", "surgun_nearest", "surgun_mt", "surgun_kv",
             "surgun_levels", "surgun_sn_levels", "surgun_tie", "surgun_sn_kv", "surgun_subspace", "surgun_subspace_all",
             "surgun_adversary")
 UCE_LAMBDAS = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)

@@ -18,7 +18,7 @@ COLOURS = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (255, 127, 14), (148, 1
            (255, 187, 120), (197, 176, 213), (196, 156, 148), (219, 219, 141), (158, 218, 229), (82, 84, 163),
            (107, 110, 207), (156, 158, 222), (99, 121, 57), (140, 162, 82), (181, 207, 107), (140, 109, 49), (189, 158, 57),
            (132, 60, 57), (173, 73, 74), (214, 97, 107), (123, 65, 115), (165, 81, 148), (206, 109, 189), (222, 158, 214),
-           (57, 59, 121), (231, 186, 82)]
+           (57, 59, 121), (231, 186, 82), (253, 141, 60)]
 """At least one colour per method of ``V2_METHODS``: no two curves share one."""
 
 
@@ -75,7 +75,7 @@ def write_report(jsonl: Path, out: Path, stem: str, s, targets, wall_s: float | 
     summary = summarise(done)
     best = best_table(summary)
     tnames = [f"{k}:{n}" for k, n in targets]
-    expected = {(t, m, lr, seed) for t in tnames for m in s.methods for lr in grid_of(m, s)
+    expected = {(t, m, lr, seed) for t in tnames for m in s.methods if not V2_METHODS[m].records_only for lr in grid_of(m, s)
                 for seed in (s.seeds[:1] if m == "uce" else s.seeds)}
     have = {(r["target"], r["method"], r["lr"], r["seed"]) for r in done.values() if r.get("phase") == "grid"}
     missing = expected - have
@@ -121,9 +121,12 @@ def write_report(jsonl: Path, out: Path, stem: str, s, targets, wall_s: float | 
               "images; mode spread: entropy (bits) of the classes the target prompts now produce. `edge`: the best lr is at "
               "the end of the grid (extend it). matched: `step` = the same steps as SurgUn, `compute` = as many training samples "
               "as SurgUn. SurgUn is the node at its defaults: the retain plan (each distractor's own line retained) and shared "
-              "noise (target and distractor images from the same noises, trained at the same noise and level); surgun_v1 is the "
-              "node before shared noise (shared_noise off), surgun_v0 before the retain plan too (retain_distractors off). "
-              "`ablation` = the node with one ingredient changed: of SurgUn as it is now, surgun_sn_1d (one distractor), "
+              "noise (target and distractor images from the same noises, trained at the same noise and level), with the guard's "
+              "probe at noise levels spread over the schedule (stop 31); surgun_v2 is the node before that (its probe's levels "
+              "drawn at random; records only, no input restores it), surgun_v1 before shared noise too (shared_noise off), "
+              "surgun_v0 before the retain plan too (retain_distractors off). Every ablation and variant below was measured "
+              "before stop 31, so \"SurgUn v2\" is the SurgUn they change. "
+              "`ablation` = the node with one ingredient changed: of SurgUn v2, surgun_sn_1d (one distractor), "
               "surgun_sn_no_ascent (ascent_weight 0), surgun_sn_loc (blocks from the Block Localizer); of SurgUn v1, surgun_rp_1d (one distractor), surgun_rp_no_ascent (ascent_weight 0) (without distractors the plan "
               "retains nothing more: surgun_no_distractors); of v0, surgun_loc (blocks from the Block Localizer), surgun_1d, "
               "surgun_no_distractors, surgun_no_ascent. `variant` = every ingredient kept and one other input changed: of v0, "
@@ -132,7 +135,7 @@ def write_report(jsonl: Path, out: Path, stem: str, s, targets, wall_s: float | 
               "the target drawn first), surgun_mt (model_targets: the descent terms learn the untouched model's "
               "predictions), surgun_kv (block_pattern: only the cross-attention's to_k and to_v, the layers UCE edits), "
               "surgun_levels (concept_levels: the ascent's noise levels drawn where the concept explains its images); of SurgUn "
-              "as it is now, surgun_sn_levels (concept_levels), surgun_tie (ascent_until_tie: the ascent only while the target "
+              "v2, surgun_sn_levels (concept_levels), surgun_tie (ascent_until_tie: the ascent only while the target "
               "still beats its distractors at the same noise and level), surgun_sn_kv (block_pattern: only to_k and to_v), "
               "surgun_subspace (only to_k and to_v, confined by text_subspace to the text directions of the competition), "
               "surgun_subspace_all (text_subspace: to_k and to_v confined, the other cross-attention layers free), "

@@ -116,7 +116,8 @@ def test_each_variant_keeps_every_ingredient_and_changes_one_other_input():
         base = next(b for b, inputs in (("v0", mv.V0), ("v1", mv.V1), ("now", ())) if dict(inputs).items() <= node.items())
         seen[v] = (base, {k: x for k, x in node.items() if k not in dict(mv.V0 if base == "v0" else mv.V1 if base == "v1" else ())})
     # (the SurgUn it is based on, the one input changed); v1 is SurgUn with shared noise off, v0 also its retain plan
-    assert seen == {"surgun_v1": ("v1", {}), "surgun_v0": ("v0", {}), "surgun_dps1": ("v0", {"distractors_per_step": 1}),
+    # surgun_v2 is the node at today's inputs; only its guard's probe differed (records only, see the next test)
+    assert seen == {"surgun_v2": ("now", {}), "surgun_v1": ("v1", {}), "surgun_v0": ("v0", {}), "surgun_dps1": ("v0", {"distractors_per_step": 1}),
                     "surgun_cap15": ("v0", {"ascent_cap": 1.5}), "surgun_cap3": ("v0", {"ascent_cap": 3.0}),
                     "surgun_protect": ("v0", {}), "surgun_nearest": ("v1", {"retain_nearest_first": True}),
                     "surgun_mt": ("v1", {"model_targets": True}),
@@ -204,3 +205,14 @@ def test_every_method_appears_in_the_plot_legend(tmp_path):
     img = Image.open(tmp_path / "t_pareto_style.png").convert("RGB")
     for i, m in enumerate(mv.V2_METHODS):
         assert img.getpixel((640 + 15, 30 + 16 * i)) == COLOURS[i], m
+
+
+def test_a_records_only_method_is_refused_before_any_work(tmp_path):
+    """surgun_v2 ran a guard probe no input restores: asking to run it stops at once with the reason and the fix,
+    and writes nothing; every method that can run has no such reason."""
+    from surgun_pack.benchmarks.toy_canvas import yardstick
+
+    with pytest.raises(SystemExit, match=r"surgun_v2 cannot be run again \(.*drew its 8 points.*run 'surgun'"):
+        yardstick.main(["--methods", "surgun,surgun_v2", "--targets", "style:neon", "--out", str(tmp_path)])
+    assert list(tmp_path.iterdir()) == []
+    assert [m for m, v in mv.V2_METHODS.items() if v.records_only] == ["surgun_v2"]

@@ -73,8 +73,8 @@ def _spy_setup(concept_setup):
 
 def test_with_concept_levels_only_the_ascent_uses_the_measured_levels(concept_setup):
     """On: only the ascent's rows get levels, all inside the noisiest 30 % where the concept decides; the rest
-    draw uniformly (NaN), and so does the guard's probe (ascent_cap bounds the same loss as with the option
-    off). Off: no levels are passed."""
+    draw uniformly (NaN). The guard's probe keeps its own levels, spread over the whole schedule, as with the
+    option off (ascent_cap bounds the same loss either way). Off: no training row gets a level."""
     model, data, spy, calls = _spy_setup(concept_setup)
     params = [p for n, p in model.named_parameters() if "attn2" in n]
     for p in params:
@@ -89,11 +89,14 @@ def test_with_concept_levels_only_the_ascent_uses_the_measured_levels(concept_se
         assert prompts[0] == TARGET and float(pct[0]) <= top
         assert all(math.isnan(float(v)) for v in pct[1:])
     probes = [pc for pr, pc in calls if pr == [TARGET] * 4]  # the guard's 4 probe samples (the profile's chunks hold 8)
-    assert probes and all(pc is None for pc in probes)
+    spread = [[(k + 0.5) / 8 for k in range(4)], [(k + 0.5) / 8 for k in range(4, 8)]]  # 4 samples x 2 draws, one per eighth
+    assert probes and all(pc.tolist() == pytest.approx(spread[i % 2], abs=2e-3) for i, pc in enumerate(probes))
 
     calls.clear()
     res = train_competition(params, ConceptData(**data), spy, TrainConfig(steps=3, learning_rate=1e-3, ascent_cap=2.0))
-    assert res.levels == {} and all(pc is None for _, pc in calls)
+    assert res.levels == {} and all(pc is None for pr, pc in calls if pr != [TARGET] * 4)
+    probes = [pc.tolist() for pr, pc in calls if pr == [TARGET] * 4]  # the reference: one measurement of two draws
+    assert len(probes) == 2 and all(pc == pytest.approx(spread[i], abs=2e-3) for i, pc in enumerate(probes))
 
 
 def test_the_profile_reports_each_pass_and_cancel_stops_it_before_any_step(concept_setup):

@@ -146,9 +146,9 @@ def test_non_finite_loss_is_caught(concept_setup):
     base = eps_loss_fn(model)
     calls = {"n": 0}
 
-    def poisoned(x0, prompts, g):
+    def poisoned(x0, prompts, g, **kw):
         calls["n"] += 1
-        out = base(x0, prompts, g)
+        out = base(x0, prompts, g, **kw)
         return out * float("nan") if calls["n"] > 4 else out  # 2 guard probe calls, then 2 good steps
 
     ps = _params(model)
@@ -217,9 +217,9 @@ def test_several_target_groups_are_all_trained(concept_setup):
     seen = []
     base = eps_loss_fn(model)
 
-    def spy(x0, prompts, g):
+    def spy(x0, prompts, g, **kw):
         seen.extend(prompts)
-        return base(x0, prompts, g)
+        return base(x0, prompts, g, **kw)
 
     res = train_competition(ps, [ConceptData(**data), ConceptData(**other)], spy, TrainConfig(steps=20, seed=2))
     assert len(res.history) == 20 and math.isfinite(res.reference_target_loss)

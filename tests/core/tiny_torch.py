@@ -34,9 +34,11 @@ class TinyDenoiser(torch.nn.Module):
 
 
 def eps_loss_fn(model):
-    def loss_fn(x0, prompts, g, noise_rows=None, contexts=None):
+    def loss_fn(x0, prompts, g, noise_rows=None, contexts=None, percents=None):
         noise = torch.randn(x0.shape, generator=g)
         sigma = torch.rand(x0.shape[0], generator=g) * 2 + 0.05
+        if percents is not None:  # a fixed level per sample (percent of the schedule, 0 = the noisiest)
+            sigma = torch.where(torch.isnan(percents), sigma, 0.05 + 2 * (1 - percents.float()))
         if noise_rows is not None:  # TrainConfig.shared_noise: a row takes another row's noise and level
             noise, sigma = noise[list(noise_rows)], sigma[list(noise_rows)]
         xt = x0 + sigma[:, None] * noise

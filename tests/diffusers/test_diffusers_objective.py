@@ -99,3 +99,21 @@ def test_noise_rows_give_a_row_another_rows_timestep_and_noise(load, kind):
     assert float(shared[1]) == pytest.approx(float(shared[0]), rel=1e-4)
     assert float(own[1]) != pytest.approx(float(own[0]), rel=1e-2)
     assert shared[[0, 2]].tolist() == pytest.approx(own[[0, 2]].tolist(), rel=1e-4)
+
+
+@pytest.mark.parametrize("kind", ["eps", "flow"])
+def test_percents_fix_a_rows_noise_level_counted_from_the_noisiest_end(load, kind):
+    """The ascent guard's probe levels: percent 0 is the training schedule's noisiest step, 1 its cleanest, 0.5 the
+    middle step; NaN keeps the row's draw, and the generator's stream is the same either way (so is the noise after)."""
+    pipe = _pipe(load, kind)
+    schedule = NoiseSchedule.from_pipeline(pipe, detect_family(pipe))
+    noise_levels = schedule.flow_sigmas if kind == "flow" else (1.0 - schedule.alphas_cumprod).sqrt()
+    ordered = noise_levels.sort(descending=True).values
+    g_drawn, g_fixed = torch.Generator().manual_seed(0), torch.Generator().manual_seed(0)
+    drawn = schedule.draw(4, g_drawn)
+    fixed = schedule.draw(4, g_fixed, torch.tensor([0.0, float("nan"), 1.0, 0.5]))
+    assert float(fixed.noise[0]) == pytest.approx(float(ordered[0]))
+    assert float(fixed.noise[2]) == pytest.approx(float(ordered[-1]))
+    assert float(fixed.noise[3]) == pytest.approx(float(ordered[round(0.5 * (len(ordered) - 1))]))
+    assert float(fixed.noise[1]) == float(drawn.noise[1]) and float(fixed.timestep[1]) == float(drawn.timestep[1])
+    assert torch.equal(torch.randn(3, generator=g_drawn), torch.randn(3, generator=g_fixed))
