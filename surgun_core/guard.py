@@ -8,7 +8,7 @@ parts of the schedule, each sample at ``draws`` of them, far apart. So two measu
 because the weights changed, and every measurement covers the whole schedule. A single training step's
 loss is a poor measure: on a real model the denoising loss varies several-fold across noise levels, and
 the ascent raises it at some levels far more than at others (on the toy canvas model x4-x6 in the noisiest
-tenth, x1.0-x1.3 elsewhere). The probe before stop 31 (4 samples at 2 levels drawn at random) read one
+tenth, x1.0-x1.3 elsewhere). The probe before stop 31 (4 samples, each at 2 levels drawn at random) read one
 erased model anywhere from x1.07 to x7.5 of its reference depending on its seed (sd 2.25 over 20 seeds,
 against x2.20 measured per level on fresh samples); this one (8 samples, 16 spread levels) x1.6 to x3.3
 (sd 0.42, mean x2.27; ``scripts/bench.sh toy_canvas.level_ratio --probe-seeds 20``).
@@ -24,8 +24,8 @@ against x2.20 measured per level on fresh samples); this one (8 samples, 16 spre
   point of the stretch does). So the ascent stops within 10 % of the stated multiple whatever the
   learning rate.
 * While stopped, the probe is measured every ``every / 5`` steps (those steps carry no target
-  sample, which pays for part of it: the probe's 16 rows cost about as much as one training step's forward
-  and backward passes); if the other terms bring it back below 90 % of the cap, the ascent
+  sample, which pays for part of it: on the toy canvas model one measurement of the 16 rows costs about
+  0.7 of a training step); if the other terms bring it back below 90 % of the cap, the ascent
   resumes. The cap holds as a ceiling for the whole run without
   the erasure fading once the ascent is off.
 """

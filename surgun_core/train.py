@@ -54,8 +54,8 @@ class TrainConfig:
     guard_every: int = 10
     """Steps between two measurements of the guard's probe."""
     guard_samples: int = 8
-    """Target samples in the guard's probe (one per target line while there are enough lines; each at
-    ``guard_draws`` fixed noise levels, spread over the schedule)."""
+    """Target samples in the guard's probe, shared out over the target lines (at least one per line, up to this
+    many lines); each at ``guard_draws`` fixed noise levels, spread over the schedule."""
     guard_draws: int = 2
     seed: int = 0
     model_targets: bool = False
