@@ -38,7 +38,7 @@ from typing import Callable, Sequence
 import torch
 
 from .errors import NonFiniteLossError
-from .levels import HI, LO
+from .levels import bin_centres
 from .seeds import offset_seed
 
 LossFn = Callable[..., torch.Tensor]
@@ -63,6 +63,7 @@ class AscentGuard:
         self.active = True
         """Whether the ascent is on."""
         self.params = list(params)
+        self._levels = bin_centres(self.x0.shape[0] * self.draws).view(self.draws, self.x0.shape[0])
         self.reference = self.measure()
         if not math.isfinite(self.reference) or self.reference <= 0:
             raise NonFiniteLossError(0, {"target_probe": self.reference})
@@ -81,9 +82,7 @@ class AscentGuard:
     def levels(self, draw: int) -> torch.Tensor:
         """Each probe sample's noise level in draw ``draw``: the ``samples x draws`` points sit at the centres of as
         many equal parts of the schedule (percent, 0 = the noisiest end); sample ``i`` takes part ``i + draw * samples``."""
-        n = self.x0.shape[0]
-        part = torch.arange(n, dtype=torch.float32) + draw * n
-        return LO + (HI - LO) * (part + 0.5) / (n * self.draws)
+        return self._levels[draw]
 
     def measure(self) -> float:
         """The probe's mean loss now: the same samples, noise and levels every time."""
