@@ -83,6 +83,10 @@ V2 = ("the records of \"surgun\" before stop 31: the guard's probe drew its 8 po
 """SurgUn Train before stop 31. Every other SurgUn variant and ablation below was measured with that probe too (they
 are variants and ablations of ``surgun_v2``); their records stay under their names."""
 
+V2_RUN = ("it ran with SurgUn v2's guard (before stop 31: its probe's levels drawn at random); no input restores that "
+          "probe, so new runs under this name would mix two methods. Its records stay; the same change of today's SurgUn "
+          "has its own name (surgun_sp_*, or run 'surgun' with the input set)")
+
 V2_METHODS: dict[str, V2Method] = {m.name: m for m in [
     _m("surgun", None, SURGUN_SAMPLES_PER_STEP),
     # SurgUn before stop 31's guard probe (levels spread over the schedule): records only
@@ -111,9 +115,15 @@ V2_METHODS: dict[str, V2Method] = {m.name: m for m in [
     _m("surgun_rp_no_ascent", None, 3, node=(("ascent_weight", 0.0), *V1)),
     _m("surgun_rp_1d", None, 3, n_distractors=1, node=V1),
     # the same ingredients removed from SurgUn v2 (shared noise on, stop 28; before the spread guard probe)
-    _m("surgun_sn_1d", None, 3, n_distractors=1),
+    # (their guard ran the old probe: records only; without the ascent there is no guard, so sn_no_ascent is also
+    # the no-ascent ablation of today's SurgUn and still runs)
+    _m("surgun_sn_1d", None, 3, n_distractors=1, records_only=V2_RUN),
     _m("surgun_sn_no_ascent", None, 3, node=(("ascent_weight", 0.0),)),
-    _m("surgun_sn_loc", None, SURGUN_SAMPLES_PER_STEP, localized=True),
+    _m("surgun_sn_loc", None, SURGUN_SAMPLES_PER_STEP, localized=True, records_only=V2_RUN),
+    # the same ingredients removed from today's SurgUn (the guard's probe spread over the schedule, stop 31)
+    _m("surgun_sp_1d", None, 3, n_distractors=1),
+    _m("surgun_sp_no_distractors", None, 2, n_distractors=0, node=(("distractor_weight", 0.0),)),
+    _m("surgun_sp_loc", None, SURGUN_SAMPLES_PER_STEP, localized=True),
     # SurgUn v0 with another setting of one node input, every ingredient kept (issue 13, item 5's next ideas)
     _m("surgun_dps1", None, 3, node=(("distractors_per_step", 1), *V0)),
     _m("surgun_cap15", None, SURGUN_SAMPLES_PER_STEP, node=(("ascent_cap", 1.5), *V0)),
@@ -128,24 +138,27 @@ V2_METHODS: dict[str, V2Method] = {m.name: m for m in [
     # SurgUn whose ascent draws its noise levels where the concept explains its samples (the node's concept_levels)
     _m("surgun_levels", None, SURGUN_SAMPLES_PER_STEP, node=(("concept_levels", True), *V1)),
     # the same with shared noise on (SurgUn v2)
-    _m("surgun_sn_levels", None, SURGUN_SAMPLES_PER_STEP, node=(("concept_levels", True),)),
+    _m("surgun_sn_levels", None, SURGUN_SAMPLES_PER_STEP, node=(("concept_levels", True),), records_only=V2_RUN),
     # SurgUn whose ascent runs only while the target still beats its distractors (the node's ascent_until_tie)
-    _m("surgun_tie", None, SURGUN_SAMPLES_PER_STEP, node=(("ascent_until_tie", True),)),
+    _m("surgun_tie", None, SURGUN_SAMPLES_PER_STEP, node=(("ascent_until_tie", True),), records_only=V2_RUN),
     # SurgUn v2 on the layers UCE edits (to_k, to_v), freely, and confined to the competition's text directions
-    _m("surgun_sn_kv", None, SURGUN_SAMPLES_PER_STEP, node=(("block_pattern", "attn2.to_k, attn2.to_v"),)),
-    _m("surgun_subspace", None, SURGUN_SAMPLES_PER_STEP, node=(("text_subspace", True), ("block_pattern", "attn2.to_k, attn2.to_v"))),
+    _m("surgun_sn_kv", None, SURGUN_SAMPLES_PER_STEP, node=(("block_pattern", "attn2.to_k, attn2.to_v"),), records_only=V2_RUN),
+    _m("surgun_subspace", None, SURGUN_SAMPLES_PER_STEP, node=(("text_subspace", True), ("block_pattern", "attn2.to_k, attn2.to_v")), records_only=V2_RUN),
     # SurgUn with its prompt-reading layers confined to those directions and the other chosen layers trained freely
-    _m("surgun_subspace_all", None, SURGUN_SAMPLES_PER_STEP, node=(("text_subspace", True),)),
+    _m("surgun_subspace_all", None, SURGUN_SAMPLES_PER_STEP, node=(("text_subspace", True),), records_only=V2_RUN),
     # SurgUn trained against a warm-started soft prompt as well (the node's adversary_steps)
-    _m("surgun_adversary", None, SURGUN_SAMPLES_PER_STEP, node=(("adversary_steps", 3),)),
+    _m("surgun_adversary", None, SURGUN_SAMPLES_PER_STEP, node=(("adversary_steps", 3),), records_only=V2_RUN),
+    # today's SurgUn (the guard reading the whole schedule, stop 31) with another guard cap
+    _m("surgun_sp_cap15", None, SURGUN_SAMPLES_PER_STEP, node=(("ascent_cap", 1.5),)),
+    _m("surgun_sp_cap3", None, SURGUN_SAMPLES_PER_STEP, node=(("ascent_cap", 3.0),)),
 ]}
 STEP_MATCHED = ("surgun", "esd_x", "esd_x_full", "ga", "ca", "ca_noise", "uce")
 COMPUTE_MATCHED = ("esd_x@4x", "esd_x_full@4x", "ga@4x", "ca@2x")
 ABLATIONS = ("surgun_loc", "surgun_1d", "surgun_no_distractors", "surgun_no_ascent", "surgun_rp_no_ascent", "surgun_rp_1d",
-             "surgun_sn_1d", "surgun_sn_no_ascent", "surgun_sn_loc")
+             "surgun_sn_1d", "surgun_sn_no_ascent", "surgun_sn_loc", "surgun_sp_1d", "surgun_sp_no_distractors", "surgun_sp_loc")
 VARIANTS = ("surgun_v2", "surgun_v1", "surgun_v0", "surgun_dps1", "surgun_cap15", "surgun_cap3", "surgun_protect", "surgun_nearest", "surgun_mt", "surgun_kv",
             "surgun_levels", "surgun_sn_levels", "surgun_tie", "surgun_sn_kv", "surgun_subspace", "surgun_subspace_all",
-            "surgun_adversary")
+            "surgun_adversary", "surgun_sp_cap15", "surgun_sp_cap3")
 UCE_LAMBDAS = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
 
 

@@ -18,7 +18,8 @@ COLOURS = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (255, 127, 14), (148, 1
            (255, 187, 120), (197, 176, 213), (196, 156, 148), (219, 219, 141), (158, 218, 229), (82, 84, 163),
            (107, 110, 207), (156, 158, 222), (99, 121, 57), (140, 162, 82), (181, 207, 107), (140, 109, 49), (189, 158, 57),
            (132, 60, 57), (173, 73, 74), (214, 97, 107), (123, 65, 115), (165, 81, 148), (206, 109, 189), (222, 158, 214),
-           (57, 59, 121), (231, 186, 82), (253, 141, 60)]
+           (57, 59, 121), (231, 186, 82), (253, 141, 60), (49, 163, 84), (116, 196, 118), (117, 107, 177),
+           (158, 154, 200), (230, 85, 13)]
 """At least one colour per method of ``V2_METHODS``: no two curves share one."""
 
 
@@ -124,10 +125,13 @@ def write_report(jsonl: Path, out: Path, stem: str, s, targets, wall_s: float | 
               "noise (target and distractor images from the same noises, trained at the same noise and level), with the guard's "
               "probe at noise levels spread over the schedule (stop 31); surgun_v2 is the node before that (its probe's levels "
               "drawn at random; records only, no input restores it), surgun_v1 before shared noise too (shared_noise off), "
-              "surgun_v0 before the retain plan too (retain_distractors off). Every ablation and variant below was measured "
-              "before stop 31, so \"SurgUn v2\" is the SurgUn they change. "
-              "`ablation` = the node with one ingredient changed: of SurgUn v2, surgun_sn_1d (one distractor), "
-              "surgun_sn_no_ascent (ascent_weight 0), surgun_sn_loc (blocks from the Block Localizer); of SurgUn v1, surgun_rp_1d (one distractor), surgun_rp_no_ascent (ascent_weight 0) (without distractors the plan "
+              "surgun_v0 before the retain plan too (retain_distractors off). The ablations and variants named surgun_sp_* "
+              "change SurgUn as it is now; every other one was measured before stop 31, so \"SurgUn v2\" is the newest SurgUn "
+              "it can change (records only where it ran the old probe). "
+              "`ablation` = the node with one ingredient changed: of SurgUn now, surgun_sp_1d (one distractor), "
+              "surgun_sp_no_distractors (distractor_weight 0), surgun_sp_loc (blocks from the Block Localizer) and "
+              "surgun_sn_no_ascent (ascent_weight 0: no ascent, so no guard, and the same run under either probe); of SurgUn "
+              "v2, surgun_sn_1d, surgun_sn_loc; of SurgUn v1, surgun_rp_1d (one distractor), surgun_rp_no_ascent (ascent_weight 0) (without distractors the plan "
               "retains nothing more: surgun_no_distractors); of v0, surgun_loc (blocks from the Block Localizer), surgun_1d, "
               "surgun_no_distractors, surgun_no_ascent. `variant` = every ingredient kept and one other input changed: of v0, "
               "surgun_dps1 (distractors_per_step 1), surgun_cap15, surgun_cap3 (ascent_cap 1.5, 3), surgun_protect (the "
@@ -139,7 +143,8 @@ def write_report(jsonl: Path, out: Path, stem: str, s, targets, wall_s: float | 
               "still beats its distractors at the same noise and level), surgun_sn_kv (block_pattern: only to_k and to_v), "
               "surgun_subspace (only to_k and to_v, confined by text_subspace to the text directions of the competition), "
               "surgun_subspace_all (text_subspace: to_k and to_v confined, the other cross-attention layers free), "
-              "surgun_adversary (adversary_steps 3: trained against a warm-started soft prompt as well).", "",
+              "surgun_adversary (adversary_steps 3: trained against a warm-started soft prompt as well); of SurgUn now, "
+              "surgun_sp_cap15, surgun_sp_cap3 (ascent_cap 1.5, 3).", "",
               "| kind | method | matched | lr | " + " | ".join(c.replace("_", " ") for c in cols) + " | n |",
               "|" + " --- |" * (5 + len(cols))]
         group = lambda m: ("ablation" if m in ABLATIONS else "variant" if m in VARIANTS

@@ -97,7 +97,9 @@ def test_each_ablation_removes_one_ingredient_and_keeps_the_retain_lines(kind, n
                     "surgun_rp_1d": (1, {}, False, "v1"),
                     "surgun_rp_no_ascent": (3, {"ascent_weight": 0.0}, False, "v1"),
                     "surgun_sn_1d": (1, {}, False, "now"), "surgun_sn_loc": (3, {}, True, "now"),
-                    "surgun_sn_no_ascent": (3, {"ascent_weight": 0.0}, False, "now")}
+                    "surgun_sn_no_ascent": (3, {"ascent_weight": 0.0}, False, "now"),
+                    "surgun_sp_1d": (1, {}, False, "now"), "surgun_sp_loc": (3, {}, True, "now"),
+                    "surgun_sp_no_distractors": (0, {"distractor_weight": 0.0}, False, "now")}
     assert len(lines(full["distractors"])) == 3 and not mv.V2_METHODS["surgun"].node
     assert v0 == {"retain_distractors": False, "shared_noise": False} and v1 == {"shared_noise": False}
 
@@ -128,7 +130,8 @@ def test_each_variant_keeps_every_ingredient_and_changes_one_other_input():
                     "surgun_sn_kv": ("now", {"block_pattern": "attn2.to_k, attn2.to_v"}),
                     "surgun_subspace": ("now", {"text_subspace": True, "block_pattern": "attn2.to_k, attn2.to_v"}),
                     "surgun_subspace_all": ("now", {"text_subspace": True}),
-                    "surgun_adversary": ("now", {"adversary_steps": 3})}
+                    "surgun_adversary": ("now", {"adversary_steps": 3}),
+                    "surgun_sp_cap15": ("now", {"ascent_cap": 1.5}), "surgun_sp_cap3": ("now", {"ascent_cap": 3.0})}
     assert [v for v in mv.VARIANTS if mv.V2_METHODS[v].protect_related] == ["surgun_protect"]  # its one change: the distractor set
 
 
@@ -215,4 +218,10 @@ def test_a_records_only_method_is_refused_before_any_work(tmp_path):
     with pytest.raises(SystemExit, match=r"surgun_v2 cannot be run again \(.*drew its 8 points.*run 'surgun'"):
         yardstick.main(["--methods", "surgun,surgun_v2", "--targets", "style:neon", "--out", str(tmp_path)])
     assert list(tmp_path.iterdir()) == []
-    assert [m for m, v in mv.V2_METHODS.items() if v.records_only] == ["surgun_v2"]
+    # every method that ran with that guard and runs "now" in the node: new runs would mix the two probes
+    assert [m for m, v in mv.V2_METHODS.items() if v.records_only] == [
+        "surgun_v2", "surgun_sn_1d", "surgun_sn_loc", "surgun_sn_levels", "surgun_tie", "surgun_sn_kv", "surgun_subspace",
+        "surgun_subspace_all", "surgun_adversary"]
+    with pytest.raises(SystemExit, match=r"surgun_tie cannot be run again \(it ran with SurgUn v2's guard.*surgun_sp_"):
+        yardstick.main(["--methods", "surgun_tie", "--targets", "style:neon", "--out", str(tmp_path)])
+    assert list(tmp_path.iterdir()) == []
