@@ -81,7 +81,8 @@ were measured with it, so they are ablations of ``surgun_v0``."""
 V2 = ("the records of \"surgun\" before stop 31: the guard's probe drew its 8 points' noise levels at random, so one "
       "model read anywhere from x1.07 to x7.5 of its reference by the probe's seed; no input restores that probe")
 """SurgUn Train before stop 31. Every other SurgUn variant and ablation below was measured with that probe too (they
-are variants and ablations of ``surgun_v2``); their records stay under their names."""
+are variants and ablations of ``surgun_v2``), except those named ``surgun_sp_*``, which change SurgUn as it is now;
+their records stay under their names."""
 
 V2_RUN = ("it ran with SurgUn v2's guard (before stop 31: its probe's levels drawn at random); no input restores that "
           "probe, so new runs under this name would mix two methods. Its records stay; the same change of today's SurgUn "
