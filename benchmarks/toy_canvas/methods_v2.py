@@ -78,15 +78,18 @@ V0 = (("retain_distractors", False), *V1)
 """SurgUn Train before stop 23 (only the retain lines are retained): the ablations and variants below marked v0
 were measured with it, so they are ablations of ``surgun_v0``."""
 
-V2 = ("the records of \"surgun\" before stop 31: the guard's probe drew its 8 points' noise levels at random, so one "
-      "model read anywhere from x1.07 to x7.5 of its reference by the probe's seed; no input restores that probe")
+V2_PROBE = ("the guard's probe drew its 8 points' noise levels at random, so one model read anywhere from x1.07 to "
+            "x7.5 of its reference by the probe's seed; no input restores that probe")
+"""What SurgUn v2 (before stop 31) did that no input of today's node restores: the reason its records are records only."""
+
+V2 = f"the records of \"surgun\" before stop 31: {V2_PROBE}"
 """SurgUn Train before stop 31. Every other SurgUn variant and ablation below was measured with that probe too (they
 are variants and ablations of ``surgun_v2``), except those named ``surgun_sp_*``, which change SurgUn as it is now;
 their records stay under their names."""
 
-V2_RUN = ("it ran with SurgUn v2's guard (before stop 31: its probe's levels drawn at random); no input restores that "
-          "probe, so new runs under this name would mix two methods. Its records stay; the same change of today's SurgUn "
-          "has its own name (surgun_sp_*, or run 'surgun' with the input set)")
+V2_RUN = (f"it ran with SurgUn v2's guard ({V2_PROBE}), so new runs under this name would mix two methods. Its records "
+          "stay; the same change of today's SurgUn has its own name (surgun_sp_*, or run 'surgun' with the input set)")
+"""Why a variant or ablation that ran "today's node plus one input" before stop 31 is records only."""
 
 V2_METHODS: dict[str, V2Method] = {m.name: m for m in [
     _m("surgun", None, SURGUN_SAMPLES_PER_STEP),
