@@ -155,8 +155,10 @@ V2_METHODS: dict[str, V2Method] = {m.name: m for m in [
     # today's SurgUn (the guard reading the whole schedule, stop 31) with another guard cap
     _m("surgun_sp_cap15", None, SURGUN_SAMPLES_PER_STEP, node=(("ascent_cap", 1.5),)),
     _m("surgun_sp_cap3", None, SURGUN_SAMPLES_PER_STEP, node=(("ascent_cap", 3.0),)),
-    # today's SurgUn with the two variants that led SurgUn's H before stop 31 (model_targets on v1, text_subspace on v2)
+    # today's SurgUn with the three variants that led SurgUn's H before stop 31 (model_targets on v1; text_subspace and
+    # ascent_until_tie on v2)
     _m("surgun_sp_mt", None, SURGUN_SAMPLES_PER_STEP, node=(("model_targets", True),)),
+    _m("surgun_sp_tie", None, SURGUN_SAMPLES_PER_STEP, node=(("ascent_until_tie", True),)),
     _m("surgun_sp_subspace_all", None, SURGUN_SAMPLES_PER_STEP, node=(("text_subspace", True),)),
 ]}
 STEP_MATCHED = ("surgun", "esd_x", "esd_x_full", "ga", "ca", "ca_noise", "uce")
@@ -165,7 +167,7 @@ ABLATIONS = ("surgun_loc", "surgun_1d", "surgun_no_distractors", "surgun_no_asce
              "surgun_sn_1d", "surgun_sn_no_ascent", "surgun_sn_loc", "surgun_sp_1d", "surgun_sp_no_distractors", "surgun_sp_loc")
 VARIANTS = ("surgun_v2", "surgun_v1", "surgun_v0", "surgun_dps1", "surgun_cap15", "surgun_cap3", "surgun_protect", "surgun_nearest", "surgun_mt", "surgun_kv",
             "surgun_levels", "surgun_sn_levels", "surgun_tie", "surgun_sn_kv", "surgun_subspace", "surgun_subspace_all",
-            "surgun_adversary", "surgun_sp_cap15", "surgun_sp_cap3", "surgun_sp_mt", "surgun_sp_subspace_all")
+            "surgun_adversary", "surgun_sp_cap15", "surgun_sp_cap3", "surgun_sp_mt", "surgun_sp_tie", "surgun_sp_subspace_all")
 UCE_LAMBDAS = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
 
 
