@@ -126,6 +126,9 @@ V2_METHODS: dict[str, V2Method] = {m.name: m for m in [
     _m("surgun_sn_loc", None, SURGUN_SAMPLES_PER_STEP, localized=True, records_only=V2_RUN),
     # the same ingredients removed from today's SurgUn (the guard's probe spread over the schedule, stop 31)
     _m("surgun_sp_1d", None, 3, n_distractors=1),
+    # the algorithm's first two distractors (neon and stripes: pastel, gradient; the third, checker, is the one the demo
+    # loses the object to on seed 0)
+    _m("surgun_sp_2d", None, SURGUN_SAMPLES_PER_STEP, n_distractors=2),
     _m("surgun_sp_no_distractors", None, 2, n_distractors=0, node=(("distractor_weight", 0.0),)),
     _m("surgun_sp_loc", None, SURGUN_SAMPLES_PER_STEP, localized=True),
     # SurgUn v0 with another setting of one node input, every ingredient kept (issue 13, item 5's next ideas)
@@ -164,7 +167,7 @@ V2_METHODS: dict[str, V2Method] = {m.name: m for m in [
 STEP_MATCHED = ("surgun", "esd_x", "esd_x_full", "ga", "ca", "ca_noise", "uce")
 COMPUTE_MATCHED = ("esd_x@4x", "esd_x_full@4x", "ga@4x", "ca@2x")
 ABLATIONS = ("surgun_loc", "surgun_1d", "surgun_no_distractors", "surgun_no_ascent", "surgun_rp_no_ascent", "surgun_rp_1d",
-             "surgun_sn_1d", "surgun_sn_no_ascent", "surgun_sn_loc", "surgun_sp_1d", "surgun_sp_no_distractors", "surgun_sp_loc")
+             "surgun_sn_1d", "surgun_sn_no_ascent", "surgun_sn_loc", "surgun_sp_1d", "surgun_sp_2d", "surgun_sp_no_distractors", "surgun_sp_loc")
 VARIANTS = ("surgun_v2", "surgun_v1", "surgun_v0", "surgun_dps1", "surgun_cap15", "surgun_cap3", "surgun_protect", "surgun_nearest", "surgun_mt", "surgun_kv",
             "surgun_levels", "surgun_sn_levels", "surgun_tie", "surgun_sn_kv", "surgun_subspace", "surgun_subspace_all",
             "surgun_adversary", "surgun_sp_cap15", "surgun_sp_cap3", "surgun_sp_mt", "surgun_sp_tie", "surgun_sp_subspace_all")

@@ -19,7 +19,7 @@ COLOURS = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (255, 127, 14), (148, 1
            (107, 110, 207), (156, 158, 222), (99, 121, 57), (140, 162, 82), (181, 207, 107), (140, 109, 49), (189, 158, 57),
            (132, 60, 57), (173, 73, 74), (214, 97, 107), (123, 65, 115), (165, 81, 148), (206, 109, 189), (222, 158, 214),
            (57, 59, 121), (231, 186, 82), (253, 141, 60), (49, 163, 84), (116, 196, 118), (117, 107, 177),
-           (158, 154, 200), (230, 85, 13), (255, 215, 0), (0, 128, 128), (128, 0, 64)]
+           (158, 154, 200), (230, 85, 13), (255, 215, 0), (0, 128, 128), (128, 0, 64), (0, 100, 0)]
 """At least one colour per method of ``V2_METHODS``: no two curves share one."""
 
 
@@ -128,7 +128,7 @@ def write_report(jsonl: Path, out: Path, stem: str, s, targets, wall_s: float | 
               "surgun_v0 before the retain plan too (retain_distractors off). The ablations and variants named surgun_sp_* "
               "change SurgUn as it is now; every other one was measured before stop 31, so \"SurgUn v2\" is the newest SurgUn "
               "it can change (records only where it ran the old probe). "
-              "`ablation` = the node with one ingredient changed: of SurgUn now, surgun_sp_1d (one distractor), "
+              "`ablation` = the node with one ingredient changed: of SurgUn now, surgun_sp_1d (one distractor), surgun_sp_2d (the first two), "
               "surgun_sp_no_distractors (distractor_weight 0), surgun_sp_loc (blocks from the Block Localizer) and "
               "surgun_sn_no_ascent (ascent_weight 0: no ascent, so no guard, and the same run under either probe); of SurgUn "
               "v2, surgun_sn_1d, surgun_sn_loc; of SurgUn v1, surgun_rp_1d (one distractor), surgun_rp_no_ascent (ascent_weight 0) (without distractors the plan "

@@ -98,7 +98,7 @@ def test_each_ablation_removes_one_ingredient_and_keeps_the_retain_lines(kind, n
                     "surgun_rp_no_ascent": (3, {"ascent_weight": 0.0}, False, "v1"),
                     "surgun_sn_1d": (1, {}, False, "now"), "surgun_sn_loc": (3, {}, True, "now"),
                     "surgun_sn_no_ascent": (3, {"ascent_weight": 0.0}, False, "now"),
-                    "surgun_sp_1d": (1, {}, False, "now"), "surgun_sp_loc": (3, {}, True, "now"),
+                    "surgun_sp_1d": (1, {}, False, "now"), "surgun_sp_2d": (2, {}, False, "now"), "surgun_sp_loc": (3, {}, True, "now"),
                     "surgun_sp_no_distractors": (0, {"distractor_weight": 0.0}, False, "now")}
     assert len(lines(full["distractors"])) == 3 and not mv.V2_METHODS["surgun"].node
     assert v0 == {"retain_distractors": False, "shared_noise": False} and v1 == {"shared_noise": False}
