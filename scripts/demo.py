@@ -77,7 +77,8 @@ def main() -> None:
     ap.add_argument("--weights", default="", help="another toy canvas weights file (default: the bundled one)")
     ap.add_argument("--seed", type=int, default=0, help="SurgUn Train's seed: its training samples, noise and timesteps (default 0)")
     ap.add_argument("--set", action="append", default=[], metavar="INPUT=VALUE",
-                    help="another SurgUn Train input, as JSON (repeatable), e.g. --set concept_levels=true")
+                    help="another SurgUn Train input, as JSON (repeatable), e.g. --set concept_levels=true; "
+                         "distractors=pastel replaces the algorithm's distractor styles (one per line), for a diagnosis")
     args = ap.parse_args()
     extra = dict(train_input(a) for a in args.set)
     t0 = time.monotonic()
@@ -97,11 +98,15 @@ def main() -> None:
     if args.style not in world.STYLES:
         sys.exit(f"[SurgUn demo] unknown style {args.style!r}; the toy world has {', '.join(world.STYLES)}")
     bench = run.Bench(run.Settings(eval_target_per_prompt=4, eval_other_per_prompt=1, eval_other_stride=2), args.weights or None)
-    chosen = bench.choose_distractors("style", args.style)["names"]
+    algorithm = bench.choose_distractors("style", args.style)["names"]
+    # --set distractors=... trains toward those instead (a diagnosis: which distractor does what); the retain lines stay
+    # the styles the algorithm did not choose, as in the yardstick's ablations with fewer distractors
+    override = extra.pop("distractors", None)
+    chosen = [s.strip() for s in str(override).splitlines() if s.strip()] if override is not None else algorithm
     # paired competition: each target line names the style in braces; the distractor styles take its place
     # in the same line, and the remaining styles are kept in the same lines ("{style}" retain lines)
     targets = [world.prompt_for(o, "{" + args.style + "}") for o in world.OBJECTS]
-    rest = [s for s in world.STYLES if s != args.style and s not in chosen]
+    rest = [s for s in world.STYLES if s != args.style and s not in algorithm]
     retain = ["{" + s + "}" for s in rest]
     shown_retain = [world.prompt_for(world.OBJECTS[(2 * i + 1) % 8], s) for i, s in enumerate(rest)]
     show = world.prompt_for("star", "{" + args.style + "}")
@@ -120,7 +125,8 @@ def main() -> None:
             "steps": bench.constants.STEPS, "size": 32, "cfg": bench.constants.CFG, "seed": 0}},
         "sv": {"class_type": "SaveImage", "inputs": {"images": ["cmp", 0], "filename_prefix": "surgun_demo_grid"}},
     }
-    log.info(f"[SurgUn demo] erasing '{args.style}' style; distractor styles {chosen}; "
+    log.info(f"[SurgUn demo] erasing '{args.style}' style; distractor styles {chosen}"
+             f"{'' if chosen == algorithm else f' (set by --set; the algorithm chose {algorithm})'}; "
           "graph SurgUnToyCanvasLoader -> SurgUnTrain -> SurgUnEraseRetainCompare -> SaveImage")
     res = comfy.run(graph)
     if not res.success:
@@ -139,7 +145,7 @@ def main() -> None:
     shutil.copy(weights.path, args.out / Path(weights.path).name)
     numbers = {
         "model": "toy canvas (benchmarks/toy_canvas), bundled weights" if not args.weights else args.weights,
-        "erased": f"{args.style} style", "distractor_styles": chosen, "targets": targets, "retain_prompts": retain,
+        "erased": f"{args.style} style", "distractor_styles": chosen, "algorithm_distractors": algorithm, "targets": targets, "retain_prompts": retain,
         "steps": args.steps, "learning_rate": args.lr, "seed": args.seed, "train_inputs": extra, "layers_trained": len(weights.deltas),
         "before": before, "after": after,
         "train_readout": said, "pixel_scores_for": show, "pixel_scores": {k: scores[k] for k in ("erase", "away", "toward", "retain") if k in scores},
