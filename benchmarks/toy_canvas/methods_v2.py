@@ -126,8 +126,8 @@ V2_METHODS: dict[str, V2Method] = {m.name: m for m in [
     _m("surgun_sn_loc", None, SURGUN_SAMPLES_PER_STEP, localized=True, records_only=V2_RUN),
     # the same ingredients removed from today's SurgUn (the guard's probe spread over the schedule, stop 31)
     _m("surgun_sp_1d", None, 3, n_distractors=1),
-    # the algorithm's first two distractors (neon and stripes: pastel, gradient; the third, checker, is the one the demo
-    # loses the object to on seed 0)
+    # the algorithm's first two distractors (neon and stripes: pastel, gradient), without the third (checker), with which
+    # the demo lost the object on seed 0 (on stripes two lose it as three do: README, stop 33)
     _m("surgun_sp_2d", None, SURGUN_SAMPLES_PER_STEP, n_distractors=2),
     _m("surgun_sp_no_distractors", None, 2, n_distractors=0, node=(("distractor_weight", 0.0),)),
     _m("surgun_sp_loc", None, SURGUN_SAMPLES_PER_STEP, localized=True),
