@@ -19,7 +19,7 @@ COLOURS = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (255, 127, 14), (148, 1
            (107, 110, 207), (156, 158, 222), (99, 121, 57), (140, 162, 82), (181, 207, 107), (140, 109, 49), (189, 158, 57),
            (132, 60, 57), (173, 73, 74), (214, 97, 107), (123, 65, 115), (165, 81, 148), (206, 109, 189), (222, 158, 214),
            (57, 59, 121), (231, 186, 82), (253, 141, 60), (49, 163, 84), (116, 196, 118), (117, 107, 177),
-           (158, 154, 200), (230, 85, 13), (255, 215, 0), (0, 128, 128), (128, 0, 64), (0, 100, 0)]
+           (158, 154, 200), (230, 85, 13), (255, 215, 0), (0, 128, 128), (128, 0, 64), (0, 100, 0), (255, 0, 255)]
 """At least one colour per method of ``V2_METHODS``: no two curves share one."""
 
 
@@ -145,7 +145,7 @@ def write_report(jsonl: Path, out: Path, stem: str, s, targets, wall_s: float | 
               "surgun_subspace_all (text_subspace: to_k and to_v confined, the other cross-attention layers free), "
               "surgun_adversary (adversary_steps 3: trained against a warm-started soft prompt as well); of SurgUn now, "
               "surgun_sp_cap15, surgun_sp_cap3 (ascent_cap 1.5, 3), surgun_sp_mt (model_targets), surgun_sp_tie (ascent_until_tie), "
-              "surgun_sp_subspace_all (text_subspace).", "",
+              "surgun_sp_subspace_all (text_subspace), surgun_sp_dps1 (distractors_per_step 1).", "",
               "| kind | method | matched | lr | " + " | ".join(c.replace("_", " ") for c in cols) + " | n |",
               "|" + " --- |" * (5 + len(cols))]
         group = lambda m: ("ablation" if m in ABLATIONS else "variant" if m in VARIANTS
