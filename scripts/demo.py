@@ -94,6 +94,7 @@ def main() -> None:
     comfy = headless.start([toy_nodes_dir()])
     pack.load()
     from surgun_pack.benchmarks.toy_canvas import run, world
+    from surgun_pack.nodes.inputs import split_lines  # the node's own parsing of its text fields
 
     if args.style not in world.STYLES:
         sys.exit(f"[SurgUn demo] unknown style {args.style!r}; the toy world has {', '.join(world.STYLES)}")
@@ -102,7 +103,11 @@ def main() -> None:
     # --set distractors=... trains toward those instead (a diagnosis: which distractor does what); the retain lines stay
     # the styles the algorithm did not choose, as in the yardstick's ablations with fewer distractors
     override = extra.pop("distractors", None)
-    chosen = [s.strip() for s in str(override).splitlines() if s.strip()] if override is not None else algorithm
+    chosen = list(split_lines(str(override))) if override is not None else algorithm
+    wrong = [s for s in chosen if s not in world.STYLES or s == args.style]
+    if wrong or not chosen:
+        sys.exit(f"[SurgUn demo] --set distractors takes other styles of the toy world, one per line, got {str(override)[:60]!r}; "
+                 f"use some of {', '.join(s for s in world.STYLES if s != args.style)}")
     # paired competition: each target line names the style in braces; the distractor styles take its place
     # in the same line, and the remaining styles are kept in the same lines ("{style}" retain lines)
     targets = [world.prompt_for(o, "{" + args.style + "}") for o in world.OBJECTS]
