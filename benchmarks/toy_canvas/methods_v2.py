@@ -30,9 +30,7 @@ import torch
 
 from . import split
 from .baselines import METHODS, method_data
-
-SURGUN_SAMPLES_PER_STEP = 4
-
+from ...surgun_core.train import TrainConfig
 
 @dataclass(frozen=True)
 class V2Method:
@@ -41,7 +39,8 @@ class V2Method:
     """The v1 method (``baselines.METHODS``) it trains as; None: surgun (the node) or uce (closed form)."""
     esd_concept_only: bool = False
     ca_model: bool = False
-    samples_per_step: int = 1
+    draws: int = 1
+    """Training samples a baseline draws per step (SurgUn's follow from its node inputs: ``samples_per_step``)."""
     steps_mult: int = 1
     family: str = ""
     node: tuple = ()
@@ -56,6 +55,8 @@ class V2Method:
     protect_related: bool = False
     """A SurgUn variant whose distractors come from the same algorithm with the target's related concepts
     (its 2 nearest) typed into the Distractor Builder's ``protected`` input, so none of them is trained toward."""
+    about: str = ""
+    """What its change means, for the report's legend (which names the change itself from the fields above)."""
 
     @property
     def is_surgun(self) -> bool:
@@ -65,9 +66,52 @@ class V2Method:
     def label(self) -> str:
         return self.family or self.name
 
+    @property
+    def samples_per_step(self) -> int:
+        """Training samples drawn per step: a baseline's as given; SurgUn's from its node inputs (the target row
+        while the ascent is on, the distractors drawn per step, one retain line)."""
+        if not self.is_surgun:
+            return self.draws
+        node = dict(self.node)
+        per_step = node.get("distractors_per_step", TrainConfig.distractors_per_step)
+        drawn = per_step if self.n_distractors is None else min(self.n_distractors, per_step)
+        distractors = 0 if node.get("distractor_weight", 1.0) == 0 else drawn
+        return int(node.get("ascent_weight", 1.0) > 0) + distractors + TrainConfig.retain_per_step
 
-def _m(name, base, spp=1, mult=1, **kw):
-    return V2Method(name, base, samples_per_step=spp, steps_mult=mult, family=name.split("@")[0], **kw)
+    @property
+    def changes(self) -> tuple[str, str]:
+        """(the SurgUn this one changes: "now", "v2", "v1" or "v0"; the change, in words), for the legend."""
+        node = dict(self.node)
+        base = ("v0" if dict(V0).items() <= node.items() else "v1" if dict(V1).items() <= node.items()
+                else "v2" if self.records_only == V2_RUN else "now")
+        words = [(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}") + (f": {GLOSS[k]}" if k in GLOSS else "")
+                 for k, v in node.items() if k not in dict(V0 if base == "v0" else V1 if base == "v1" else ())]
+        if self.n_distractors is not None and "distractor_weight" not in node:
+            words.append("one distractor" if self.n_distractors == 1 else f"the first {self.n_distractors} distractors")
+        if self.localized:
+            words.append("blocks from the Block Localizer")
+        if self.protect_related:
+            words.append("the distractors chosen with the 2 related concepts protected")
+        return base, ", ".join(words) + (f"; {self.about}" if self.about else "")
+
+
+GLOSS = {
+    "ascent_weight": "no ascent, so no guard",
+    "distractor_weight": "no distractor term",
+    "distractors_per_step": "distractors drawn per step, 2 by default",
+    "retain_nearest_first": "the retain prompts nearest the target drawn first",
+    "model_targets": "the descent terms learn the untouched model's predictions",
+    "block_pattern": "the layers trained; to_k and to_v are the cross-attention's text projections, which UCE edits",
+    "concept_levels": "the ascent's noise levels drawn where the concept explains its images",
+    "ascent_until_tie": "the ascent only while the target still beats its distractors at the same noise and level",
+    "text_subspace": "the cross-attention's to_k and to_v confined to the competition's text directions",
+    "adversary_steps": "trained against a warm-started soft prompt as well",
+}
+"""What a node input a variant sets does, for the report's legend (the tooltips in ``nodes/train_node.py`` say it in full)."""
+
+
+def _m(name, base, draws=1, mult=1, **kw):
+    return V2Method(name, base, draws=draws, steps_mult=mult, family=name.split("@")[0], **kw)
 
 
 V1 = (("shared_noise", False),)
@@ -92,9 +136,9 @@ V2_RUN = (f"it ran with SurgUn v2's guard ({V2_PROBE}), so new runs under this n
 """Why a variant or ablation that ran "today's node plus one input" before stop 31 is records only."""
 
 V2_METHODS: dict[str, V2Method] = {m.name: m for m in [
-    _m("surgun", None, SURGUN_SAMPLES_PER_STEP),
+    _m("surgun", None),
     # SurgUn before stop 31's guard probe (levels spread over the schedule): records only
-    _m("surgun_v2", None, SURGUN_SAMPLES_PER_STEP, records_only=V2),
+    _m("surgun_v2", None, records_only=V2),
     _m("esd_x", "esd_x", esd_concept_only=True),
     _m("esd_x_full", "esd_x"),
     _m("ga", "ga"),
@@ -106,65 +150,65 @@ V2_METHODS: dict[str, V2Method] = {m.name: m for m in [
     _m("ga@4x", "ga", 1, 4),
     _m("ca@2x", "ca", 2, 2, ca_model=True),
     # SurgUn before shared noise (the node with shared_noise off): the records of "surgun" before stop 27
-    _m("surgun_v1", None, SURGUN_SAMPLES_PER_STEP, node=V1),
+    _m("surgun_v1", None, node=V1),
     # SurgUn before the retain plan (the node with distractors not retained and retain lines drawn uniformly)
-    _m("surgun_v0", None, SURGUN_SAMPLES_PER_STEP, node=V0),
+    _m("surgun_v0", None, node=V0),
     # SurgUn's ingredients, one at a time (issue 13): every variant is the node, retain lines unchanged
-    _m("surgun_loc", None, SURGUN_SAMPLES_PER_STEP, localized=True, node=V0),
-    _m("surgun_1d", None, 3, n_distractors=1, node=V0),
-    _m("surgun_no_distractors", None, 2, n_distractors=0, node=(("distractor_weight", 0.0), *V0)),
-    _m("surgun_no_ascent", None, 3, node=(("ascent_weight", 0.0), *V0)),
+    _m("surgun_loc", None, localized=True, node=V0),
+    _m("surgun_1d", None, n_distractors=1, node=V0),
+    _m("surgun_no_distractors", None, n_distractors=0, node=(("distractor_weight", 0.0), *V0)),
+    _m("surgun_no_ascent", None, node=(("ascent_weight", 0.0), *V0)),
     # the same ingredients removed from SurgUn with its retain plan (stop 23); without distractors the plan
     # retains nothing more, so SurgUn without distractors is surgun_no_distractors
-    _m("surgun_rp_no_ascent", None, 3, node=(("ascent_weight", 0.0), *V1)),
-    _m("surgun_rp_1d", None, 3, n_distractors=1, node=V1),
+    _m("surgun_rp_no_ascent", None, node=(("ascent_weight", 0.0), *V1)),
+    _m("surgun_rp_1d", None, n_distractors=1, node=V1),
     # the same ingredients removed from SurgUn v2 (shared noise on, stop 28; before the spread guard probe)
     # (their guard ran the old probe: records only; without the ascent there is no guard, so sn_no_ascent is also
     # the no-ascent ablation of today's SurgUn and still runs)
-    _m("surgun_sn_1d", None, 3, n_distractors=1, records_only=V2_RUN),
-    _m("surgun_sn_no_ascent", None, 3, node=(("ascent_weight", 0.0),)),
-    _m("surgun_sn_loc", None, SURGUN_SAMPLES_PER_STEP, localized=True, records_only=V2_RUN),
+    _m("surgun_sn_1d", None, n_distractors=1, records_only=V2_RUN),
+    _m("surgun_sn_no_ascent", None, node=(("ascent_weight", 0.0),), about="the same run under either probe"),
+    _m("surgun_sn_loc", None, localized=True, records_only=V2_RUN),
     # the same ingredients removed from today's SurgUn (the guard's probe spread over the schedule, stop 31)
-    _m("surgun_sp_1d", None, 3, n_distractors=1),
+    _m("surgun_sp_1d", None, n_distractors=1),
     # the algorithm's first two distractors (neon and stripes: pastel, gradient), without the third (checker), with which
     # the demo lost the object on seed 0 (on stripes two lose it as three do: README, stop 33)
-    _m("surgun_sp_2d", None, SURGUN_SAMPLES_PER_STEP, n_distractors=2),
-    _m("surgun_sp_no_distractors", None, 2, n_distractors=0, node=(("distractor_weight", 0.0),)),
-    _m("surgun_sp_loc", None, SURGUN_SAMPLES_PER_STEP, localized=True),
+    _m("surgun_sp_2d", None, n_distractors=2),
+    _m("surgun_sp_no_distractors", None, n_distractors=0, node=(("distractor_weight", 0.0),)),
+    _m("surgun_sp_loc", None, localized=True),
     # SurgUn v0 with another setting of one node input, every ingredient kept (issue 13, item 5's next ideas)
-    _m("surgun_dps1", None, 3, node=(("distractors_per_step", 1), *V0)),
-    _m("surgun_cap15", None, SURGUN_SAMPLES_PER_STEP, node=(("ascent_cap", 1.5), *V0)),
-    _m("surgun_cap3", None, SURGUN_SAMPLES_PER_STEP, node=(("ascent_cap", 3.0), *V0)),
-    _m("surgun_protect", None, SURGUN_SAMPLES_PER_STEP, protect_related=True, node=V0),
+    _m("surgun_dps1", None, node=(("distractors_per_step", 1), *V0)),
+    _m("surgun_cap15", None, node=(("ascent_cap", 1.5), *V0)),
+    _m("surgun_cap3", None, node=(("ascent_cap", 3.0), *V0)),
+    _m("surgun_protect", None, protect_related=True, node=V0),
     # SurgUn with the retain prompts nearest the target drawn first (the node's option, off by default)
-    _m("surgun_nearest", None, SURGUN_SAMPLES_PER_STEP, node=(("retain_nearest_first", True), *V1)),
+    _m("surgun_nearest", None, node=(("retain_nearest_first", True), *V1)),
     # SurgUn whose descent terms learn the untouched model's predictions (the node's model_targets, off by default)
-    _m("surgun_mt", None, SURGUN_SAMPLES_PER_STEP, node=(("model_targets", True), *V1)),
+    _m("surgun_mt", None, node=(("model_targets", True), *V1)),
     # SurgUn training only the cross-attention's text projections (block_pattern), the layers UCE edits
-    _m("surgun_kv", None, SURGUN_SAMPLES_PER_STEP, node=(("block_pattern", "attn2.to_k, attn2.to_v"), *V1)),
+    _m("surgun_kv", None, node=(("block_pattern", "attn2.to_k, attn2.to_v"), *V1)),
     # SurgUn whose ascent draws its noise levels where the concept explains its samples (the node's concept_levels)
-    _m("surgun_levels", None, SURGUN_SAMPLES_PER_STEP, node=(("concept_levels", True), *V1)),
+    _m("surgun_levels", None, node=(("concept_levels", True), *V1)),
     # the same with shared noise on (SurgUn v2)
-    _m("surgun_sn_levels", None, SURGUN_SAMPLES_PER_STEP, node=(("concept_levels", True),), records_only=V2_RUN),
+    _m("surgun_sn_levels", None, node=(("concept_levels", True),), records_only=V2_RUN),
     # SurgUn whose ascent runs only while the target still beats its distractors (the node's ascent_until_tie)
-    _m("surgun_tie", None, SURGUN_SAMPLES_PER_STEP, node=(("ascent_until_tie", True),), records_only=V2_RUN),
+    _m("surgun_tie", None, node=(("ascent_until_tie", True),), records_only=V2_RUN),
     # SurgUn v2 on the layers UCE edits (to_k, to_v), freely, and confined to the competition's text directions
-    _m("surgun_sn_kv", None, SURGUN_SAMPLES_PER_STEP, node=(("block_pattern", "attn2.to_k, attn2.to_v"),), records_only=V2_RUN),
-    _m("surgun_subspace", None, SURGUN_SAMPLES_PER_STEP, node=(("text_subspace", True), ("block_pattern", "attn2.to_k, attn2.to_v")), records_only=V2_RUN),
+    _m("surgun_sn_kv", None, node=(("block_pattern", "attn2.to_k, attn2.to_v"),), records_only=V2_RUN),
+    _m("surgun_subspace", None, node=(("text_subspace", True), ("block_pattern", "attn2.to_k, attn2.to_v")), records_only=V2_RUN),
     # SurgUn with its prompt-reading layers confined to those directions and the other chosen layers trained freely
-    _m("surgun_subspace_all", None, SURGUN_SAMPLES_PER_STEP, node=(("text_subspace", True),), records_only=V2_RUN),
+    _m("surgun_subspace_all", None, node=(("text_subspace", True),), records_only=V2_RUN),
     # SurgUn trained against a warm-started soft prompt as well (the node's adversary_steps)
-    _m("surgun_adversary", None, SURGUN_SAMPLES_PER_STEP, node=(("adversary_steps", 3),), records_only=V2_RUN),
+    _m("surgun_adversary", None, node=(("adversary_steps", 3),), records_only=V2_RUN),
     # today's SurgUn (the guard reading the whole schedule, stop 31) with another guard cap
-    _m("surgun_sp_cap15", None, SURGUN_SAMPLES_PER_STEP, node=(("ascent_cap", 1.5),)),
-    _m("surgun_sp_cap3", None, SURGUN_SAMPLES_PER_STEP, node=(("ascent_cap", 3.0),)),
+    _m("surgun_sp_cap15", None, node=(("ascent_cap", 1.5),)),
+    _m("surgun_sp_cap3", None, node=(("ascent_cap", 3.0),)),
     # today's SurgUn with the three variants that led SurgUn's H before stop 31 (model_targets on v1; text_subspace and
     # ascent_until_tie on v2)
-    _m("surgun_sp_mt", None, SURGUN_SAMPLES_PER_STEP, node=(("model_targets", True),)),
-    _m("surgun_sp_tie", None, SURGUN_SAMPLES_PER_STEP, node=(("ascent_until_tie", True),)),
-    _m("surgun_sp_subspace_all", None, SURGUN_SAMPLES_PER_STEP, node=(("text_subspace", True),)),
+    _m("surgun_sp_mt", None, node=(("model_targets", True),)),
+    _m("surgun_sp_tie", None, node=(("ascent_until_tie", True),)),
+    _m("surgun_sp_subspace_all", None, node=(("text_subspace", True),)),
     # today's SurgUn drawing one distractor per step instead of two (the v0 version kept the styles' object 0.84 against v0's 0.59)
-    _m("surgun_sp_dps1", None, 3, node=(("distractors_per_step", 1),)),
+    _m("surgun_sp_dps1", None, node=(("distractors_per_step", 1),)),
 ]}
 STEP_MATCHED = ("surgun", "esd_x", "esd_x_full", "ga", "ca", "ca_noise", "uce")
 COMPUTE_MATCHED = ("esd_x@4x", "esd_x_full@4x", "ga@4x", "ca@2x")

@@ -11,6 +11,16 @@ from . import split
 from .methods_v2 import ABLATIONS, COMPUTE_MATCHED, UCE_LAMBDAS, V2_METHODS, VARIANTS
 
 METRICS = ("UA", "IRA", "CRA", "H", "related_IRA", "kept_on_target", "mode_spread_bits")
+
+def changes(names) -> str:
+    """The legend of ``names`` (ablations or variants): each with its change, grouped by the SurgUn it changes."""
+    by: dict[str, list[str]] = {}
+    for n in names:
+        base, change = V2_METHODS[n].changes
+        if change:  # surgun_v0..v2 are SurgUn itself at an earlier stop (the legend's prose)
+            by.setdefault(base, []).append(f"{n} ({change})")
+    return "; ".join(f"of SurgUn {b}, " + ", ".join(by[b]) for b in ("now", "v2", "v1", "v0") if b in by)
+
 def attack_keys(s) -> tuple:
     return (*(f"soft@{n}" for n in s.attack_steps), "paraphrase")
 COLOURS = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (255, 127, 14), (148, 103, 189), (140, 86, 75), (227, 119, 194),
@@ -128,24 +138,8 @@ def write_report(jsonl: Path, out: Path, stem: str, s, targets, wall_s: float | 
               "surgun_v0 before the retain plan too (retain_distractors off). The ablations and variants named surgun_sp_* "
               "change SurgUn as it is now; every other one was measured before stop 31, so \"SurgUn v2\" is the newest SurgUn "
               "it can change (records only where it ran the old probe). "
-              "`ablation` = the node with one ingredient changed: of SurgUn now, surgun_sp_1d (one distractor), surgun_sp_2d (the first two), "
-              "surgun_sp_no_distractors (distractor_weight 0), surgun_sp_loc (blocks from the Block Localizer) and "
-              "surgun_sn_no_ascent (ascent_weight 0: no ascent, so no guard, and the same run under either probe); of SurgUn "
-              "v2, surgun_sn_1d, surgun_sn_loc; of SurgUn v1, surgun_rp_1d (one distractor), surgun_rp_no_ascent (ascent_weight 0) (without distractors the plan "
-              "retains nothing more: surgun_no_distractors); of v0, surgun_loc (blocks from the Block Localizer), surgun_1d, "
-              "surgun_no_distractors, surgun_no_ascent. `variant` = every ingredient kept and one other input changed: of v0, "
-              "surgun_dps1 (distractors_per_step 1), surgun_cap15, surgun_cap3 (ascent_cap 1.5, 3), surgun_protect (the "
-              "distractors chosen with the 2 related concepts protected); of v1, surgun_nearest (retain prompts nearest "
-              "the target drawn first), surgun_mt (model_targets: the descent terms learn the untouched model's "
-              "predictions), surgun_kv (block_pattern: only the cross-attention's to_k and to_v, the layers UCE edits), "
-              "surgun_levels (concept_levels: the ascent's noise levels drawn where the concept explains its images); of SurgUn "
-              "v2, surgun_sn_levels (concept_levels), surgun_tie (ascent_until_tie: the ascent only while the target "
-              "still beats its distractors at the same noise and level), surgun_sn_kv (block_pattern: only to_k and to_v), "
-              "surgun_subspace (only to_k and to_v, confined by text_subspace to the text directions of the competition), "
-              "surgun_subspace_all (text_subspace: to_k and to_v confined, the other cross-attention layers free), "
-              "surgun_adversary (adversary_steps 3: trained against a warm-started soft prompt as well); of SurgUn now, "
-              "surgun_sp_cap15, surgun_sp_cap3 (ascent_cap 1.5, 3), surgun_sp_mt (model_targets), surgun_sp_tie (ascent_until_tie), "
-              "surgun_sp_subspace_all (text_subspace), surgun_sp_dps1 (distractors_per_step 1).", "",
+              f"`ablation` = the node with one ingredient changed: {changes(ABLATIONS)}. `variant` = every ingredient kept "
+              f"and one other input changed: {changes(VARIANTS)}.", "",
               "| kind | method | matched | lr | " + " | ".join(c.replace("_", " ") for c in cols) + " | n |",
               "|" + " --- |" * (5 + len(cols))]
         group = lambda m: ("ablation" if m in ABLATIONS else "variant" if m in VARIANTS

@@ -161,7 +161,7 @@ def test_seed_ranges_are_disjoint():
 def test_compute_matched_variants_see_as_many_samples_as_surgun():
     for m in mv.COMPUTE_MATCHED:
         v = mv.V2_METHODS[m]
-        assert v.samples_per_step * v.steps_mult == mv.SURGUN_SAMPLES_PER_STEP, m
+        assert v.samples_per_step * v.steps_mult == mv.V2_METHODS["surgun"].samples_per_step == 4, m
 
 
 def _settings(**kw):
@@ -227,3 +227,23 @@ def test_a_records_only_method_is_refused_before_any_work(tmp_path):
     with pytest.raises(SystemExit, match=r"surgun_tie cannot be run again \(it ran with SurgUn v2's guard.*surgun_sp_"):
         yardstick.main(["--methods", "surgun_tie", "--targets", "style:neon", "--out", str(tmp_path)])
     assert list(tmp_path.iterdir()) == []
+
+
+def test_surgun_variants_draw_the_samples_their_node_inputs_draw():
+    """Compute matching reads these: the target row (while the ascent is on), the distractors drawn per step, one retain line."""
+    draws = {n: mv.V2_METHODS[n].samples_per_step for n in ("surgun", "surgun_sp_1d", "surgun_sp_2d", "surgun_sp_no_distractors",
+                                                            "surgun_sn_no_ascent", "surgun_sp_dps1", "ca", "esd_x")}
+    assert draws == {"surgun": 4, "surgun_sp_1d": 3, "surgun_sp_2d": 4, "surgun_sp_no_distractors": 2,
+                     "surgun_sn_no_ascent": 3, "surgun_sp_dps1": 3, "ca": 2, "esd_x": 1}
+
+
+def test_report_legend_names_each_ablation_and_variant_with_the_surgun_it_changes_and_its_change():
+    from surgun_pack.benchmarks.toy_canvas.report_v2 import changes
+
+    legend = changes(mv.ABLATIONS) + "; " + changes(mv.VARIANTS)
+    for n in mv.ABLATIONS + mv.VARIANTS:
+        assert legend.count(f"{n} (") == (0 if n in ("surgun_v0", "surgun_v1", "surgun_v2") else 1), n
+    got = {n: mv.V2_METHODS[n].changes for n in ("surgun_sp_2d", "surgun_rp_1d", "surgun_tie", "surgun_cap3", "surgun_sp_loc")}
+    assert got["surgun_sp_2d"] == ("now", "the first 2 distractors") and got["surgun_rp_1d"] == ("v1", "one distractor")
+    assert got["surgun_tie"][0] == "v2" and got["surgun_tie"][1].startswith("ascent_until_tie True: the ascent only while")
+    assert got["surgun_cap3"] == ("v0", "ascent_cap 3") and got["surgun_sp_loc"] == ("now", "blocks from the Block Localizer")
