@@ -209,6 +209,11 @@ V2_METHODS: dict[str, V2Method] = {m.name: m for m in [
     _m("surgun_sp_subspace_all", None, node=(("text_subspace", True),)),
     # today's SurgUn drawing one distractor per step instead of two (the v0 version kept the styles' object 0.84 against v0's 0.59)
     _m("surgun_sp_dps1", None, node=(("distractors_per_step", 1),)),
+    # the adversary on today's SurgUn (it ran on v2 as surgun_adversary)
+    _m("surgun_sp_adversary", None, node=(("adversary_steps", 3),)),
+    # text_subspace led today's H on all three targets but was recovered more (stop 33); the adversary lowered neon's
+    # recovery on v2 (stop 30): the two together on today's SurgUn
+    _m("surgun_sp_subspace_adv", None, node=(("text_subspace", True), ("adversary_steps", 3))),
 ]}
 STEP_MATCHED = ("surgun", "esd_x", "esd_x_full", "ga", "ca", "ca_noise", "uce")
 COMPUTE_MATCHED = ("esd_x@4x", "esd_x_full@4x", "ga@4x", "ca@2x")
@@ -216,7 +221,8 @@ ABLATIONS = ("surgun_loc", "surgun_1d", "surgun_no_distractors", "surgun_no_asce
              "surgun_sn_1d", "surgun_sn_no_ascent", "surgun_sn_loc", "surgun_sp_1d", "surgun_sp_2d", "surgun_sp_no_distractors", "surgun_sp_loc")
 VARIANTS = ("surgun_v2", "surgun_v1", "surgun_v0", "surgun_dps1", "surgun_cap15", "surgun_cap3", "surgun_protect", "surgun_nearest", "surgun_mt", "surgun_kv",
             "surgun_levels", "surgun_sn_levels", "surgun_tie", "surgun_sn_kv", "surgun_subspace", "surgun_subspace_all",
-            "surgun_adversary", "surgun_sp_cap15", "surgun_sp_cap3", "surgun_sp_mt", "surgun_sp_tie", "surgun_sp_subspace_all", "surgun_sp_dps1")
+            "surgun_adversary", "surgun_sp_cap15", "surgun_sp_cap3", "surgun_sp_mt", "surgun_sp_tie", "surgun_sp_subspace_all", "surgun_sp_dps1",
+            "surgun_sp_adversary", "surgun_sp_subspace_adv")
 UCE_LAMBDAS = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
 
 
