@@ -79,6 +79,9 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[], metavar="INPUT=VALUE",
                     help="another SurgUn Train input, as JSON (repeatable), e.g. --set concept_levels=true; "
                          "distractors=pastel replaces the algorithm's distractor styles (one per line), for a diagnosis")
+    ap.add_argument("--probe", action="store_true",
+                    help="also write probe.json: the styles the erased model draws for the target's prompts (and where it keeps "
+                         "the object), and which of the sampler's steps decide the style (12 more samplings of 32 images)")
     args = ap.parse_args()
     extra = dict(train_input(a) for a in args.set)
     t0 = time.monotonic()
@@ -158,6 +161,17 @@ def main() -> None:
         "wall_s": round(time.monotonic() - t0, 1),
     }
     (args.out / "numbers.json").write_text(json.dumps(numbers, indent=2))
+    if args.probe:
+        from surgun_pack.benchmarks.toy_canvas import probe
+
+        log.info("[SurgUn demo] probing: the styles drawn, and the sampler steps that decide the style")
+        found = {"produced": probe.produced(bench, erased, args.style), "handover": probe.handover(bench, bench.model, erased, args.style)}
+        (args.out / "probe.json").write_text(json.dumps(found, indent=2))
+        log.info(f"[SurgUn demo]   drawn for the target's prompts ({found['produced']['images']} images, seed {probe.PROBE_SEED}): "
+                 + ", ".join(f"{s} x{v['images']} (object kept {v['kept']:.2f})" for s, v in found["produced"]["drawn"].items()))
+        first = found["handover"]["untouched_first"]
+        log.info("[SurgUn demo]   UA with the untouched model taking the first k steps: "
+                 + ", ".join(f"k={k}: {v['UA']:.2f}" for k, v in first.items()))
     log.info(f"[SurgUn demo]   UA  (target images not '{args.style}'): {before['UA']:.3f} -> {after['UA']:.3f}  ({before['n_target_images']} images)")
     log.info(f"[SurgUn demo]   IRA (other styles kept):            {before['IRA']:.3f} -> {after['IRA']:.3f}  ({before['n_other_images']} images)")
     log.info(f"[SurgUn demo]   CRA (objects kept, other prompts):  {before['CRA']:.3f} -> {after['CRA']:.3f}")

@@ -65,6 +65,32 @@ def sample_latents(model_patcher, conds: Mapping[str, list], negative: list, pro
     return torch.cat(out, dim=0)
 
 
+def handover_latents(first, second, handover: int, conds: Mapping[str, list], negative: list, prompts: Sequence[str],
+                     seed: int, sampler_name: str = constants.SAMPLER_NAME, scheduler: str = constants.SCHEDULER,
+                     steps: int = constants.STEPS, cfg: float = constants.CFG, size: int = constants.WIDTH) -> torch.Tensor:
+    """As :func:`sample_latents` (one chunk), but ``first`` takes the noisiest ``handover`` of the ``steps`` steps and
+    ``second`` the rest, from the same noise and on the same schedule (ComfyUI's KSamplerAdvanced split: the first
+    part keeps its leftover noise, the second adds none). ``handover`` 0 is ``second`` alone, ``steps`` ``first`` alone.
+    Where in the schedule a model decides a concept: the first steps of ``first`` that the second cannot undo."""
+    ensure_comfy()
+    import comfy.sample
+
+    if not 0 <= handover <= steps:
+        raise ValueError(f"handover must be a step of the schedule, 0..{steps}; got {handover}")
+    latent = torch.zeros(len(prompts), 3, size, size)
+    noise = comfy.sample.prepare_noise(latent, seed)
+    positive = _batched_conditioning([conds[p] for p in prompts])
+    run = lambda model, noise, latent, **kw: comfy.sample.sample(  # noqa: E731
+        model, noise, steps, cfg, sampler_name, scheduler, positive, negative, latent, seed=seed, disable_pbar=True, **kw)
+    with torch.no_grad():
+        if handover == 0:
+            return run(second, noise, latent).float().cpu()
+        x = run(first, noise, latent, last_step=handover, force_full_denoise=handover == steps)
+        if handover == steps:
+            return x.float().cpu()
+        return run(second, torch.zeros_like(noise), x, start_step=handover).float().cpu()
+
+
 @torch.no_grad()
 def sample_prompts(model_patcher, clip, vae, prompts: Sequence[str], seed: int,
                    negative_prompt: str = constants.NEGATIVE_PROMPT, **sampler_kwargs) -> torch.Tensor:

@@ -76,3 +76,28 @@ def test_toy_model_trains_through_surgun_train(comfy, toy_graph):
     meta = res.outputs["tr"][1][0].metadata
     assert meta["family"] == "unet:ToyCanvasConfig" and meta["prediction"] == "v"
     assert all(".attn2." in m for m in meta["blocks"]["modules"]) and meta["blocks"]["modules"]
+
+
+def test_handover_sampling_splits_one_trajectory_between_two_models(comfy):
+    """The first model takes the noisiest steps, the second the rest, from the same noise: a model handing over to
+    itself is its own sampling at any step, and handing over at 0 or at the last step is one model alone."""
+    from surgun_pack.benchmarks.toy_canvas import gate
+
+    a, clip, _ = toy_model.load_toy_canvas()
+    b = a.clone()
+    key = next(k for k in a.model.state_dict() if k.endswith("attn2.to_v.weight"))
+    b.add_patches({key: (torch.randn_like(a.model.state_dict()[key]) * 0.5,)}, 1.0)
+    prompts = ["a ring in neon style", "a star in pastel style"]
+    conds = {p: gate.encode_prompt(clip, p) for p in prompts}
+    neg = gate.encode_prompt(clip, constants.NEGATIVE_PROMPT)
+    full = lambda m: gate.sample_latents(m, conds, neg, prompts, seed=5, steps=8)  # noqa: E731
+    hand = lambda f, s, k: gate.handover_latents(f, s, k, conds, neg, prompts, seed=5, steps=8)  # noqa: E731
+    only_a, only_b = full(a), full(b)
+    assert (only_a - only_b).abs().max() > 0.1  # the two models really differ
+    for k in (1, 3, 6):
+        assert torch.allclose(hand(a, a, k), only_a, atol=1e-4), k
+    assert torch.allclose(hand(a, b, 0), only_b, atol=1e-4) and torch.allclose(hand(a, b, 8), only_a, atol=1e-4)
+    mixed = hand(a, b, 3)
+    assert (mixed - only_a).abs().max() > 1e-2 and (mixed - only_b).abs().max() > 1e-2
+    with pytest.raises(ValueError, match="0..8"):
+        hand(a, b, 9)
