@@ -81,7 +81,7 @@ def main() -> None:
                          "distractors=pastel replaces the algorithm's distractor styles (one per line), for a diagnosis")
     ap.add_argument("--probe", action="store_true",
                     help="also write probe.json: the styles the erased model draws for the target's prompts (and where it keeps "
-                         "the object), and which of the sampler's steps decide the style (12 more samplings of 32 images)")
+                         "the object), and which of the sampler's steps decide the style (64 more images for the styles, 12 x 32 for the steps)")
     args = ap.parse_args()
     extra = dict(train_input(a) for a in args.set)
     t0 = time.monotonic()

@@ -32,6 +32,7 @@ from . import split
 from .baselines import METHODS, method_data
 from ...surgun_core.train import TrainConfig
 
+
 @dataclass(frozen=True)
 class V2Method:
     name: str
@@ -180,24 +181,18 @@ V2_METHODS: dict[str, V2Method] = {m.name: m for m in [
     _m("surgun_cap15", None, node=(("ascent_cap", 1.5), *V0)),
     _m("surgun_cap3", None, node=(("ascent_cap", 3.0), *V0)),
     _m("surgun_protect", None, protect_related=True, node=V0),
-    # SurgUn with the retain prompts nearest the target drawn first (the node's option, off by default)
     _m("surgun_nearest", None, node=(("retain_nearest_first", True), *V1)),
-    # SurgUn whose descent terms learn the untouched model's predictions (the node's model_targets, off by default)
     _m("surgun_mt", None, node=(("model_targets", True), *V1)),
-    # SurgUn training only the cross-attention's text projections (block_pattern), the layers UCE edits
     _m("surgun_kv", None, node=(("block_pattern", "attn2.to_k, attn2.to_v"), *V1)),
-    # SurgUn whose ascent draws its noise levels where the concept explains its samples (the node's concept_levels)
     _m("surgun_levels", None, node=(("concept_levels", True), *V1)),
     # the same with shared noise on (SurgUn v2)
     _m("surgun_sn_levels", None, node=(("concept_levels", True),), records_only=V2_RUN),
-    # SurgUn whose ascent runs only while the target still beats its distractors (the node's ascent_until_tie)
     _m("surgun_tie", None, node=(("ascent_until_tie", True),), records_only=V2_RUN),
     # SurgUn v2 on the layers UCE edits (to_k, to_v), freely, and confined to the competition's text directions
     _m("surgun_sn_kv", None, node=(("block_pattern", "attn2.to_k, attn2.to_v"),), records_only=V2_RUN),
     _m("surgun_subspace", None, node=(("text_subspace", True), ("block_pattern", "attn2.to_k, attn2.to_v")), records_only=V2_RUN),
     # SurgUn with its prompt-reading layers confined to those directions and the other chosen layers trained freely
     _m("surgun_subspace_all", None, node=(("text_subspace", True),), records_only=V2_RUN),
-    # SurgUn trained against a warm-started soft prompt as well (the node's adversary_steps)
     _m("surgun_adversary", None, node=(("adversary_steps", 3),), records_only=V2_RUN),
     # today's SurgUn (the guard reading the whole schedule, stop 31) with another guard cap
     _m("surgun_sp_cap15", None, node=(("ascent_cap", 1.5),)),

@@ -12,15 +12,6 @@ from .methods_v2 import ABLATIONS, COMPUTE_MATCHED, UCE_LAMBDAS, V2_METHODS, VAR
 
 METRICS = ("UA", "IRA", "CRA", "H", "related_IRA", "kept_on_target", "mode_spread_bits")
 
-def changes(names) -> str:
-    """The legend of ``names`` (ablations or variants): each with its change, grouped by the SurgUn it changes."""
-    by: dict[str, list[str]] = {}
-    for n in names:
-        base, change = V2_METHODS[n].changes
-        if change:  # surgun_v0..v2 are SurgUn itself at an earlier stop (the legend's prose)
-            by.setdefault(base, []).append(f"{n} ({change})")
-    return "; ".join(f"of SurgUn {b}, " + ", ".join(by[b]) for b in ("now", "v2", "v1", "v0") if b in by)
-
 def attack_keys(s) -> tuple:
     return (*(f"soft@{n}" for n in s.attack_steps), "paraphrase")
 COLOURS = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (255, 127, 14), (148, 103, 189), (140, 86, 75), (227, 119, 194),
@@ -31,6 +22,16 @@ COLOURS = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (255, 127, 14), (148, 1
            (57, 59, 121), (231, 186, 82), (253, 141, 60), (49, 163, 84), (116, 196, 118), (117, 107, 177),
            (158, 154, 200), (230, 85, 13), (255, 215, 0), (0, 128, 128), (128, 0, 64), (0, 100, 0), (255, 0, 255), (70, 130, 180), (160, 82, 45)]
 """At least one colour per method of ``V2_METHODS``: no two curves share one."""
+
+
+def changes(names) -> str:
+    """The legend of ``names`` (ablations or variants): each with its change, grouped by the SurgUn it changes."""
+    by: dict[str, list[str]] = {}
+    for n in names:
+        base, change = V2_METHODS[n].changes
+        if change:  # surgun_v0..v2 are SurgUn itself at an earlier stop (the legend's prose)
+            by.setdefault(base, []).append(f"{n} ({change})")
+    return "; ".join(f"of SurgUn {b}, " + ", ".join(by[b]) for b in ("now", "v2", "v1", "v0") if b in by)
 
 
 def read_jsonl(path: Path) -> dict:
