@@ -51,25 +51,16 @@ def sample_latents(model_patcher, conds: Mapping[str, list], negative: list, pro
     """One sample per entry of ``prompts`` (repeat prompts for more), conditioned by ``conds[prompt]``,
     through ``comfy.sample.sample`` in chunks of ``batch_size``; noise comes from
     ``comfy.sample.prepare_noise`` with ``seed + chunk index``. Returns the latents."""
-    ensure_comfy()
-    import comfy.sample
-
-    out = []
-    for ci, start in enumerate(range(0, len(prompts), batch_size)):
-        chunk = list(prompts[start:start + batch_size])
-        latent = torch.zeros(len(chunk), 3, size, size)
-        noise = comfy.sample.prepare_noise(latent, seed + ci)
-        positive = _batched_conditioning([conds[p] for p in chunk])
-        out.append(comfy.sample.sample(model_patcher, noise, steps, cfg, sampler_name, scheduler, positive, negative,
-                                       latent, denoise=1.0, seed=seed + ci, disable_pbar=True).float().cpu())
-    return torch.cat(out, dim=0)
+    return torch.cat([handover_latents(model_patcher, model_patcher, 0, conds, negative, prompts[start:start + batch_size],
+                                       seed + ci, sampler_name, scheduler, steps, cfg, size)
+                      for ci, start in enumerate(range(0, len(prompts), batch_size))], dim=0)
 
 
 def handover_latents(first, second, handover: int, conds: Mapping[str, list], negative: list, prompts: Sequence[str],
                      seed: int, sampler_name: str = constants.SAMPLER_NAME, scheduler: str = constants.SCHEDULER,
                      steps: int = constants.STEPS, cfg: float = constants.CFG, size: int = constants.WIDTH) -> torch.Tensor:
-    """As :func:`sample_latents` (one chunk), but ``first`` takes the noisiest ``handover`` of the ``steps`` steps and
-    ``second`` the rest, from the same noise and on the same schedule (ComfyUI's KSamplerAdvanced split: the first
+    """One batch of :func:`sample_latents` (which is ``handover`` 0 of one model), but ``first`` takes the noisiest
+    ``handover`` of the ``steps`` steps and ``second`` the rest, from the same noise and on the same schedule (ComfyUI's KSamplerAdvanced split: the first
     part keeps its leftover noise, the second adds none). ``handover`` 0 is ``second`` alone, ``steps`` ``first`` alone.
     Where in the schedule a model decides a concept: the first steps of ``first`` that the second cannot undo."""
     ensure_comfy()

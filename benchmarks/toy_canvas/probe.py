@@ -58,9 +58,9 @@ def handover(bench, untouched, erased, style: str, per_object: int = 4) -> dict:
         r = _read(bench, lat, prompts, style)
         return {"kept": r["kept"], "UA": r["UA"]}
 
-    alone = {"erased": read(untouched, erased, 0), "untouched": read(untouched, erased, steps)}
-    out: dict = {"images": len(prompts), "seed": PROBE_SEED, "steps": steps}
-    for name, first, second in (("untouched_first", untouched, erased), ("erased_first", erased, untouched)):
-        ends = (alone["untouched"], alone["erased"]) if name == "erased_first" else (alone["erased"], alone["untouched"])
-        out[name] = {"0": ends[0], **{str(k): read(first, second, k) for k in HANDOVER_STEPS}, str(steps): ends[1]}
-    return out
+    erased_alone, untouched_alone = read(untouched, erased, 0), read(untouched, erased, steps)  # each end once
+    return {"images": len(prompts), "seed": PROBE_SEED, "steps": steps,
+            "untouched_first": {"0": erased_alone, **{str(k): read(untouched, erased, k) for k in HANDOVER_STEPS},
+                                str(steps): untouched_alone},
+            "erased_first": {"0": untouched_alone, **{str(k): read(erased, untouched, k) for k in HANDOVER_STEPS},
+                             str(steps): erased_alone}}

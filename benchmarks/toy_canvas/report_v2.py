@@ -11,7 +11,6 @@ from . import split
 from .methods_v2 import ABLATIONS, COMPUTE_MATCHED, UCE_LAMBDAS, V2_METHODS, VARIANTS
 
 METRICS = ("UA", "IRA", "CRA", "H", "related_IRA", "kept_on_target", "mode_spread_bits")
-
 def attack_keys(s) -> tuple:
     return (*(f"soft@{n}" for n in s.attack_steps), "paraphrase")
 COLOURS = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (255, 127, 14), (148, 103, 189), (140, 86, 75), (227, 119, 194),
