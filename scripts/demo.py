@@ -101,7 +101,7 @@ def main() -> None:
 
     if args.style not in world.STYLES:
         sys.exit(f"[SurgUn demo] unknown style {args.style!r}; the toy world has {', '.join(world.STYLES)}")
-    # 64 target images (8 per neon prompt) and 56 others: at 32 images one image moved a reading by 0.03 and the
+    # 64 target images (8 per target prompt) and 56 others: at 32 images one image moved a reading by 0.03 and the
     # binomial sd near 0.9 was 0.05, as wide as the gap to issue 13's bars; at 64 it is 0.04
     bench = run.Bench(run.Settings(eval_target_per_prompt=8, eval_other_per_prompt=2, eval_other_stride=2), args.weights or None)
     algorithm = bench.choose_distractors("style", args.style)["names"]
