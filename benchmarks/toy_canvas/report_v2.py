@@ -70,6 +70,63 @@ def best_table(summary: dict) -> dict:
     return best
 
 
+STANDING = (("uce", "UCE"), ("ca", "CA model-based"), ("esd_x", "ESD-x concept-only"), ("esd_x_full", "ESD-x full prompts"),
+            ("surgun", "**SurgUn (defaults)**"), ("surgun_sp_subspace_adv", "SurgUn + text subspace + adversary"),
+            ("surgun_sp_1d", "ablation: one distractor"), ("surgun_sp_no_distractors", "ablation: no distractors"),
+            ("surgun_sn_no_ascent", "ablation: no ascent"), ("surgun_sp_loc", "ablation: localised"))
+"""The rows of "Where SurgUn stands": every baseline at its strongest, today's SurgUn, its best variant, and its
+ablations (each one ingredient removed from today's SurgUn, through the node)."""
+
+
+def standing(done: dict, best: dict, tnames: list[str]) -> list[str]:
+    """The table "Where SurgUn stands": per method of ``STANDING`` and target, H as mean (sd over seeds), the object kept on
+    the target's prompts (styles), related concepts kept, the soft prompt's recovery after the last attack step and the
+    paraphrases' (means), and the seeds (attack seeds). Each method at its best lr for the kind (``best``); UCE at its best
+    lambda per target (ties: the lambda its attack ran at)."""
+    grid = [r for r in done.values() if r.get("phase") == "grid"]
+    attacks = [r for r in done.values() if r.get("phase") == "attack"]
+    soft = max((k for r in attacks for k in r if k.startswith("soft@")), key=lambda k: int(k[5:]), default="soft@150")
+    styles = [t for t in tnames if t.startswith("style:")]
+
+    def lr_for(m: str, t: str) -> float | None:
+        if m != "uce":
+            b = best.get((t.split(":")[0], m))
+            return b[0] if b else None
+        hs: dict = {}
+        for r in grid:
+            if r["method"] == m and r["target"] == t:
+                hs.setdefault(r["lr"], []).append(r["H"])
+        if not hs:
+            return None
+        top = max(statistics.mean(v) for v in hs.values())
+        tied = [lr for lr, v in hs.items() if statistics.mean(v) == top]
+        attacked = {r["lr"] for r in attacks if r["method"] == m and r["target"] == t}
+        return max(tied, key=lambda lr: (lr in attacked, lr))
+
+    def cell(vals: list, sd: bool = False, digits: int = 2) -> str:
+        d = ms(vals)
+        if not d:
+            return "-"
+        return f"{d['mean']:.{digits}f}" + (f" ({d['sd']:.2f})" if sd and d["n"] > 1 else "")
+
+    L = [f"| method | {' | '.join('H ' + t.split(':')[1] for t in tnames)} | object kept on target "
+         f"({' / '.join(t.split(':')[1] for t in styles)}) | related kept ({' / '.join(t.split(':')[1] for t in tnames)}) | "
+         f"soft prompt @{soft[5:]} ({' / '.join(t.split(':')[1] for t in tnames)}) | paraphrase "
+         f"({' / '.join(t.split(':')[1] for t in tnames)}) | seeds (attack seeds) |", "|" + " --- |" * (len(tnames) + 6)]
+    for m, label in STANDING:
+        runs = {t: [r for r in grid if r["method"] == m and r["target"] == t and r["lr"] == lr_for(m, t)] for t in tnames}
+        hits = {t: [r for r in attacks if r["method"] == m and r["target"] == t and r["lr"] == lr_for(m, t)] for t in tnames}
+        if not any(runs.values()):
+            continue
+        L.append(f"| {label} | " + " | ".join(cell([r["H"] for r in runs[t]], True, 3) for t in tnames)
+                 + " | " + " / ".join(cell([r["kept_on_target"] for r in runs[t]]) for t in styles)
+                 + " | " + " / ".join(cell([r["related_IRA"] for r in runs[t]]) for t in tnames)
+                 + " | " + " / ".join(cell([r.get(soft) for r in hits[t]]) for t in tnames)
+                 + " | " + " / ".join(cell([r.get("paraphrase") for r in hits[t]]) for t in tnames)
+                 + " | " + " / ".join(f"{len(runs[t])} ({len(hits[t])})" for t in tnames) + " |")
+    return L
+
+
 def grid_of(m: str, s) -> tuple:
     return UCE_LAMBDAS if m == "uce" else tuple(s.lrs)
 
@@ -125,6 +182,13 @@ def write_report(jsonl: Path, out: Path, stem: str, s, targets, wall_s: float | 
             L.append(f"| {v['kind']} | {v['form']} | `{v['template']}` | {v['recognised']:.3f} | {v['n_images']} |")
         L.append("")
     cols = METRICS
+    table = standing(done, best, tnames) if best else []
+    if len(table) > 2:
+        L += ["## Where SurgUn stands", "",
+              "Each method at its best lr for the kind on the shared grid (UCE at its best lambda per target), on the held-out "
+              "evaluation above; H as mean (sd over seeds), the other cells as means over the seeds in the last column (attack "
+              "seeds in brackets). Soft prompt and paraphrase are the share of images brought back (lower is better). The "
+              "README copies this table (`tests/benchmarks/test_report_v2.py` checks that it does).", "", *table, ""]
     if best:
         L += ["## Each method at its best lr (highest mean H), held-out prompts", "",
               "Cells: mean (sd) over targets x seeds (the mean alone for a single run). UA: eval-half target images not classified as the target; IRA/CRA: "
@@ -222,7 +286,7 @@ def write_report(jsonl: Path, out: Path, stem: str, s, targets, wall_s: float | 
         L.append(f"Wall time of this invocation: {wall_s:.0f} s.")
     report = {"partial": partial, "missing_grid_runs": len(missing), "settings": {k: list(v) if isinstance(v, tuple) else v
                                                                                   for k, v in vars(s).items()},
-              "gate": gate, "paraphrase_forms": forms, "untouched": untouched, "summary": summary,
+              "gate": gate, "paraphrase_forms": forms, "untouched": untouched, "summary": summary, "standing": table,
               "best": {f"{k}|{m}": {"lr": lr, **d} for (k, m), (lr, d) in best.items()},
               "attacks": attacks, "runs": [r for r in done.values() if r.get("phase") == "grid"]}
     out.mkdir(parents=True, exist_ok=True)
