@@ -127,6 +127,76 @@ def standing(done: dict, best: dict, tnames: list[str]) -> list[str]:
     return L
 
 
+README_LABELS = {
+    'UCE': 'uce',
+    'CA model-based': 'ca',
+    'ESD-x, concept-only': 'esd_x',
+    'ESD-x, full prompts': 'esd_x_full',
+    'SurgUn v1 (before shared noise)': 'surgun_v1',
+    'SurgUn (spread guard probe, stop 31)': 'surgun',
+    'SurgUn v2 (shared noise, drawn guard probe)': 'surgun_v2',
+    'variant: ascent until tie': 'surgun_tie',
+    'variant: text subspace, to_k/to_v only': 'surgun_subspace',
+    'variant: to_k, to_v only': 'surgun_sn_kv',
+    'variant: text subspace': 'surgun_subspace_all',
+    'variant: adversary, 3 steps': 'surgun_adversary',
+    "variant of today's SurgUn: ascent_cap 1.5": 'surgun_sp_cap15',
+    "variant of today's SurgUn: ascent_cap 3": 'surgun_sp_cap3',
+    "variant of today's SurgUn: model targets": 'surgun_sp_mt',
+    "variant of today's SurgUn: ascent until tie": 'surgun_sp_tie',
+    "variant of today's SurgUn: text subspace": 'surgun_sp_subspace_all',
+    "variant of today's SurgUn: one distractor per step": 'surgun_sp_dps1',
+    "variant of today's SurgUn: adversary, 3 steps": 'surgun_sp_adversary',
+    "variant of today's SurgUn: text subspace and adversary": 'surgun_sp_subspace_adv',
+    "ablation of today's SurgUn: one distractor": 'surgun_sp_1d',
+    "ablation of today's SurgUn: the first two distractors": 'surgun_sp_2d',
+    "ablation of today's SurgUn: no distractors": 'surgun_sp_no_distractors',
+    "ablation of today's SurgUn: localised": 'surgun_sp_loc',
+    'ablation of v2: one distractor': 'surgun_sn_1d',
+    'ablation: no ascent (no guard, so the same under v2 and today)': 'surgun_sn_no_ascent',
+    'ablation of v2: localised': 'surgun_sn_loc',
+    'CA noise variant': 'ca_noise',
+    'GA': 'ga',
+    'ESD-x concept-only, 4x steps (compute-matched)': 'esd_x@4x',
+    'CA model-based, 2x steps (compute-matched)': 'ca@2x',
+    'v0 variant: ascent_cap 1.5': 'surgun_cap15',
+    'v0 variant: one distractor per step': 'surgun_dps1',
+    'v0 variant: ascent_cap 3': 'surgun_cap3',
+    'SurgUn v0 (before the retain plan)': 'surgun_v0',
+    'v0 variant: related concepts protected': 'surgun_protect',
+    'v0 ablation: one distractor': 'surgun_1d',
+    'v0 ablation: no ascent': 'surgun_no_ascent',
+    'v0 ablation: localised': 'surgun_loc',
+    'v0 ablation: no distractors': 'surgun_no_distractors',
+    'ablation: no ascent': 'surgun_rp_no_ascent',
+    'variant: nearest retain prompts first': 'surgun_nearest',
+}
+"""The README's per-target tables name each method by a label; this is which method each one is (the test that their rows
+are the records' reads it)."""
+
+
+def row_cells(done: dict, target: str, method: str, lr: float) -> str | None:
+    """One row of the README's per-target tables after its label: seeds (attack seeds where fewer), then UA, CRA, H, related
+    IRA, kept on target, mode spread over the grid runs and soft@40, soft@150, paraphrase over the attacks, each as mean (sample
+    sd over seeds), the mean alone for one run. None when the method has no grid run there."""
+    def at(phase):
+        return [r for r in done.values() if r.get("phase") == phase and r.get("target") == target and r.get("method") == method
+                and math.isclose(r["lr"], lr)]
+
+    grid, hits = at("grid"), at("attack")
+    if not grid:
+        return None
+
+    def cell(rows, key, digits=2):
+        d = ms([r.get(key) for r in rows])
+        return "-" if not d else f"{d['mean']:.{digits}f}" + (f" ({d['sd']:.2f})" if d["n"] > 1 else "")
+
+    seeds = f"{len(grid)}" + ("" if len(hits) == len(grid) else f" (attacks {len(hits)})")
+    return " | ".join([seeds, *(cell(grid, k, 3 if k == "H" else 2) for k in ("UA", "CRA", "H", "related_IRA", "kept_on_target",
+                                                                            "mode_spread_bits")),
+                       *(cell(hits, k) for k in ("soft@40", "soft@150", "paraphrase"))])
+
+
 def grid_of(m: str, s) -> tuple:
     return UCE_LAMBDAS if m == "uce" else tuple(s.lrs)
 

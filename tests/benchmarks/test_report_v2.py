@@ -42,3 +42,25 @@ def test_each_row_is_the_method_at_its_best_lr_with_its_own_attacks():
     rows = {r.split(" | ")[0].strip("| *"): r.split(" | ") for r in standing(done, best_table(summarise(done)), ["style:neon"])[2:]}
     assert rows["SurgUn (defaults)"][1:] == ["0.800 (0.14)", "0.80", "0.90", "0.25", "0.50", "2 (1) |"]
     assert rows["UCE"][1:] == ["1.000", "0.80", "0.90", "0.75", "0.00", "1 (1) |"]
+
+
+def test_every_row_of_the_readmes_per_target_tables_is_what_the_records_give():
+    """Each row of the README's per-target tables (Style `neon`, Object `square`, Style `stripes`) names a method by its label
+    and an lr; its cells are those the committed records give for that method, target and lr. A row left behind when runs
+    were merged fails here."""
+    import re
+
+    from surgun_pack.benchmarks.toy_canvas.report_v2 import README_LABELS, row_cells
+
+    done = read_jsonl(REPO / "benchmarks" / "results" / "toy_canvas_v2" / "runs.jsonl")
+    lines = [line.strip() for line in (REPO / "README.md").read_text().splitlines()]
+    checked = 0
+    for title, target in (("Style `neon`:", "style:neon"), ("Object `square`:", "object:square"),
+                          ("Style `stripes`:", "style:stripes")):
+        i = lines.index(title) + 4  # the title, a blank line, the header and its rule
+        while lines[i].startswith("|"):
+            head, cells = lines[i].strip("|").strip().split(" | ", 1)
+            label, lr = re.fullmatch(r"(.*) \((?:lambda )?([0-9.e-]+)(?: edge)?\)", head).groups()
+            assert cells.rstrip(" |") == row_cells(done, target, README_LABELS[label], float(lr)), (target, head)
+            i, checked = i + 1, checked + 1
+    assert checked >= 100
