@@ -70,6 +70,14 @@ def best_table(summary: dict) -> dict:
     return best
 
 
+def cell(vals: list, digits: int = 2, sd: bool = True) -> str:
+    """A README cell: the mean, with the sample sd over seeds in brackets where there are several (and ``sd``); - for none."""
+    d = ms(vals)
+    if not d:
+        return "-"
+    return f"{d['mean']:.{digits}f}" + (f" ({d['sd']:.2f})" if sd and d["n"] > 1 else "")
+
+
 STANDING = (("uce", "UCE"), ("ca", "CA model-based"), ("esd_x", "ESD-x concept-only"), ("esd_x_full", "ESD-x full prompts"),
             ("surgun", "**SurgUn (defaults)**"), ("surgun_sp_subspace_adv", "SurgUn + text subspace + adversary"),
             ("surgun_sp_1d", "ablation: one distractor"), ("surgun_sp_no_distractors", "ablation: no distractors"),
@@ -103,12 +111,6 @@ def standing(done: dict, best: dict, tnames: list[str]) -> list[str]:
         attacked = {r["lr"] for r in attacks if r["method"] == m and r["target"] == t}
         return max(tied, key=lambda lr: (lr in attacked, lr))
 
-    def cell(vals: list, sd: bool = False, digits: int = 2) -> str:
-        d = ms(vals)
-        if not d:
-            return "-"
-        return f"{d['mean']:.{digits}f}" + (f" ({d['sd']:.2f})" if sd and d["n"] > 1 else "")
-
     L = [f"| method | {' | '.join('H ' + t.split(':')[1] for t in tnames)} | object kept on target "
          f"({' / '.join(t.split(':')[1] for t in styles)}) | related kept ({' / '.join(t.split(':')[1] for t in tnames)}) | "
          f"soft prompt @{soft[5:]} ({' / '.join(t.split(':')[1] for t in tnames)}) | paraphrase "
@@ -118,11 +120,11 @@ def standing(done: dict, best: dict, tnames: list[str]) -> list[str]:
         hits = {t: [r for r in attacks if r["method"] == m and r["target"] == t and r["lr"] == lr_for(m, t)] for t in tnames}
         if not any(runs.values()):
             continue
-        L.append(f"| {label} | " + " | ".join(cell([r["H"] for r in runs[t]], True, 3) for t in tnames)
-                 + " | " + " / ".join(cell([r["kept_on_target"] for r in runs[t]]) for t in styles)
-                 + " | " + " / ".join(cell([r["related_IRA"] for r in runs[t]]) for t in tnames)
-                 + " | " + " / ".join(cell([r.get(soft) for r in hits[t]]) for t in tnames)
-                 + " | " + " / ".join(cell([r.get("paraphrase") for r in hits[t]]) for t in tnames)
+        L.append(f"| {label} | " + " | ".join(cell([r["H"] for r in runs[t]], 3) for t in tnames)
+                 + " | " + " / ".join(cell([r["kept_on_target"] for r in runs[t]], sd=False) for t in styles)
+                 + " | " + " / ".join(cell([r["related_IRA"] for r in runs[t]], sd=False) for t in tnames)
+                 + " | " + " / ".join(cell([r.get(soft) for r in hits[t]], sd=False) for t in tnames)
+                 + " | " + " / ".join(cell([r.get("paraphrase") for r in hits[t]], sd=False) for t in tnames)
                  + " | " + " / ".join(f"{len(runs[t])} ({len(hits[t])})" for t in tnames) + " |")
     return L
 
@@ -186,15 +188,10 @@ def row_cells(done: dict, target: str, method: str, lr: float) -> str | None:
     grid, hits = at("grid"), at("attack")
     if not grid:
         return None
-
-    def cell(rows, key, digits=2):
-        d = ms([r.get(key) for r in rows])
-        return "-" if not d else f"{d['mean']:.{digits}f}" + (f" ({d['sd']:.2f})" if d["n"] > 1 else "")
-
     seeds = f"{len(grid)}" + ("" if len(hits) == len(grid) else f" (attacks {len(hits)})")
-    return " | ".join([seeds, *(cell(grid, k, 3 if k == "H" else 2) for k in ("UA", "CRA", "H", "related_IRA", "kept_on_target",
-                                                                            "mode_spread_bits")),
-                       *(cell(hits, k) for k in ("soft@40", "soft@150", "paraphrase"))])
+    return " | ".join([seeds, *(cell([r.get(k) for r in grid], 3 if k == "H" else 2)
+                                for k in ("UA", "CRA", "H", "related_IRA", "kept_on_target", "mode_spread_bits")),
+                       *(cell([r.get(k) for r in hits]) for k in ("soft@40", "soft@150", "paraphrase"))])
 
 
 def grid_of(m: str, s) -> tuple:
