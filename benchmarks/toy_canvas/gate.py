@@ -61,7 +61,8 @@ def handover_latents(first, second, handover: int, conds: Mapping[str, list], ne
                      steps: int = constants.STEPS, cfg: float = constants.CFG, size: int = constants.WIDTH) -> torch.Tensor:
     """One batch of :func:`sample_latents` (which is ``handover`` 0 of one model), but ``first`` takes the noisiest
     ``handover`` of the ``steps`` steps and ``second`` the rest, from the same noise and on the same schedule
-    (ComfyUI's KSamplerAdvanced split: the first part keeps its leftover noise, the second adds none). ``handover`` 0 is ``second`` alone, ``steps`` ``first`` alone.
+    (ComfyUI's KSamplerAdvanced split: the first part keeps its leftover noise, the second adds none). ``handover`` 0
+    is ``second`` alone, ``steps`` ``first`` alone.
     Where in the schedule a model decides a concept: the first steps of ``first`` that the second cannot undo."""
     ensure_comfy()
     import comfy.sample

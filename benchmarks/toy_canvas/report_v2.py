@@ -70,6 +70,12 @@ def best_table(summary: dict) -> dict:
     return best
 
 
+def records_at(done: dict, phase: str, target: str, method: str, lr: float | None) -> list[dict]:
+    """The records of one method's runs of ``phase`` ("grid" or "attack") on ``target`` at ``lr`` (none for lr None)."""
+    return [r for r in done.values() if r.get("phase") == phase and r.get("target") == target and r.get("method") == method
+            and lr is not None and math.isclose(r["lr"], lr)]
+
+
 def cell(vals: list, digits: int = 2, sd: bool = True) -> str:
     """A README cell: the mean, with the sample sd over seeds in brackets where there are several (and ``sd``); - for none."""
     d = ms(vals)
@@ -116,8 +122,9 @@ def standing(done: dict, best: dict, tnames: list[str]) -> list[str]:
          f"soft prompt @{soft[5:]} ({' / '.join(t.split(':')[1] for t in tnames)}) | paraphrase "
          f"({' / '.join(t.split(':')[1] for t in tnames)}) | seeds (attack seeds) |", "|" + " --- |" * (len(tnames) + 6)]
     for m, label in STANDING:
-        runs = {t: [r for r in grid if r["method"] == m and r["target"] == t and r["lr"] == lr_for(m, t)] for t in tnames}
-        hits = {t: [r for r in attacks if r["method"] == m and r["target"] == t and r["lr"] == lr_for(m, t)] for t in tnames}
+        lrs = {t: lr_for(m, t) for t in tnames}  # once per target, not per record
+        runs = {t: records_at(done, "grid", t, m, lrs[t]) for t in tnames}
+        hits = {t: records_at(done, "attack", t, m, lrs[t]) for t in tnames}
         if not any(runs.values()):
             continue
         L.append(f"| {label} | " + " | ".join(cell([r["H"] for r in runs[t]], 3) for t in tnames)
@@ -181,11 +188,7 @@ def row_cells(done: dict, target: str, method: str, lr: float) -> str | None:
     """One row of the README's per-target tables after its label: seeds (attack seeds where fewer), then UA, CRA, H, related
     IRA, kept on target, mode spread over the grid runs and soft@40, soft@150, paraphrase over the attacks, each as mean (sample
     sd over seeds), the mean alone for one run. None when the method has no grid run there."""
-    def at(phase):
-        return [r for r in done.values() if r.get("phase") == phase and r.get("target") == target and r.get("method") == method
-                and math.isclose(r["lr"], lr)]
-
-    grid, hits = at("grid"), at("attack")
+    grid, hits = records_at(done, "grid", target, method, lr), records_at(done, "attack", target, method, lr)
     if not grid:
         return None
     seeds = f"{len(grid)}" + ("" if len(hits) == len(grid) else f" (attacks {len(hits)})")
