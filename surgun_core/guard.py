@@ -116,6 +116,19 @@ class AscentGuard:
         self.active, self._kept = False, None
         return True
 
+    def watch(self, step: int) -> None:
+        """Measure when due and record it, without stopping or moving anything (something else holds the ascent
+        off, ``TrainConfig.ascent_until_erased``); :meth:`resume` hands control back."""
+        self.active, self._kept = False, None
+        if step % self.every == 0:
+            self.history.append((step, self.measure() / self.reference))
+
+    def resume(self) -> None:
+        """After :meth:`watch`: the ascent is back on from the weights as they are, if the last measurement is
+        below the cap (else it stays off until the probe falls below 90 % of it, as after a stop)."""
+        if self.ratio < self.multiple:
+            self.active, self._kept = True, self._copy()
+
     def _copy(self) -> list[torch.Tensor]:
         return [p.detach().clone() for p in self.params]
 

@@ -34,6 +34,8 @@ LossFn = Callable[[torch.Tensor, Sequence[str], torch.Generator], torch.Tensor]
 OnStep = Callable[[int, int, dict], None]
 # on_setup(phase, done, total): each forward pass of the work before the first step; raising from it stops too.
 OnSetup = Callable[[str, int, int], None]
+# drawn(): per concept, the fraction of its target renders still drawn as the target (TrainConfig.ascent_until_erased).
+Drawn = Callable[[], Mapping[str, float]]
 
 
 @dataclass(frozen=True)
@@ -86,6 +88,14 @@ class TrainConfig:
     carries), so the ascent cannot go on unlearning what the target shares with its distractors. With several
     target rows a step (``target_per_step``) their mean is compared. The guard (``ascent_cap``) still bounds the
     whole run."""
+    ascent_until_erased: bool = False
+    """The ascent runs while the sampler still draws the target (needs ``shared_noise`` and a ``drawn`` callback, which
+    renders; the node's is :mod:`surgun_comfy.drawn`): every ``guard_every`` steps the target's prompts are rendered
+    with the weights as they are, from noise the training never saw, and each render is compared with the untouched
+    model's images of the target and of the target line's distractors from the same noise. While no render is nearer
+    the target's image than a distractor's, the ascent is held off (the optimiser's state cleared at the switch; the
+    distractor and retain terms go on); it resumes at a later check where some render draws the target again. The
+    guard (``ascent_cap``) still bounds the run; while the renders hold the ascent off it only watches."""
     adversary_steps: int = 0
     """Train against a soft-prompt attack as well (:mod:`surgun_core.adversary`): each step moves a soft prompt per
     target prompt this many Adam steps toward bringing the target back, then runs the competition under it too.
@@ -120,6 +130,11 @@ class TrainConfig:
             raise SurgUnError(
                 "[SurgUn] ascent_until_tie compares a target image with its distractors' images at the same noise, "
                 "so it needs shared_noise on (got shared_noise off). Turn shared_noise on, or ascent_until_tie off."
+            )
+        if self.ascent_until_erased and not self.shared_noise:
+            raise SurgUnError(
+                "[SurgUn] ascent_until_erased compares the target's renders with its distractors' images from the same "
+                "noise, so it needs shared_noise on (got shared_noise off). Turn shared_noise on, or ascent_until_erased off."
             )
 
 
@@ -182,6 +197,11 @@ class TrainResult:
     adversary_drift: dict[str, float] = field(default_factory=dict)
     """Per target prompt: how far its soft prompt moved from the prompt's own context (relative L2;
     ``TrainConfig.adversary_steps``; empty when off)."""
+    drawn: list[tuple[int, dict[str, float]]] = field(default_factory=list)
+    """(step, per concept the fraction of its renders still drawn as the target) at every render check
+    (``TrainConfig.ascent_until_erased``; empty when off)."""
+    erased_at: dict[str, list[int]] = field(default_factory=dict)
+    """Per concept: the steps at which no render drew it any more and its ascent was held off."""
 
 
 def _draw(n: int, k: int, g: torch.Generator) -> list[int]:
@@ -304,6 +324,7 @@ def train_competition(
     on_setup: OnSetup | None = None,
     input_bases: Sequence[torch.Tensor | None] | None = None,
     contexts: Mapping[str, torch.Tensor] | None = None,
+    drawn: Drawn | None = None,
 ) -> TrainResult:
     """Minimise the SurgUn objective over ``params`` (leaf tensors with ``requires_grad``).
 
@@ -323,6 +344,9 @@ def train_competition(
 
     ``contexts`` (target prompt -> the context the model reads for it): where ``config.adversary_steps`` > 0, the
     adversary's soft prompts start there (:mod:`surgun_core.adversary`).
+
+    ``drawn()`` (needed by ``config.ascent_until_erased``): per concept, the fraction of its target renders made
+    with the weights as they are that are still drawn as the target (1 before training; 0 = none is).
     """
     groups = [data] if isinstance(data, ConceptData) else list(data)
     if not groups:
@@ -360,6 +384,12 @@ def train_competition(
             log.info("[SurgUn] guard%s: target probe loss %.5f, ascent stops at %.5f (x%g)", f" ({name})" if name else "",
                      guards[name].reference, guards[name].cap, config.ascent_cap)
     guard = guards.get(names[0])
+    if config.ascent_until_erased and w.ascent > 0 and drawn is None:
+        raise SurgUnError("[SurgUn] ascent_until_erased reads the target's renders, but no renderer was given. "
+                          "Pass drawn=, or set ascent_until_erased off.")
+    held: set[str] = set()  # concepts whose ascent the renders hold off
+    erased_at: dict[str, list[int]] = {}
+    drawn_history: list[tuple[int, dict[str, float]]] = []
     adversary = None
     if config.adversary_steps > 0:
         missing = [d.target_prompt for d in groups if not contexts or d.target_prompt not in contexts]
@@ -377,7 +407,7 @@ def train_competition(
         if w.distract == 0 and w.retain == 0 and not (w.ascent > 0 and (not guards or any(gd.active for gd in guards.values()))):
             break  # the guards stopped the only term: nothing is left to train
         data = groups[0] if len(groups) == 1 else groups[int(torch.randint(len(groups), (1,), generator=g))]
-        ascent = w.ascent > 0 and (data.concept not in guards or guards[data.concept].active)
+        ascent = w.ascent > 0 and data.concept not in held and (data.concept not in guards or guards[data.concept].active)
         batch = _draw_batch(data, config, list(data.distractors), list(data.retain), ascent, g)
         adversary_loss = None
         if adversary is not None:  # the soft prompt moves first, then the weights train against where it is
@@ -420,7 +450,9 @@ def train_competition(
         if adversary_loss is not None:
             metrics["adversary_loss"] = adversary_loss
         for name, gd in guards.items():
-            if gd.after_step(step + 1):
+            if name in held:
+                gd.watch(step + 1)
+            elif gd.after_step(step + 1):
                 opt.state.clear()  # the ascent's momentum must not carry it past the cap
                 log.info("[SurgUn] guard%s: the target's probe loss reached x%.3f at step %d; the ascent stops",
                          f" ({name})" if name else "", gd.ratio, step + 1)
@@ -428,6 +460,26 @@ def train_competition(
                 metrics[f"guard_ratio:{name}"] = gd.ratio
         if guard is not None:
             metrics["guard_ratio"] = max(gd.ratio for gd in guards.values())
+        if config.ascent_until_erased and w.ascent > 0 and (step + 1) % config.guard_every == 0:
+            reading = [c for c in names if c in held or c not in guards or guards[c].active]
+            if reading:  # a concept the guard holds off has nothing for the renders to stop
+                fractions = {c: float(f) for c, f in drawn().items()}
+                drawn_history.append((step + 1, fractions))
+                for c in reading:
+                    gone = fractions.get(c, 1.0) <= 0.0
+                    if gone and c not in held:
+                        held.add(c)
+                        erased_at.setdefault(c, []).append(step + 1)
+                        opt.state.clear()  # the ascent's momentum must not carry it on
+                        log.info("[SurgUn] %s: no render draws the target at step %d; the ascent is held off",
+                                 c or "target", step + 1)
+                    elif not gone and c in held:
+                        held.discard(c)
+                        if c in guards:
+                            guards[c].resume()
+                        log.info("[SurgUn] %s: the renders draw the target again at step %d; the ascent resumes",
+                                 c or "target", step + 1)
+                metrics["drawn"] = max(fractions.get(c, 1.0) for c in reading)
         history.append(metrics)
         if on_step is not None:
             on_step(step + 1, config.steps, metrics)
@@ -437,4 +489,4 @@ def train_competition(
     return TrainResult(history=history, reference_target_loss=guard.reference if guard else float("nan"),
                        cap=guard.cap if guard else None, guard=list(guard.history) if guard else [],
                        guard_stops=list(guard.stops) if guard else [], concepts=per_concept, levels=profiles,
-                       adversary_drift=dict(adversary.drift) if adversary else {})
+                       adversary_drift=dict(adversary.drift) if adversary else {}, drawn=drawn_history, erased_at=erased_at)

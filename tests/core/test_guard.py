@@ -60,3 +60,32 @@ def test_each_probe_sample_is_read_at_levels_far_apart_covering_the_schedule():
     parts = (levels.flatten() * 16).floor().long().sort().values
     assert parts.tolist() == list(range(16))
     assert torch.allclose(levels[1] - levels[0], torch.full((8,), 0.5 * (HI - LO)))
+
+
+def test_a_watching_guard_records_its_probe_but_neither_stops_nor_moves_the_weights():
+    """After the render stop (TrainConfig.ascent_until_erased) the guard only watches: a probe far past the cap
+    is recorded, no stop is counted and the weights stay where training put them (an active guard would settle
+    them back toward the cap)."""
+    w = torch.nn.Parameter(torch.zeros(()))
+
+    def loss_fn(x0, prompts, g, percents=None):
+        return (1.0 + w.detach() ** 2).expand(x0.shape[0])
+
+    for watching in (False, True):
+        with torch.no_grad():
+            w.zero_()
+        guard = AscentGuard(loss_fn, [("a star in neon style", torch.randn(2, 3))], 2.0, params=[w], every=10)
+        with torch.no_grad():
+            w.fill_(3.0)  # probe x10, far past the cap x2
+        if watching:
+            guard.watch(10)
+            assert guard.stops == [] and float(w) == 3.0 and guard.history[-1] == (10, 10.0) and not guard.active
+            guard.resume()
+            assert not guard.active  # past the cap: it stays off until the probe falls below 90 % of it
+            with torch.no_grad():
+                w.fill_(0.5)
+            guard.watch(20)
+            guard.resume()
+            assert guard.active and guard.after_step(30) is False and guard.stops == []
+        else:
+            assert guard.after_step(10) and guard.stops == [10] and float(w) < 3.0  # the active guard settles back

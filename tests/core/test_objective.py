@@ -413,3 +413,47 @@ def test_ascent_until_tie_needs_shared_noise():
     with pytest.raises(SurgUnError, match="needs shared_noise on"):
         TrainConfig(ascent_until_tie=True, shared_noise=False)
     assert TrainConfig(ascent_until_tie=True, shared_noise=True).ascent_until_tie
+
+
+def test_ascent_until_erased_holds_the_ascent_off_while_no_render_draws_the_target(concept_setup):
+    """The renders are read every guard_every steps: a reading of 0 holds the ascent off (the descent terms go on),
+    a later reading above 0 brings it back."""
+    model, data = concept_setup
+    readings = iter([1.0, 0.5, 0.0, 0.0, 0.25, 0.0])  # at steps 10, 20, ..., 60
+
+    ps = _params(model)
+    for p in ps:
+        p.requires_grad_(True)
+    res = train_competition(ps, ConceptData(**data), eps_loss_fn(model),
+                            TrainConfig(steps=60, learning_rate=1e-3, ascent_cap=0, shared_noise=True, ascent_until_erased=True),
+                            drawn=lambda: {"": next(readings)})
+    on = [bool(h["ascent_active"]) for h in res.history]
+    assert on == [True] * 30 + [False] * 20 + [True] * 10
+    assert res.erased_at == {"": [30, 60]} and [s for s, _ in res.drawn] == [10, 20, 30, 40, 50, 60]
+    assert all("distractor" in h and "retain" in h for h in res.history)
+
+
+def test_ascent_until_erased_reads_the_renders_only_while_the_ascent_is_on(concept_setup):
+    """While the guard holds the ascent off, no render is made (the renders would have nothing to hold off): a check
+    falls due every 10 steps and is made exactly where the ascent is on after that step's guard measurement."""
+    model, data = concept_setup
+    ps = _params(model)
+    for p in ps:
+        p.requires_grad_(True)
+    res = train_competition(ps, ConceptData(**data), eps_loss_fn(model),
+                            TrainConfig(steps=80, learning_rate=0.05, ascent_cap=1.5, shared_noise=True, ascent_until_erased=True),
+                            drawn=lambda: {"": 1.0})
+    on_next = {h["step"] - 1: bool(h["ascent_active"]) for h in res.history}  # the ascent's state after each step
+    read = [s for s, _ in res.drawn]
+    assert read == [s for s in range(10, 80, 10) if on_next[s]] + [80] * (80 in read)
+    assert res.guard_stops and any(not on_next[s] for s in range(10, 80, 10)), "the guard must hold some checks off"
+    assert not res.erased_at
+
+
+def test_ascent_until_erased_needs_shared_noise_and_a_renderer(concept_setup):
+    with pytest.raises(SurgUnError, match="needs shared_noise on"):
+        TrainConfig(ascent_until_erased=True, shared_noise=False)
+    model, data = concept_setup
+    with pytest.raises(SurgUnError, match="no renderer was given"):
+        _train(model, data, steps=2, shared_noise=True, ascent_until_erased=True)
+
