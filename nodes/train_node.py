@@ -155,6 +155,13 @@ class SurgUnTrain(io.ComfyNode):
                                      "contexts an attacker would find, not only for the words. At 3 a step costs about 2.8x. "
                                      "0 (default; on the toy benchmark it was recovered less on one style, more on the other style "
                                      "and on an object, whose related objects it lost) = off, train on the prompts only."),
+                _option("ascent_until_erased", False,
+                        "Run the ascent only while the sampler still draws the target: every 10 steps the target lines "
+                        "are rendered with the weights as they are (8 images from noise the training never saw, the "
+                        "first 40 % of the sampler's steps, 4 sets read in turn) and compared with the untouched "
+                        "model's images of the target and of its distractors from the same noise; while none is nearer "
+                        "the target's, the ascent is held off and the distractor and retain terms go on. Needs "
+                        "shared_noise. Off (default) = the ascent runs until the guard (ascent_cap) stops it."),
                 DistractorsSocket.Input("distractor_set", optional=True,
                                         tooltip="Distractors from SurgUn Distractor Builder. When connected, it replaces the text field."),
                 BlocksSocket.Input("block_set", optional=True,
@@ -201,6 +208,7 @@ class SurgUnTrain(io.ComfyNode):
         ascent_until_tie: bool = False,
         text_subspace: bool = False,
         adversary_steps: int = 0,
+        ascent_until_erased: bool = False,
         distractor_set: DistractorsSocket.Type | None = None,
         block_set: BlocksSocket.Type | None = None,
     ) -> io.NodeOutput:
@@ -229,7 +237,7 @@ class SurgUnTrain(io.ComfyNode):
                 ascent_cap=ascent_cap, distractors_per_step=distractors_per_step,
                 max_grad_norm=max_grad_norm, seed=seed, model_targets=model_targets,
                 concept_levels=concept_levels, shared_noise=shared_noise, ascent_until_tie=ascent_until_tie,
-                adversary_steps=adversary_steps,
+                adversary_steps=adversary_steps, ascent_until_erased=ascent_until_erased,
             ),
             block_preset=blocks, block_pattern=block_pattern, blocks=tuple(block_set.names) if block_set is not None else (),
             sample_size=sample_size, sample_steps=sample_steps, samples_per_prompt=samples_per_prompt,

@@ -61,6 +61,8 @@ def readout(model_patcher, renderer, batches: list[list[str]], targets: list[str
            if result.concepts else {}),
         **({"ascent_tied": sum(int(h.get("ascent_tied", 0)) for h in result.history)}
            if any("ascent_tied" in h for h in result.history) else {}),
+        **({"drawn": [[step, f] for step, f in result.drawn], "drawn_last": result.drawn[-1][1], "drawn_checks": len(result.drawn),
+            "erased_at": {c: result.erased_at.get(c, []) for c in result.drawn[-1][1]}} if result.drawn else {}),
         "distractor_first": _term(result.history, "distractor", True),
         "distractor_last": _term(result.history, "distractor", False),
         **({"ascent_levels_90": {c: p.mass_until(0.9) for c, p in result.levels.items()}} if result.levels else {}),
@@ -88,10 +90,22 @@ def readout_text(r: dict, multiple: float) -> str:
                      f"{r['guard_first_stop']}{'; ' + tied if tied else ''})")
     elif r.get("steps") and tied:
         parts.append(f"the ascent ran {r['ascent_steps']} of {r['steps']} steps ({tied}); the guard never stopped it")
+    elif r.get("steps") and r.get("ascent_steps", r["steps"]) < r["steps"]:
+        parts.append(f"the ascent ran {r['ascent_steps']} of {r['steps']} steps; the guard never stopped it")
     elif r.get("steps"):
         parts.append(f"the guard never stopped the ascent ({r['steps']} steps)")
     elif tied:
         parts.append(f"{r['ascent_tied']} steps tied with the distractors (no ascent on them)")
+    if r.get("erased_at") is not None:
+        several = len(r["erased_at"]) > 1
+        for c, held in r["erased_at"].items():
+            who = f"{c}: " if several else ""
+            if held:
+                parts.append(f"{who}no render drew the target at step{'s' if len(held) > 1 else ''} {', '.join(map(str, held))}, "
+                             f"so the ascent was held off from there until a render drew it again ({r['drawn_checks']} render checks)")
+            else:
+                parts.append(f"{who}the renders drew the target at every check ({r['drawn_checks']}; "
+                             f"{r['drawn_last'][c]:.0%} of them at the last), so they never held the ascent off")
     if r["distractor_first"] is not None:
         parts.append(f"distractor term {r['distractor_first']:.4g} -> {r['distractor_last']:.4g}")
     if r.get("ascent_levels_90"):

@@ -9,6 +9,7 @@ import torch
 
 from ..surgun_core.train import ConceptData, OnSetup, OnStep, TrainConfig, TrainResult, train_competition
 from .deltas import TrainableDeltas
+from .drawn import DrawnProbe
 from .losses import LossFactory, denoising
 from .prompts import PromptBank
 
@@ -29,6 +30,7 @@ def train_deltas(
     loss: LossFactory = denoising,
     on_setup: OnSetup | None = None,
     input_bases: Sequence[torch.Tensor | None] | None = None,
+    drawn: DrawnProbe | None = None,
 ) -> tuple[dict[str, torch.Tensor], TrainResult]:
     """Train additive deltas on ``modules`` of a clone of ``model_patcher``.
 
@@ -36,6 +38,7 @@ def train_deltas(
     space here); several groups may be given (see ``train_competition``). ``loss`` builds the
     per-sample loss for the model being trained (SurgUn's native denoising loss by default).
     ``input_bases`` (one per module, or None) confine each delta to inputs in its basis' span.
+    ``drawn`` renders the target on the clone as it trains (``TrainConfig.ascent_until_erased``).
     Returns ``(deltas by module name, TrainResult)``; the input model is untouched.
     """
     device = bank.device
@@ -50,6 +53,10 @@ def train_deltas(
                 for s in groups
             ]
             contexts = {d.target_prompt: bank.context(d.target_prompt) for d in data} if config.adversary_steps else None
+            check = None
+            if drawn is not None:
+                drawn.reference(td.work)  # the deltas are still zero: the untouched model
+                check = lambda: drawn(td.work)  # noqa: E731
             result = train_competition(list(td.deltas.values()), data, loss(td, bank), config, on_step, on_setup, input_bases,
-                                       contexts)
+                                       contexts, check)
             return td.detached(), result

@@ -158,6 +158,13 @@ def test_seed_ranges_are_disjoint():
     for a in (0, 1):
         assert split.attack_reference_seed(a) in ranges["attack_reference"]
         assert split.attack_eval_seed(a) in ranges["attack_eval"]
+    # what SurgUn Train renders from while it trains (the render stop's probe sets) and at its end (the readout)
+    # is in its own training range, so no evaluation image shares a noise with it
+    from surgun_pack.surgun_comfy import drawn, readout
+
+    for s in (0, 1, 2):
+        used = [s + readout.SEED_OFFSET, *(s + drawn.SEED_OFFSET + i for i in range(drawn.SETS))]
+        assert all(u in ranges[f"train{s}"] for u in used), (s, used)
 
 
 def test_compute_matched_variants_see_as_many_samples_as_surgun():

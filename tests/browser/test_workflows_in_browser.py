@@ -55,7 +55,7 @@ def train(retain: str, steps: int, prefix: str, target: str = "") -> dict:
             "samples_per_prompt": 2, "sample_cfg": 5.0, "filename_prefix": prefix, "distractors_per_step": 2,
             "max_grad_norm": 1.0, "gradient_checkpointing": True, "paired": True, "retain_distractors": True,
             "retain_nearest_first": False, "model_targets": False, "concept_levels": False, "shared_noise": True,
-            "ascent_until_tie": False, "text_subspace": False, "adversary_steps": 0}
+            "ascent_until_tie": False, "text_subspace": False, "adversary_steps": 0, "ascent_until_erased": False}
 
 
 def builder(target: str, kind: str, protected: str = "") -> dict:

@@ -362,3 +362,30 @@ def test_adversary_steps_trains_against_a_soft_prompt_that_moved_from_each_targe
     o = off.outputs["2"][1][0]
     assert "adversary" not in o.metadata
     assert any(not torch.equal(w.deltas[k], o.deltas[k]) for k in w.deltas)
+
+
+def test_the_render_stop_renders_the_training_clone_and_leaves_the_training_as_it_was(comfy, monkeypatch):
+    """ascent_until_erased renders the target on the clone as it trains (every 10 steps while the ascent is on);
+    renders that still find the target drawn leave the run exactly as with the option off (ComfyUI's noise reseeds
+    the global generator, which the training must not read), and the readout tells how many checks ran."""
+    from surgun_pack.surgun_comfy import drawn
+
+    renders = []
+    real = drawn.DrawnProbe.render
+
+    def still_drawn(self, model_patcher):
+        renders.append(real(self, model_patcher, [d.target_prompt for d in self.lines], self.seeds[0]))
+        return {c: 1.0 for c in self.concepts}
+
+    monkeypatch.setattr(drawn.DrawnProbe, "__call__", still_drawn)
+    off = comfy.run(graph("sd1", steps=20, seed=23))
+    on = comfy.run(graph("sd1", steps=20, seed=23, ascent_until_erased=True))
+    assert off.success and on.success, (off.error_text(), on.error_text())
+    a, b = off.outputs["2"][1][0], on.outputs["2"][1][0]
+    assert len(renders) == 2 and all(torch.isfinite(x).all() for r in renders for x in r.values())  # steps 10 and 20
+    assert a.deltas.keys() == b.deltas.keys() and all(torch.equal(a.deltas[k], b.deltas[k]) for k in a.deltas)
+    assert b.metadata["readout"]["drawn_checks"] == 2 and b.metadata["readout"]["erased_at"] == {"": []}
+    said = on.ui["2"]["text"][0]
+    assert "the renders drew the target at every check (2; 100% of them at the last), so they never held the ascent off" in said
+    bad = comfy.run(graph("sd1", steps=3, seed=21, ascent_until_erased=True, shared_noise=False))
+    assert not bad.success and "ascent_until_erased" in bad.error_text() and "Turn shared_noise on" in bad.error_text()
