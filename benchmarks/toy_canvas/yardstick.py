@@ -489,6 +489,7 @@ class Yardstick(Bench):
     # ---------------------------------------------------------------- speed
     def speed(self, kind: str, name: str, chosen, steps: int = 25) -> dict:
         """CPU seconds per training step (median over ``steps``), SurgUn's objective vs ESD-x, same layers and loop."""
+        from ...surgun_comfy.drawn import DrawnProbe, decided_by
         from ...surgun_comfy.training import train_deltas
         from ...surgun_core.train import ConceptData, TrainConfig
         from .baselines import METHODS
@@ -506,8 +507,10 @@ class Yardstick(Bench):
         # surgun_model_targets: the node's model_targets option (one more forward pass, without gradients, per step);
         # surgun_concept_levels: concept_levels (the same step, after a profile measured once: its cost is in setup_cpu_s);
         # surgun_adversary: adversary_steps 3 as surgun_adversary runs it (three passes of one image for the soft prompt,
-        # the competition's rows twice)
+        # the competition's rows twice); surgun_until_erased: ascent_until_erased (a render of each target line every
+        # 10th step, the training sampler's first 40 %: the median leaves those steps out, the mean counts them)
         for label, data, meth in (("surgun", su, METHODS["surgun"]), ("surgun_model_targets", su, METHODS["surgun"]),
+                                  ("surgun_until_erased", su, METHODS["surgun"]),
                                   ("surgun_concept_levels", su, METHODS["surgun"]), ("surgun_adversary", su, METHODS["surgun"]),
                                   ("esd_x", concept_data("esd_x", kind, name, chosen, samples), METHODS["esd_x"]),
                                   ("ga", concept_data("ga", kind, name, chosen, samples), METHODS["ga"])):
@@ -519,9 +522,13 @@ class Yardstick(Bench):
             cfg = TrainConfig(steps=steps + 1, learning_rate=1e-3, weights=meth.weights, ascent_cap=meth.ascent_cap, seed=0,
                               distractors_per_step=2, model_targets=label == "surgun_model_targets",
                               concept_levels=label == "surgun_concept_levels", shared_noise=label.startswith("surgun"),
-                              adversary_steps=3 if label == "surgun_adversary" else 0)
+                              adversary_steps=3 if label == "surgun_adversary" else 0,
+                              ascent_until_erased=label == "surgun_until_erased")
+            drawn = (DrawnProbe(self.bank, data, self.constants.STEPS, decided_by(self.constants.STEPS), self.constants.CFG,
+                                self.family.arch.sampler, self.family.arch.scheduler, 0) if cfg.ascent_until_erased else None)
             t0 = time.process_time()
-            train_deltas(self.model, self.bank, data, self.modules, cfg, self.family.arch.checkpoint_units, on_step, loss=meth.loss)
+            train_deltas(self.model, self.bank, data, self.modules, cfg, self.family.arch.checkpoint_units, on_step, loss=meth.loss,
+                         drawn=drawn)
             d = [b - a for a, b in zip(stamps, stamps[1:])]
             # setup: everything before the first step ends (the guard's reference, the profile) plus that step
             # the median leaves out the steps that also measure the guard's probe (every 10th); the mean counts them
@@ -530,6 +537,7 @@ class Yardstick(Bench):
         out["ratio_surgun_to_esd_x"] = out["surgun"]["median_cpu_s"] / out["esd_x"]["median_cpu_s"]
         out["ratio_surgun_model_targets_to_esd_x"] = out["surgun_model_targets"]["median_cpu_s"] / out["esd_x"]["median_cpu_s"]
         out["ratio_surgun_concept_levels_to_esd_x"] = out["surgun_concept_levels"]["median_cpu_s"] / out["esd_x"]["median_cpu_s"]
+        out["ratio_surgun_until_erased_to_esd_x_mean"] = out["surgun_until_erased"]["mean_cpu_s"] / out["esd_x"]["mean_cpu_s"]
         out["ratio_surgun_adversary_to_esd_x"] = out["surgun_adversary"]["median_cpu_s"] / out["esd_x"]["median_cpu_s"]
         out["concept_levels_profile_in_steps"] = ((out["surgun_concept_levels"]["setup_cpu_s"] - out["surgun"]["setup_cpu_s"])
                                                   / out["surgun"]["median_cpu_s"])
