@@ -18,6 +18,8 @@ model's rate exactly as the classifier does (0.22 and 0.19 at two seeds; seed 0'
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 
 from ..surgun_core.seeds import offset_seed
@@ -57,7 +59,11 @@ def nearer_target(render: torch.Tensor, target: torch.Tensor, distractors: torch
 
 class DrawnProbe:
     """``probe(model_patcher)`` -> per concept, the fraction of its probe renders still drawn as the target;
-    :meth:`reference` must run first, on the untouched model."""
+    :meth:`reference` must run first, on the untouched model. ``extend(n)`` is told each render's sampler steps before
+    it starts and ``tick()`` follows each of them (the node's progress bar: raising from it stops, so Cancel works)."""
+
+    extend: Callable[[int], None] | None = None
+    tick: Callable[[], None] | None = None
 
     def __init__(self, bank, data: list[ConceptData], steps: int, last_step: int, cfg: float, sampler: str, scheduler: str,
                  seed: int, images: int = 8):
@@ -84,11 +90,16 @@ class DrawnProbe:
         noise = comfy.sample.prepare_noise(torch.zeros((self.count, *self.bank.latent_shape)), seed)
         negative = self.bank.conditioning("")
         out: dict[str, torch.Tensor] = {}
-        for batch in plan_batches(self.bank, prompts, self.count):
+        batches = plan_batches(self.bank, prompts, self.count)
+        if self.extend is not None:
+            self.extend(len(batches) * self.last_step)
+        for batch in batches:
             seen: dict[str, torch.Tensor] = {}
 
             def callback(step, x0, x, total):
                 seen["x0"] = x0
+                if self.tick is not None:
+                    self.tick()
 
             n = len(batch) * self.count
             with torch.no_grad():

@@ -205,6 +205,8 @@ def erase_concept(model_patcher, clip, req: EraseRequest, node_id: str | None = 
     progress.chart("train_start", {"total": req.train.steps, "cap": req.train.ascent_cap})
     drawn = DrawnProbe(renderer.bank, data, req.sample_steps, decided_by(req.sample_steps), req.sample_cfg, arch.sampler, arch.scheduler,
                        req.train.seed, req.train.guard_samples) if req.train.ascent_until_erased else None
+    if drawn is not None:  # its renders move the bar's end out as they start, and tick (Cancel works in them too)
+        drawn.extend, drawn.tick = progress.extend, progress.tick
     deltas, result = train_deltas(model_patcher, renderer.bank, data, modules, train, units, on_step, on_setup=on_setup,
                                   input_bases=subspace.bases(modules) if subspace else None, drawn=drawn)
     strength = readout(model_patcher, renderer, shown_batches, shown[:len(firsts)], shown[len(firsts)] if len(shown) > len(firsts) else None,

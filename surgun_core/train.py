@@ -404,8 +404,9 @@ def train_competition(
     history: list[dict] = []
 
     for step in range(config.steps):
-        if w.distract == 0 and w.retain == 0 and not (w.ascent > 0 and (not guards or any(gd.active for gd in guards.values()))):
-            break  # the guards stopped the only term: nothing is left to train
+        if w.distract == 0 and w.retain == 0 and not (w.ascent > 0 and any(
+                c not in held and (c not in guards or guards[c].active) for c in names)):
+            break  # the guards (or the renders) stopped the only term: nothing is left to train
         data = groups[0] if len(groups) == 1 else groups[int(torch.randint(len(groups), (1,), generator=g))]
         ascent = w.ascent > 0 and data.concept not in held and (data.concept not in guards or guards[data.concept].active)
         batch = _draw_batch(data, config, list(data.distractors), list(data.retain), ascent, g)

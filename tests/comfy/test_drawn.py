@@ -1,5 +1,6 @@
 """The render stop's probe (ascent_until_erased): what the sampler draws, compared with the training images."""
 
+import pytest
 import torch
 
 from surgun_pack.surgun_comfy.drawn import SETS, DrawnProbe, decided_by, nearer_target
@@ -41,4 +42,16 @@ def test_the_probe_renders_noise_the_training_never_saw_and_reads_its_references
         assert not torch.allclose(probe.target[0][:2], train[targets[0]].float(), atol=1e-2)  # not the training noise
         probe.target[1][:2] = probe.distractors[1][:2, 0]  # set 1: the first line's target looks like its first distractor
         assert [probe(mp)["zorblax"] for _ in range(SETS + 2)] == [1.0, 0.5, 1.0, 1.0, 1.0, 0.5]
+        # the node's progress bar: each render's sampler steps announced, then ticked; raising from a tick stops it
+        told, ticks = [], []
+        probe.extend, probe.tick = told.append, lambda: ticks.append(1)
+        probe(mp)
+        assert told == [2 * 3] and len(ticks) == 6  # two batches (the long line does not stack), 3 steps each
+
+        def cancel():
+            raise KeyboardInterrupt("Cancel")
+
+        probe.tick = cancel
+        with pytest.raises(KeyboardInterrupt):
+            probe(mp)
     assert decided_by(20) == 8 and decided_by(1) == 1

@@ -457,3 +457,16 @@ def test_ascent_until_erased_needs_shared_noise_and_a_renderer(concept_setup):
     with pytest.raises(SurgUnError, match="no renderer was given"):
         _train(model, data, steps=2, shared_noise=True, ascent_until_erased=True)
 
+
+
+def test_with_the_ascent_the_only_term_training_ends_once_the_renders_hold_it_off(concept_setup):
+    """Nothing else trains the weights, so the renders could never read the target back: the run ends there."""
+    model, data = concept_setup
+    ps = _params(model)
+    for p in ps:
+        p.requires_grad_(True)
+    res = train_competition(ps, ConceptData(**data), eps_loss_fn(model),
+                            TrainConfig(steps=60, learning_rate=1e-3, weights=CompetitionWeights(1.0, 0.0, 0.0), ascent_cap=0,
+                                        shared_noise=True, ascent_until_erased=True),
+                            drawn=lambda: {"": 0.0})
+    assert len(res.history) == 10 and res.erased_at == {"": [10]}
