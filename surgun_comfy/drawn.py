@@ -11,7 +11,7 @@ target.
 
 Why its own noise, and why several sets (stop 37, the toy canvas demo, seed 1): renders from the training images'
 own noise, and renders from one fixed set of 8 held-out noises, all read "not drawn" from step 60 on while the
-finished model still drew neon in 22 % of its images: the training had unlearned those trajectories, or 8 images
+finished model still drew neon in 22-23 % of its images: the training had unlearned those trajectories, or 8 images
 missed a 22 % rate by chance ((1 - 0.22)^8 = 0.14). Read on 32 held-out images (4 sets) the probe gives that
 model's rate exactly as the classifier does (0.22 and 0.19 at two seeds; seed 0's model 0.03 and 0.03).
 """
