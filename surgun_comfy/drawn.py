@@ -18,13 +18,15 @@ model's rate exactly as the classifier does (0.22 and 0.19 at two seeds; seed 0'
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Callable
 
 import torch
 
+from ..surgun_core.scores import centred_cosine
 from ..surgun_core.seeds import offset_seed
 from ..surgun_core.train import ConceptData
-from .prompts import plan_batches, stack
+from .render import Renderer
 
 DECIDED = 0.4
 """The part of the sampler's steps a render runs: on the toy canvas model the first 8 of 20 steps decide the style
@@ -42,75 +44,45 @@ def decided_by(steps: int) -> int:
     return max(1, round(DECIDED * steps))
 
 
-def _centred(x: torch.Tensor) -> torch.Tensor:
-    x = x.flatten(1).float()
-    x = x - x.mean(1, keepdim=True)
-    return x / x.norm(dim=1, keepdim=True).clamp_min(1e-8)
-
-
 def nearer_target(render: torch.Tensor, target: torch.Tensor, distractors: torch.Tensor) -> torch.Tensor:
     """Per render ``[N, ...]``: whether it is nearer its target image ``[N, ...]`` than every one of its
     distractor images ``[N, K, ...]`` (centred cosine)."""
-    r = _centred(render)
-    t = (r * _centred(target)).sum(1)
-    d = torch.stack([(r * _centred(distractors[:, k])).sum(1) for k in range(distractors.shape[1])], 1)
-    return t > d.max(1).values
+    d = torch.stack([centred_cosine(render, distractors[:, k]) for k in range(distractors.shape[1])], 1)
+    return centred_cosine(render, target) > d.max(1).values
 
 
 class DrawnProbe:
     """``probe(model_patcher)`` -> per concept, the fraction of its probe renders still drawn as the target;
-    :meth:`reference` must run first, on the untouched model. ``extend(n)`` is told each render's sampler steps before
-    it starts and ``tick()`` follows each of them (the node's progress bar: raising from it stops, so Cancel works)."""
+    :meth:`reference` must run first, on the untouched model. It renders with the training's ``renderer`` (its
+    sampler, steps, cfg and ``tick``: the node's progress bar, so Cancel works in the renders), ``last_step`` of its
+    steps (default :func:`decided_by`); ``extend(n)`` is told each render's sampler steps before it starts."""
 
-    extend: Callable[[int], None] | None = None
-    tick: Callable[[], None] | None = None
-
-    def __init__(self, bank, data: list[ConceptData], steps: int, last_step: int, cfg: float, sampler: str, scheduler: str,
-                 seed: int, images: int = 8):
+    def __init__(self, renderer: Renderer, data: list[ConceptData], seed: int, images: int = 8, last_step: int | None = None,
+                 extend: Callable[[int], None] | None = None):
         per: dict[str, list[ConceptData]] = {}
         for d in data:
             if len(per.setdefault(d.concept, [])) < images:
                 per[d.concept].append(d)
         self.lines = [d for group in per.values() for d in group]
-        self.count = max(1, images // max(len(v) for v in per.values()))
-        self.concepts = list(per)
-        self.concept_of = [d.concept for d in self.lines for _ in range(self.count)]
-        self.bank, self.steps, self.last_step, self.cfg = bank, steps, max(1, min(last_step, steps)), cfg
-        self.sampler, self.scheduler = sampler, scheduler
+        self.renderer = dataclasses.replace(renderer, count=max(1, images // max(len(v) for v in per.values())))
+        self.count = self.renderer.count
+        concept_of = [d.concept for d in self.lines for _ in range(self.count)]
+        self.masks = {c: torch.tensor([k == c for k in concept_of]) for c in per}
+        self.last_step = max(1, min(last_step or decided_by(renderer.steps), renderer.steps))
         self.seeds = [offset_seed(seed, SEED_OFFSET + i) for i in range(SETS)]
+        self.extend = extend
         self.target: list[torch.Tensor] = []
         self.distractors: list[torch.Tensor] = []
         self.checks = 0
 
     def render(self, model_patcher, prompts: list[str], seed: int) -> dict[str, torch.Tensor]:
-        """Per prompt, the sampler's prediction of its ``count`` probe images from ``seed`` at ``last_step``
-        (ComfyUI's latent space), rendered in batches of prompts that stack."""
-        import comfy.sample
-
-        noise = comfy.sample.prepare_noise(torch.zeros((self.count, *self.bank.latent_shape)), seed)
-        negative = self.bank.conditioning("")
-        out: dict[str, torch.Tensor] = {}
-        batches = plan_batches(self.bank, prompts, self.count)
+        """Per prompt, the sampler's prediction of its ``count`` probe images from ``seed`` at ``last_step``."""
+        batches = self.renderer.plan(prompts)
         if self.extend is not None:
             self.extend(len(batches) * self.last_step)
-        for batch in batches:
-            seen: dict[str, torch.Tensor] = {}
-
-            def callback(step, x0, x, total):
-                seen["x0"] = x0
-                if self.tick is not None:
-                    self.tick()
-
-            n = len(batch) * self.count
-            with torch.no_grad():
-                comfy.sample.sample(model_patcher, noise.repeat(len(batch), 1, 1, 1), self.steps, self.cfg, self.sampler,
-                                    self.scheduler, stack([self.bank.conditioning(p) for p in batch], self.count), negative,
-                                    torch.zeros((n, *self.bank.latent_shape)), seed=seed, last_step=self.last_step,
-                                    callback=callback, disable_pbar=True)
-            x0 = model_patcher.model.process_latent_out(seen["x0"]).float().cpu()
-            for j, p in enumerate(batch):
-                out[p] = x0[j * self.count:(j + 1) * self.count]
-        return out
+        with torch.no_grad():
+            got = self.renderer.latents(model_patcher, batches, seed, shared_noise=True, last_step=self.last_step)
+        return {p: x.float().cpu() for p, x in got.items()}
 
     def reference(self, model_patcher) -> None:
         """The untouched model's images of every set, under every probe line and each line's distractors."""
@@ -127,4 +99,4 @@ class DrawnProbe:
         i, self.checks = self.checks % SETS, self.checks + 1
         got = self.render(model_patcher, [d.target_prompt for d in self.lines], self.seeds[i])
         still = nearer_target(torch.cat([got[d.target_prompt] for d in self.lines]), self.target[i], self.distractors[i])
-        return {c: float(still[torch.tensor([k == c for k in self.concept_of])].float().mean()) for c in self.concepts}
+        return {c: float(still[m].float().mean()) for c, m in self.masks.items()}

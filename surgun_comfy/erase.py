@@ -19,7 +19,7 @@ from ..surgun_core.retain import nearest_first
 from ..surgun_core.selection import parse_pattern_text, select_trainable
 from ..surgun_core.train import ConceptData, TrainConfig, TrainResult, require_terms
 from ..surgun_core.weights import ErasedWeights, delta_key
-from .drawn import DrawnProbe, decided_by
+from .drawn import DrawnProbe
 from .families import detect_family
 from .progress import NodeProgress
 from .readout import readout, readout_text
@@ -203,10 +203,9 @@ def erase_concept(model_patcher, clip, req: EraseRequest, node_id: str | None = 
     arch = family.arch
     units = arch.checkpoint_units if (req.gradient_checkpointing or arch.key == "flux") else None
     progress.chart("train_start", {"total": req.train.steps, "cap": req.train.ascent_cap})
-    drawn = DrawnProbe(renderer.bank, data, req.sample_steps, decided_by(req.sample_steps), req.sample_cfg, arch.sampler, arch.scheduler,
-                       req.train.seed, req.train.guard_samples) if req.train.ascent_until_erased else None
-    if drawn is not None:  # its renders move the bar's end out as they start, and tick (Cancel works in them too)
-        drawn.extend, drawn.tick = progress.extend, progress.tick
+    # its renders tick the bar (Cancel works in them too) and move its end out as they start
+    drawn = (DrawnProbe(renderer, data, req.train.seed, req.train.guard_samples, extend=progress.extend)
+             if req.train.ascent_until_erased else None)
     deltas, result = train_deltas(model_patcher, renderer.bank, data, modules, train, units, on_step, on_setup=on_setup,
                                   input_bases=subspace.bases(modules) if subspace else None, drawn=drawn)
     strength = readout(model_patcher, renderer, shown_batches, shown[:len(firsts)], shown[len(firsts)] if len(shown) > len(firsts) else None,

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import torch
 
+from ..surgun_core.scores import centred_cosine
 from ..surgun_core.seeds import offset_seed
 from ..surgun_core.train import TrainResult
 from ..surgun_core.weights import delta_key
@@ -24,9 +25,7 @@ SEED_OFFSET = 17
 
 
 def _similarity(a: torch.Tensor, b: torch.Tensor) -> float:
-    a, b = a.flatten(1).float(), b.flatten(1).float()
-    a, b = a - a.mean(1, keepdim=True), b - b.mean(1, keepdim=True)
-    return float(torch.nn.functional.cosine_similarity(a, b, dim=1, eps=1e-8).mean())
+    return float(centred_cosine(a, b).mean())
 
 
 def _term(history: list[dict], key: str, first: bool) -> float | None:
@@ -61,8 +60,8 @@ def readout(model_patcher, renderer, batches: list[list[str]], targets: list[str
            if result.concepts else {}),
         **({"ascent_tied": sum(int(h.get("ascent_tied", 0)) for h in result.history)}
            if any("ascent_tied" in h for h in result.history) else {}),
-        **({"drawn": [[step, f] for step, f in result.drawn], "drawn_last": result.drawn[-1][1], "drawn_checks": len(result.drawn),
-            "erased_at": {c: result.erased_at.get(c, []) for c in result.drawn[-1][1]}} if result.drawn else {}),
+        **({"drawn": [[step, f] for step, f in result.drawn], "erased_at": {c: result.erased_at.get(c, []) for c in result.drawn[-1][1]}}
+           if result.drawn else {}),
         "distractor_first": _term(result.history, "distractor", True),
         "distractor_last": _term(result.history, "distractor", False),
         **({"ascent_levels_90": {c: p.mass_until(0.9) for c, p in result.levels.items()}} if result.levels else {}),
@@ -97,15 +96,16 @@ def readout_text(r: dict, multiple: float) -> str:
     elif tied:
         parts.append(f"{r['ascent_tied']} steps tied with the distractors (no ascent on them)")
     if r.get("erased_at") is not None:
+        checks, last = len(r["drawn"]), r["drawn"][-1][1]
         several = len(r["erased_at"]) > 1
         for c, held in r["erased_at"].items():
             who = f"{c}: " if several else ""
             if held:
                 parts.append(f"{who}no render drew the target at step{'s' if len(held) > 1 else ''} {', '.join(map(str, held))}, "
-                             f"so the ascent was held off from there until a render drew it again ({r['drawn_checks']} render checks)")
+                             f"so the ascent was held off from there until a render drew it again ({checks} render checks)")
             else:
-                parts.append(f"{who}the renders drew the target at every check ({r['drawn_checks']}; "
-                             f"{r['drawn_last'][c]:.0%} of them at the last), so they never held the ascent off")
+                parts.append(f"{who}the renders drew the target at every check ({checks}; "
+                             f"{last[c]:.0%} of them at the last), so they never held the ascent off")
     if r["distractor_first"] is not None:
         parts.append(f"distractor term {r['distractor_first']:.4g} -> {r['distractor_last']:.4g}")
     if r.get("ascent_levels_90"):

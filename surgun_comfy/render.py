@@ -34,16 +34,22 @@ def sample_prompts(
     scheduler: str,
     on_step: Callable[[], None] | None = None,
     shared_noise: bool = False,
+    last_step: int | None = None,
 ) -> dict[str, torch.Tensor]:
     """``count`` samples of each prompt of ``batches`` (see :func:`plan_batches`), as KSampler
     returns them. Batch ``i`` uses noise seed ``seed + i`` (wrapped below 2**64): the same call gives the same samples.
     ``shared_noise``: sample ``k`` of every prompt starts from the same noise (seed ``seed``), so two prompts'
-    samples differ only where the prompts lead them apart (``TrainConfig.shared_noise``)."""
+    samples differ only where the prompts lead them apart (``TrainConfig.shared_noise``). ``last_step``: the sampler
+    runs only its first ``last_step`` steps, and each row is its prediction there of the finished image (in the same
+    latent space as a finished sample)."""
     import comfy.sample
 
     negative = bank.conditioning("")
 
+    seen: dict[str, torch.Tensor] = {}
+
     def callback(step, x0, x, total):
+        seen["x0"] = x0
         if on_step is not None:
             on_step()
 
@@ -57,7 +63,10 @@ def sample_prompts(
             noise = comfy.sample.prepare_noise(latent, offset_seed(seed, i))
         positive = stack([bank.conditioning(p) for p in batch], count)
         result = comfy.sample.sample(model_patcher, noise, steps, cfg, sampler, scheduler, positive, negative, latent,
-                                     seed=offset_seed(seed, i), callback=callback, disable_pbar=True)
+                                     seed=offset_seed(seed, i), last_step=last_step, callback=callback, disable_pbar=True)
+        if last_step is not None:
+            x0 = model_patcher.get_model_object("process_latent_out")(seen["x0"])
+            result = x0.to(device=result.device, dtype=result.dtype)
         for j, p in enumerate(batch):
             out[p] = result[j * count:(j + 1) * count]
     return out
@@ -123,9 +132,10 @@ class Renderer:
         """Progress ticks that rendering ``batches`` takes."""
         return len(batches) * self.steps
 
-    def latents(self, model_patcher, batches: list[list[str]], seed: int, shared_noise: bool = False) -> dict[str, torch.Tensor]:
+    def latents(self, model_patcher, batches: list[list[str]], seed: int, shared_noise: bool = False,
+                last_step: int | None = None) -> dict[str, torch.Tensor]:
         return sample_prompts(model_patcher, self.bank, batches, self.count, self.steps, self.cfg, seed,
-                              self.sampler, self.scheduler, on_step=self.tick, shared_noise=shared_noise)
+                              self.sampler, self.scheduler, on_step=self.tick, shared_noise=shared_noise, last_step=last_step)
 
     def images(self, model_patcher, vae, batches: list[list[str]], seed: int) -> dict[str, torch.Tensor]:
         return {p: decode_images(vae, x) for p, x in self.latents(model_patcher, batches, seed).items()}

@@ -41,6 +41,13 @@ def _cos(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return F.cosine_similarity(a.float(), b.float(), dim=-1, eps=1e-8)
 
 
+def centred_cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per row of ``[N, ...]`` latents or images: the cosine of the two rows with each row's mean removed (a
+    correlation; brightness and contrast do not move it), ``[N]``."""
+    a, b = a.flatten(1).float(), b.flatten(1).float()
+    return _cos(a - a.mean(1, keepdim=True), b - b.mean(1, keepdim=True))
+
+
 def ssim(a: torch.Tensor, b: torch.Tensor, window: int = 7) -> torch.Tensor:
     """Mean structural similarity per image pair (grey level, uniform window), ``[N]``."""
     def grey(x):

@@ -489,7 +489,8 @@ class Yardstick(Bench):
     # ---------------------------------------------------------------- speed
     def speed(self, kind: str, name: str, chosen, steps: int = 25) -> dict:
         """CPU seconds per training step (median over ``steps``), SurgUn's objective vs ESD-x, same layers and loop."""
-        from ...surgun_comfy.drawn import DrawnProbe, decided_by
+        from ...surgun_comfy.drawn import DrawnProbe
+        from ...surgun_comfy.render import Renderer
         from ...surgun_comfy.training import train_deltas
         from ...surgun_core.train import ConceptData, TrainConfig
         from .baselines import METHODS
@@ -498,6 +499,8 @@ class Yardstick(Bench):
         from ...surgun_core.pairing import with_distractors
 
         samples = self.train_samples(kind, name, chosen, 0)
+        # the render stop's renderer, as the node builds it (the training sampler and settings, the prompts' bank)
+        renderer = Renderer(self.bank, 1, self.constants.STEPS, self.constants.CFG, self.family.arch.sampler, self.family.arch.scheduler)
         out = {}
         # SurgUn as the node trains it by default: each distractor's own line also retained, shared noise (the
         # samples here are not made from shared noises, which changes what is drawn, not what a step costs)
@@ -524,8 +527,7 @@ class Yardstick(Bench):
                               concept_levels=label == "surgun_concept_levels", shared_noise=label.startswith("surgun"),
                               adversary_steps=3 if label == "surgun_adversary" else 0,
                               ascent_until_erased=label == "surgun_until_erased")
-            drawn = (DrawnProbe(self.bank, data, self.constants.STEPS, decided_by(self.constants.STEPS), self.constants.CFG,
-                                self.family.arch.sampler, self.family.arch.scheduler, 0) if cfg.ascent_until_erased else None)
+            drawn = DrawnProbe(renderer, data, 0) if cfg.ascent_until_erased else None
             t0 = time.process_time()
             train_deltas(self.model, self.bank, data, self.modules, cfg, self.family.arch.checkpoint_units, on_step, loss=meth.loss,
                          drawn=drawn)

@@ -5,7 +5,7 @@ import torch
 
 from surgun_pack.surgun_comfy.drawn import SETS, DrawnProbe, decided_by, nearer_target
 from surgun_pack.surgun_comfy.prompts import PromptBank
-from surgun_pack.surgun_comfy.render import latent_shape_for, sample_prompts
+from surgun_pack.surgun_comfy.render import Renderer, latent_shape_for, sample_prompts
 from surgun_pack.surgun_core.train import ConceptData
 
 
@@ -32,7 +32,7 @@ def test_the_probe_renders_noise_the_training_never_saw_and_reads_its_references
         bank = PromptBank(clip, mp, latent_shape_for(mp, 32), torch.device("cpu"))
         train = sample_prompts(mp, bank, [[targets[0], *distractors]], 2, 3, 3.0, 5, "euler", "normal", shared_noise=True)
         data = [ConceptData(t, train[targets[0]], {d: train[d] for d in distractors}, {}, "zorblax") for t in targets]
-        probe = DrawnProbe(bank, data, 3, 3, 3.0, "euler", "normal", 5, images=4)
+        probe = DrawnProbe(Renderer(bank, 2, 3, 3.0, "euler", "normal"), data, 5, images=4, last_step=3)
         assert probe.count == 2 and len(probe.lines) == 2 and len(set(probe.seeds)) == SETS and 5 not in probe.seeds
         probe.reference(mp)
         own = sample_prompts(mp, bank, [[p] for p in [*targets, *distractors]], 2, 3, 3.0, probe.seeds[1], "euler", "normal",
@@ -44,14 +44,15 @@ def test_the_probe_renders_noise_the_training_never_saw_and_reads_its_references
         assert [probe(mp)["zorblax"] for _ in range(SETS + 2)] == [1.0, 0.5, 1.0, 1.0, 1.0, 0.5]
         # the node's progress bar: each render's sampler steps announced, then ticked; raising from a tick stops it
         told, ticks = [], []
-        probe.extend, probe.tick = told.append, lambda: ticks.append(1)
+        probe.extend, probe.renderer.tick = told.append, lambda: ticks.append(1)
         probe(mp)
         assert told == [2 * 3] and len(ticks) == 6  # two batches (the long line does not stack), 3 steps each
 
         def cancel():
             raise KeyboardInterrupt("Cancel")
 
-        probe.tick = cancel
+        probe.renderer.tick = cancel
         with pytest.raises(KeyboardInterrupt):
             probe(mp)
     assert decided_by(20) == 8 and decided_by(1) == 1
+    assert DrawnProbe(Renderer(None, 2, 20, 5.0, "euler", "normal"), data, 0).last_step == 8  # by default

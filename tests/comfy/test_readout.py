@@ -11,14 +11,15 @@ def _readout(**over):
 
 
 def test_the_end_text_says_when_the_renders_held_the_ascent_off_and_how_long_it_ran():
-    said = _readout(ascent_steps=70, drawn_checks=10, drawn_last={"neon": 0.0}, erased_at={"neon": [60, 90]})
+    checks = [[10 * (i + 1), {"neon": 0.0}] for i in range(10)]
+    said = _readout(ascent_steps=70, drawn=checks, erased_at={"neon": [60, 90]})
     assert "the ascent ran 70 of 100 steps; the guard never stopped it" in said
     assert "no render drew the target at steps 60, 90, so the ascent was held off from there until a render drew it again " \
            "(10 render checks)" in said
-    said = _readout(drawn_checks=10, drawn_last={"neon": 0.125}, erased_at={"neon": []})
+    said = _readout(drawn=checks[:9] + [[100, {"neon": 0.125}]], erased_at={"neon": []})
     assert "the guard never stopped the ascent (100 steps)" in said
     assert "the renders drew the target at every check (10; 12% of them at the last), so they never held the ascent off" in said
-    two = _readout(drawn_checks=3, drawn_last={"neon": 0.0, "stripes": 0.5}, erased_at={"neon": [30], "stripes": []})
+    two = _readout(drawn=[[30, {"neon": 0.0, "stripes": 0.5}]], erased_at={"neon": [30], "stripes": []})
     assert "neon: no render drew the target at step 30," in two and "stripes: the renders drew the target at every check" in two
 
 

@@ -46,3 +46,18 @@ def test_with_shared_noise_every_prompt_starts_from_the_same_noises_whatever_it_
         for p in prompts:
             assert torch.allclose(got[p], alone[p], atol=1e-5), p
     assert not torch.allclose(own["a city street"], alone["a city street"], atol=1e-3)
+
+
+def test_stopped_at_a_step_each_row_is_the_samplers_prediction_of_the_finished_image_there(comfy, tiny):
+    """last_step: the sampler runs its first steps only and returns its prediction of the finished image there, in
+    the finished samples' latent space: at the last step that is the finished sample, earlier it is not."""
+    prompts = ["a painting by zorblax", "a photo of a dog"]
+    with torch.inference_mode():
+        mp, clip = tiny.build_model("sd1"), tiny.build_clip()
+        bank = PromptBank(clip, mp, latent_shape_for(mp, 32), torch.device("cpu"))
+        done = sample_prompts(mp, bank, [prompts], 2, 4, 3.0, 5, "euler", "normal", shared_noise=True)
+        at_end = sample_prompts(mp, bank, [prompts], 2, 4, 3.0, 5, "euler", "normal", shared_noise=True, last_step=4)
+        early = sample_prompts(mp, bank, [prompts], 2, 4, 3.0, 5, "euler", "normal", shared_noise=True, last_step=1)
+    for p in prompts:
+        assert torch.allclose(at_end[p], done[p], atol=1e-4) and at_end[p].shape == done[p].shape
+        assert torch.isfinite(early[p]).all() and not torch.allclose(early[p], done[p], atol=1e-3)

@@ -5,7 +5,7 @@ import torch
 
 from surgun_pack.surgun_core.errors import SurgUnError
 from surgun_pack.surgun_core.localize import BlockRow, SelectConfig, localize, reach_of, report_image, select_blocks
-from surgun_pack.surgun_core.scores import competition, erase_score, pixel_embed, retain_score, ssim
+from surgun_pack.surgun_core.scores import centred_cosine, competition, erase_score, pixel_embed, retain_score, ssim
 
 
 def images(n=4, seed=0, side=32):
@@ -205,3 +205,13 @@ def test_reach_is_the_distractors_own_score_left_one_out():
     assert reach_of(t, d[:1], torch.zeros(1)) != reach_of(t, d[:1], torch.zeros(1))  # NaN with one image
     mixed = torch.tensor([[0.0, 1.0, 0.0], [1.0, 1.0, 0.0]])  # not scored against itself: 1/sqrt2 and 1/sqrt2 - 1/sqrt2
     assert reach_of(t, mixed, torch.zeros(1)) == pytest.approx(2 ** -0.5 / 2)
+
+
+def test_the_centred_cosine_is_a_per_row_correlation():
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(3, 4, 8, 8, generator=g), torch.randn(3, 4, 8, 8, generator=g)
+    assert torch.allclose(centred_cosine(a, 2 * a + 7), torch.ones(3), atol=1e-5)  # brightness and contrast do not move it
+    assert torch.allclose(centred_cosine(a, -a), -torch.ones(3), atol=1e-5)
+    r = centred_cosine(a, b)
+    x, y = a[1].flatten() - a[1].mean(), b[1].flatten() - b[1].mean()
+    assert r.shape == (3,) and abs(float(r[1]) - float(x @ y / (x.norm() * y.norm()))) < 1e-5

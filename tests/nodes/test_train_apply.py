@@ -375,7 +375,7 @@ def test_the_render_stop_renders_the_training_clone_and_leaves_the_training_as_i
 
     def still_drawn(self, model_patcher):
         renders.append(real(self, model_patcher, [d.target_prompt for d in self.lines], self.seeds[0]))
-        return {c: 1.0 for c in self.concepts}
+        return {c: 1.0 for c in self.masks}
 
     monkeypatch.setattr(drawn.DrawnProbe, "__call__", still_drawn)
     off = comfy.run(graph("sd1", steps=20, seed=23))
@@ -384,7 +384,7 @@ def test_the_render_stop_renders_the_training_clone_and_leaves_the_training_as_i
     a, b = off.outputs["2"][1][0], on.outputs["2"][1][0]
     assert len(renders) == 2 and all(torch.isfinite(x).all() for r in renders for x in r.values())  # steps 10 and 20
     assert a.deltas.keys() == b.deltas.keys() and all(torch.equal(a.deltas[k], b.deltas[k]) for k in a.deltas)
-    assert b.metadata["readout"]["drawn_checks"] == 2 and b.metadata["readout"]["erased_at"] == {"": []}
+    assert [s for s, _ in b.metadata["readout"]["drawn"]] == [10, 20] and b.metadata["readout"]["erased_at"] == {"": []}
     said = on.ui["2"]["text"][0]
     assert "the renders drew the target at every check (2; 100% of them at the last), so they never held the ascent off" in said
     bad = comfy.run(graph("sd1", steps=3, seed=21, ascent_until_erased=True, shared_noise=False))
