@@ -19,7 +19,8 @@ COLOURS = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (255, 127, 14), (148, 1
            (107, 110, 207), (156, 158, 222), (99, 121, 57), (140, 162, 82), (181, 207, 107), (140, 109, 49), (189, 158, 57),
            (132, 60, 57), (173, 73, 74), (214, 97, 107), (123, 65, 115), (165, 81, 148), (206, 109, 189), (222, 158, 214),
            (57, 59, 121), (231, 186, 82), (253, 141, 60), (49, 163, 84), (116, 196, 118), (117, 107, 177),
-           (158, 154, 200), (230, 85, 13), (255, 215, 0), (0, 128, 128), (128, 0, 64), (0, 100, 0), (255, 0, 255), (70, 130, 180), (160, 82, 45)]
+           (158, 154, 200), (230, 85, 13), (255, 215, 0), (0, 128, 128), (128, 0, 64), (0, 100, 0), (255, 0, 255), (70, 130, 180), (160, 82, 45),
+           (0, 0, 205)]
 """At least one colour per method of ``V2_METHODS``: no two curves share one."""
 
 
@@ -157,6 +158,7 @@ README_LABELS = {
     "variant of today's SurgUn: one distractor per step": 'surgun_sp_dps1',
     "variant of today's SurgUn: adversary, 3 steps": 'surgun_sp_adversary',
     "variant of today's SurgUn: text subspace and adversary": 'surgun_sp_subspace_adv',
+    "variant of today's SurgUn: ascent until erased": 'surgun_sp_until_erased',
     "ablation of today's SurgUn: one distractor": 'surgun_sp_1d',
     "ablation of today's SurgUn: the first two distractors": 'surgun_sp_2d',
     "ablation of today's SurgUn: no distractors": 'surgun_sp_no_distractors',
