@@ -378,6 +378,9 @@ class Yardstick(Bench):
         erased, weights = res.outputs["tr"][0][0], res.outputs["tr"][1][0]
         info = {"final_loss": weights.metadata["final"].get("loss"), "guard_stops": weights.metadata["guard"]["stops"],
                 "layers": len(weights.deltas)}
+        readout = weights.metadata["readout"]
+        if readout.get("erased_at") is not None:  # ascent_until_erased: the checks that held the ascent off, its steps
+            info |= {"held_off_at": readout["erased_at"], "ascent_steps": readout.get("ascent_steps")}
         if m.localized:
             info["modules"] = weights.metadata["blocks"]["modules"]
         return erased, info
