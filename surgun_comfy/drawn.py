@@ -1,10 +1,10 @@
 """What the sampler draws for the target while it trains (``TrainConfig.ascent_until_erased``).
 
-The probe's images start from noise the training never saw (its own seeds; shared noise, so image ``k`` of every
-prompt starts from the same noise): ``images`` per set, shared out over the target lines of each concept, at least
-one each, as the guard's probe does, in ``SETS`` sets. Before the first step the untouched model renders every set
-under each target line and under each of that line's distractors; each check renders the next set's target lines
-with the weights as they are, cycling over the sets. A render is the sampler's prediction of the finished image
+The probe's images start from noise the training never saw (its own seeds): ``images`` per set, shared out over the
+target lines of each concept, at least one each, as the guard's probe does, in ``SETS`` sets. Every image of a set
+starts from its own noise; a line's distractors start from that line's. Before the first step the untouched model
+renders every set under each target line and under each of that line's distractors; each check renders the next
+set's target lines with the weights as they are, cycling over the sets. A render is the sampler's prediction of the finished image
 after the first ``last_step`` steps of the training sampler, where the style is decided. A render nearer one of its
 distractors' images (centred cosine, as the readout) than its target's untouched image is no longer drawn as the
 target.
@@ -14,6 +14,10 @@ own noise, and renders from one fixed set of 8 held-out noises, all read "not dr
 finished model still drew neon in 22-23 % of its images: the training had unlearned those trajectories, or 8 images
 missed a 22 % rate by chance ((1 - 0.22)^8 = 0.14). Read on 32 held-out images (4 sets) the probe gives that
 model's rate exactly as the classifier does (0.22 and 0.19 at two seeds; seed 0's model 0.03 and 0.03).
+
+Why its own noise for every image of a set (stop 38): up to stop 37 a set's image ``k`` of every line started from
+the same noise, so with the toy demo's 8 lines and 8 images a set was one noise under 8 prompts, and the 4 sets 4
+noises. Seed 7's checks read none from step 50 on while its finished model drew neon in 16-22 % of 32 images.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import torch
 from ..surgun_core.scores import centred_cosine
 from ..surgun_core.seeds import offset_seed
 from ..surgun_core.train import ConceptData
-from .render import Renderer
+from .render import Renderer, draw_noise
 
 DECIDED = 0.4
 """The part of the sampler's steps a render runs: on the toy canvas model the first 8 of 20 steps decide the style
@@ -73,15 +77,17 @@ class DrawnProbe:
         self.extend = extend
         self.target: list[torch.Tensor] = []
         self.distractors: list[torch.Tensor] = []
+        self.noise: list[list[torch.Tensor]] = []
+        """Per set, per line: the starting noise of its ``count`` images."""
         self.checks = 0
 
-    def render(self, model_patcher, prompts: list[str], seed: int) -> dict[str, torch.Tensor]:
-        """Per prompt, the sampler's prediction of its ``count`` probe images from ``seed`` at ``last_step``."""
+    def render(self, model_patcher, prompts: list[str], seed: int, noise: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Per prompt, the sampler's prediction at ``last_step`` of its ``count`` probe images from its ``noise``."""
         batches = self.renderer.plan(prompts)
         if self.extend is not None:
             self.extend(len(batches) * self.last_step)
         with torch.no_grad():
-            got = self.renderer.latents(model_patcher, batches, seed, shared_noise=True, last_step=self.last_step)
+            got = self.renderer.latents(model_patcher, batches, seed, last_step=self.last_step, noise=noise)
         return {p: x.float().cpu() for p, x in got.items()}
 
     def reference(self, model_patcher) -> None:
@@ -89,14 +95,21 @@ class DrawnProbe:
         width = max(len(d.distractors) for d in self.lines)
         # lines with fewer distractors repeat their first one (a repeat changes no maximum)
         names = [(list(d.distractors) * width)[:width] for d in self.lines]
-        prompts = list(dict.fromkeys([*(d.target_prompt for d in self.lines), *(n for ns in names for n in ns)]))
         for seed in self.seeds:
-            got = self.render(model_patcher, prompts, seed)
-            self.target.append(torch.cat([got[d.target_prompt] for d in self.lines]))
-            self.distractors.append(torch.cat([torch.stack([got[n] for n in ns], 1) for ns in names]))
+            drawn = draw_noise(self.renderer.bank, len(self.lines) * self.count, seed)
+            self.noise.append([drawn[j * self.count:(j + 1) * self.count] for j in range(len(self.lines))])
+            target, distractors = [], []
+            for d, ns, noise in zip(self.lines, names, self.noise[-1]):  # a line's distractors start from its noise
+                prompts = list(dict.fromkeys([d.target_prompt, *ns]))
+                got = self.render(model_patcher, prompts, seed, dict.fromkeys(prompts, noise))
+                target.append(got[d.target_prompt])
+                distractors.append(torch.stack([got[n] for n in ns], 1))
+            self.target.append(torch.cat(target))
+            self.distractors.append(torch.cat(distractors))
 
     def __call__(self, model_patcher) -> dict[str, float]:
         i, self.checks = self.checks % SETS, self.checks + 1
-        got = self.render(model_patcher, [d.target_prompt for d in self.lines], self.seeds[i])
-        still = nearer_target(torch.cat([got[d.target_prompt] for d in self.lines]), self.target[i], self.distractors[i])
+        prompts = [d.target_prompt for d in self.lines]
+        got = self.render(model_patcher, prompts, self.seeds[i], dict(zip(prompts, self.noise[i])))
+        still = nearer_target(torch.cat([got[p] for p in prompts]), self.target[i], self.distractors[i])
         return {c: float(still[m].float().mean()) for c, m in self.masks.items()}

@@ -35,13 +35,15 @@ def sample_prompts(
     on_step: Callable[[], None] | None = None,
     shared_noise: bool = False,
     last_step: int | None = None,
+    noise: dict[str, torch.Tensor] | None = None,
 ) -> dict[str, torch.Tensor]:
     """``count`` samples of each prompt of ``batches`` (see :func:`plan_batches`), as KSampler
     returns them. Batch ``i`` uses noise seed ``seed + i`` (wrapped below 2**64): the same call gives the same samples.
     ``shared_noise``: sample ``k`` of every prompt starts from the same noise (seed ``seed``), so two prompts'
     samples differ only where the prompts lead them apart (``TrainConfig.shared_noise``). ``last_step``: the sampler
     runs only its first ``last_step`` steps, and each row is its prediction there of the finished image (in the same
-    latent space as a finished sample)."""
+    latent space as a finished sample). ``noise``: each prompt's own starting noise (``[count, ...]``, see
+    :func:`draw_noise`), instead of drawing it from ``seed``."""
     import comfy.sample
 
     negative = bank.conditioning("")
@@ -54,15 +56,17 @@ def sample_prompts(
             on_step()
 
     out: dict[str, torch.Tensor] = {}
-    shared = comfy.sample.prepare_noise(torch.zeros((count, *bank.latent_shape)), seed) if shared_noise else None
+    shared = draw_noise(bank, count, seed) if shared_noise and noise is None else None
     for i, batch in enumerate(batches):
         latent = torch.zeros((count * len(batch), *bank.latent_shape))
-        if shared is not None:
-            noise = shared.repeat(len(batch), 1, 1, 1)
+        if noise is not None:
+            noise_in = torch.cat([noise[p] for p in batch])
+        elif shared is not None:
+            noise_in = shared.repeat(len(batch), 1, 1, 1)
         else:
-            noise = comfy.sample.prepare_noise(latent, offset_seed(seed, i))
+            noise_in = comfy.sample.prepare_noise(latent, offset_seed(seed, i))
         positive = stack([bank.conditioning(p) for p in batch], count)
-        result = comfy.sample.sample(model_patcher, noise, steps, cfg, sampler, scheduler, positive, negative, latent,
+        result = comfy.sample.sample(model_patcher, noise_in, steps, cfg, sampler, scheduler, positive, negative, latent,
                                      seed=offset_seed(seed, i), last_step=last_step, callback=callback, disable_pbar=True)
         if last_step is not None:
             x0 = model_patcher.get_model_object("process_latent_out")(seen["x0"])
@@ -70,6 +74,13 @@ def sample_prompts(
         for j, p in enumerate(batch):
             out[p] = result[j * count:(j + 1) * count]
     return out
+
+
+def draw_noise(bank: PromptBank, n: int, seed: int) -> torch.Tensor:
+    """``n`` starting noises from ``seed``, as KSampler draws a batch of ``n`` (``[n, *latent_shape]``)."""
+    import comfy.sample
+
+    return comfy.sample.prepare_noise(torch.zeros((n, *bank.latent_shape)), seed)
 
 
 def decode_images(vae, latents: torch.Tensor) -> torch.Tensor:
@@ -133,9 +144,10 @@ class Renderer:
         return len(batches) * self.steps
 
     def latents(self, model_patcher, batches: list[list[str]], seed: int, shared_noise: bool = False,
-                last_step: int | None = None) -> dict[str, torch.Tensor]:
+                last_step: int | None = None, noise: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
         return sample_prompts(model_patcher, self.bank, batches, self.count, self.steps, self.cfg, seed,
-                              self.sampler, self.scheduler, on_step=self.tick, shared_noise=shared_noise, last_step=last_step)
+                              self.sampler, self.scheduler, on_step=self.tick, shared_noise=shared_noise, last_step=last_step,
+                              noise=noise)
 
     def images(self, model_patcher, vae, batches: list[list[str]], seed: int) -> dict[str, torch.Tensor]:
         return {p: decode_images(vae, x) for p, x in self.latents(model_patcher, batches, seed).items()}

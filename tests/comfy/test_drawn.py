@@ -5,7 +5,7 @@ import torch
 
 from surgun_pack.surgun_comfy.drawn import SETS, DrawnProbe, decided_by, nearer_target
 from surgun_pack.surgun_comfy.prompts import PromptBank
-from surgun_pack.surgun_comfy.render import Renderer, latent_shape_for, sample_prompts
+from surgun_pack.surgun_comfy.render import Renderer, draw_noise, latent_shape_for, sample_prompts
 from surgun_pack.surgun_core.train import ConceptData
 
 
@@ -21,10 +21,11 @@ def test_a_render_is_drawn_as_the_target_only_when_it_is_nearer_the_target_than_
 
 
 def test_the_probe_renders_noise_the_training_never_saw_and_reads_its_references_from_the_untouched_model(comfy, tiny):
-    """The probe's renders start from its own seeds' shared noise (not the training images'), the same for every
-    prompt and however the prompts batch; its references are the untouched model's renders of the target lines and
-    of each line's distractors, one set per seed; the checks read the sets in turn; the untouched model reads as
-    drawn, and where a set's target image looks like a distractor's, that set reads as not drawn."""
+    """The probe's renders start from its own seeds' noise (not the training images'), every line of a set from its
+    own noise and the line's distractors from the line's, however the prompts batch; its references are the untouched
+    model's renders of the target lines and of each line's distractors, one set per seed; the checks read the sets in
+    turn; the untouched model reads as drawn, and where a set's target image looks like a distractor's, that set reads
+    as not drawn."""
     targets = ["a painting by zorblax", " ".join(["zorblax"] * 100)]  # the long one does not stack: its own batch
     distractors = ["a painting by monet", "a photo of a dog"]
     with torch.inference_mode():
@@ -35,10 +36,14 @@ def test_the_probe_renders_noise_the_training_never_saw_and_reads_its_references
         probe = DrawnProbe(Renderer(bank, 2, 3, 3.0, "euler", "normal"), data, 5, images=4, last_step=3)
         assert probe.count == 2 and len(probe.lines) == 2 and len(set(probe.seeds)) == SETS and 5 not in probe.seeds
         probe.reference(mp)
-        own = sample_prompts(mp, bank, [[p] for p in [*targets, *distractors]], 2, 3, 3.0, probe.seeds[1], "euler", "normal",
-                             shared_noise=True)  # run to the last step, a render is the finished image
-        assert torch.allclose(probe.target[1], torch.cat([own[t] for t in targets]).float(), atol=1e-4)
-        assert torch.allclose(probe.distractors[1][:, 1], own[distractors[1]].float().repeat(2, 1, 1, 1), atol=1e-4)
+        noise = draw_noise(bank, 4, probe.seeds[1])  # set 1: 2 images for each of the 2 lines
+        own = [sample_prompts(mp, bank, [[p] for p in [t, *distractors]], 2, 3, 3.0, probe.seeds[1], "euler", "normal",
+                              noise=dict.fromkeys([t, *distractors], noise[2 * j:2 * j + 2]))
+               for j, t in enumerate(targets)]  # run to the last step, a render is the finished image
+        assert torch.allclose(probe.target[1], torch.cat([own[j][t] for j, t in enumerate(targets)]).float(), atol=1e-4)
+        assert torch.allclose(probe.distractors[1][:, 1], torch.cat([o[distractors[1]] for o in own]).float(), atol=1e-4)
+        # each line its own noise: the same distractor prompt is drawn differently for the two lines
+        assert not torch.allclose(probe.distractors[1][:2, 1], probe.distractors[1][2:, 1], atol=1e-2)
         assert not torch.allclose(probe.target[0][:2], train[targets[0]].float(), atol=1e-2)  # not the training noise
         probe.target[1][:2] = probe.distractors[1][:2, 0]  # set 1: the first line's target looks like its first distractor
         assert [probe(mp)["zorblax"] for _ in range(SETS + 2)] == [1.0, 0.5, 1.0, 1.0, 1.0, 0.5]
