@@ -101,8 +101,15 @@ def readout_text(r: dict, multiple: float) -> str:
         for c, held in r["erased_at"].items():
             who = f"{c}: " if several else ""
             if held:
+                # each hold lasts until the next check where a render draws the target again
+                again = [next((s for s, f in r["drawn"] if s > h and f.get(c, 1.0) > 0), None) for h in held]
+                spans = " and ".join(f"from step {h} to {a}" if a else f"from step {h} to the end" for h, a in zip(held, again))
+                back = [a for a in again if a]
                 parts.append(f"{who}no render drew the target at step{'s' if len(held) > 1 else ''} {', '.join(map(str, held))}, "
-                             f"so the ascent was held off from there until a render drew it again ({checks} render checks)")
+                             f"so the ascent was held off {spans}"
+                             + (f"; at step{'s' if len(back) > 1 else ''} {', '.join(map(str, back))} a render drew it again "
+                                f"and the guard took the ascent back (it runs only below the guard's cap)" if back else "")
+                             + f" ({checks} render checks)")
             else:
                 parts.append(f"{who}the renders drew the target at every check ({checks}; "
                              f"{last[c]:.0%} of them at the last), so they never held the ascent off")

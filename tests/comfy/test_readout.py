@@ -11,11 +11,14 @@ def _readout(**over):
 
 
 def test_the_end_text_says_when_the_renders_held_the_ascent_off_and_how_long_it_ran():
-    checks = [[10 * (i + 1), {"neon": 0.0}] for i in range(10)]
+    checks = [[10 * (i + 1), {"neon": f}] for i, f in enumerate([1, 1, 1, 1, 0.5, 0, 0, 0.125, 0, 0])]
     said = _readout(ascent_steps=70, drawn=checks, erased_at={"neon": [60, 90]})
     assert "the ascent ran 70 of 100 steps; the guard never stopped it" in said
-    assert "no render drew the target at steps 60, 90, so the ascent was held off from there until a render drew it again " \
-           "(10 render checks)" in said
+    assert "no render drew the target at steps 60, 90, so the ascent was held off from step 60 to 80 and from step 90 to " \
+           "the end; at step 80 a render drew it again and the guard took the ascent back (it runs only below the guard's " \
+           "cap) (10 render checks)" in said
+    once = _readout(ascent_steps=50, drawn=checks[:5] + [[60, {"neon": 0.0}], [70, {"neon": 0.0}]], erased_at={"neon": [60]})
+    assert "held off from step 60 to the end (7 render checks)" in once
     said = _readout(drawn=checks[:9] + [[100, {"neon": 0.125}]], erased_at={"neon": []})
     assert "the guard never stopped the ascent (100 steps)" in said
     assert "the renders drew the target at every check (10; 12% of them at the last), so they never held the ascent off" in said

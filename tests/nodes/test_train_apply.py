@@ -374,7 +374,8 @@ def test_the_render_stop_renders_the_training_clone_and_leaves_the_training_as_i
     real = drawn.DrawnProbe.render
 
     def still_drawn(self, model_patcher):
-        renders.append(real(self, model_patcher, [d.target_prompt for d in self.lines], self.seeds[0]))
+        prompts = [d.target_prompt for d in self.lines]
+        renders.append(real(self, model_patcher, prompts, self.seeds[0], dict(zip(prompts, self.noise[0]))))
         return {c: 1.0 for c in self.masks}
 
     monkeypatch.setattr(drawn.DrawnProbe, "__call__", still_drawn)
