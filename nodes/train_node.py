@@ -157,8 +157,8 @@ class SurgUnTrain(io.ComfyNode):
                                      "and on an object, whose related objects it lost) = off, train on the prompts only."),
                 _option("ascent_until_erased", False,
                         "Run the ascent only while the sampler still draws the target: every 10 steps the target lines "
-                        "are rendered with the weights as they are (8 images from noise the training never saw, the "
-                        "first 40 % of the sampler's steps, 4 sets read in turn) and compared with the untouched "
+                        "are rendered with the weights as they are (8 images, each from its own noise the training never "
+                        "saw, the first 40 % of the sampler's steps, 4 sets read in turn) and compared with the untouched "
                         "model's images of the target and of its distractors from the same noise; while none is nearer "
                         "the target's, the ascent is held off and the distractor and retain terms go on. Needs "
                         "shared_noise. Off (default) = the ascent runs until the guard (ascent_cap) stops it."),
