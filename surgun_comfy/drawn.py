@@ -4,10 +4,10 @@ The probe's images start from noise the training never saw (its own seeds): ``im
 target lines of each concept, at least one each, as the guard's probe does, in ``SETS`` sets. Every image of a set
 starts from its own noise; a line's distractors start from that line's. Before the first step the untouched model
 renders every set under each target line and under each of that line's distractors; each check renders the next
-set's target lines with the weights as they are, cycling over the sets. A render is the sampler's prediction of the finished image
-after the first ``last_step`` steps of the training sampler, where the style is decided. A render nearer one of its
-distractors' images (centred cosine, as the readout) than its target's untouched image is no longer drawn as the
-target.
+set's target lines with the weights as they are, cycling over the sets. A render is the sampler's prediction of the
+finished image after the first ``last_step`` steps of the training sampler, where the style is decided. A render
+nearer one of its distractors' images (centred cosine, as the readout) than its target's untouched image is no
+longer drawn as the target.
 
 Why its own noise, and why several sets (stop 37, the toy canvas demo, seed 1): renders from the training images'
 own noise, and renders from one fixed set of 8 held-out noises, all read "not drawn" from step 60 on while the
