@@ -56,13 +56,12 @@ def sample_prompts(
             on_step()
 
     out: dict[str, torch.Tensor] = {}
-    shared = draw_noise(bank, count, seed) if shared_noise and noise is None else None
+    if shared_noise and noise is None:  # every prompt starts from the same noises
+        noise = dict.fromkeys((p for batch in batches for p in batch), draw_noise(bank, count, seed))
     for i, batch in enumerate(batches):
         latent = torch.zeros((count * len(batch), *bank.latent_shape))
         if noise is not None:
             noise_in = torch.cat([noise[p] for p in batch])
-        elif shared is not None:
-            noise_in = shared.repeat(len(batch), 1, 1, 1)
         else:
             noise_in = comfy.sample.prepare_noise(latent, offset_seed(seed, i))
         positive = stack([bank.conditioning(p) for p in batch], count)
