@@ -210,7 +210,8 @@ V2_METHODS: dict[str, V2Method] = {m.name: m for m in [
     # recovery on v2 (stop 30): the two together on today's SurgUn
     _m("surgun_sp_subspace_adv", None, node=(("text_subspace", True), ("adversary_steps", 3))),
     # the ascent held off while the sampler's renders of the target read it gone (stop 37, its probe mended in stop 38;
-    # on the demo it meets both of issue 13's bars on 7 seeds of 8 against 4 without it)
+    # on the demo it meets both of issue 13's bars on 7 seeds of 8 against 4 without it, and on 2 of the fresh seeds 8-11
+    # against 3 without it, stop 39)
     _m("surgun_sp_until_erased", None, node=(("ascent_until_erased", True),)),
 ]}
 STEP_MATCHED = ("surgun", "esd_x", "esd_x_full", "ga", "ca", "ca_noise", "uce")
