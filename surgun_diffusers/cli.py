@@ -71,6 +71,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run each step's ascent only while the target image is still explained better by the target prompt "
                         "than its distractors' images at the same noise and level (needs shared noise; default: every step "
                         "until the guard stops it)")
+    c.add_argument("--ascent-until-erased", action="store_true",
+                   help="run the ascent only while the sampler still draws the target: every 10 steps 8 target images (their "
+                        "own noise, none the training's; 4 sets read in turn) are rendered through the first 40%% of the "
+                        "sampling steps and compared with the untouched model's images of the target and of its distractors "
+                        "from the same noise; while none is nearer the target's, the ascent is held off (needs shared noise; "
+                        "not with --data-parallel; default: the ascent runs until the guard stops it)")
     c.add_argument("--text-subspace", action="store_true",
                    help="confine the chosen layers that read the prompt (cross-attention to_k, to_v; SD1.x, SD2.x, SDXL) to "
                         "the text directions where the target lines differ from their distractor prompts more than the kept "
@@ -183,7 +189,8 @@ def make_request(args, name: str, family_id: str):
     train = TrainConfig(steps=args.steps, learning_rate=args.lr, weights=CompetitionWeights(*args.weights),
                         ascent_cap=args.ascent_cap, distractors_per_step=args.distractors_per_step,
                         max_grad_norm=args.max_grad_norm, seed=args.seed, shared_noise=not args.no_shared_noise,
-                        ascent_until_tie=args.ascent_until_tie, adversary_steps=args.adversary_steps)
+                        ascent_until_tie=args.ascent_until_tie, ascent_until_erased=args.ascent_until_erased,
+                        adversary_steps=args.adversary_steps)
     return EraseRequest(
         concept=name, targets=tuple(args.target), kind=args.kind, distractors=tuple(args.distractors), k=args.k,
         protected=tuple(args.protected), paired=not args.unpaired,
@@ -267,6 +274,10 @@ def run(args) -> int:
 
     out = Path(args.out)
     names = concept_list(args)
+    if args.data_parallel and args.ascent_until_erased:
+        raise SurgUnError("[SurgUn] --ascent-until-erased cannot run with --data-parallel: each process would render its "
+                          "own checks and hold its ascent off at its own steps, and the processes' weights would part. "
+                          "Drop --data-parallel (concepts are still shared out between processes), or --ascent-until-erased.")
     device = resolve_device(args.device)
     dist = Dist(device)
     if dist.state is not None and device.type == "cuda":

@@ -128,6 +128,9 @@ class EraseRequest:
         if self.train.adversary_steps and METHODS[self.method].loss == "esd":
             raise SurgUnError(f"[SurgUn] --adversary-steps trains SurgUn's competition under a soft prompt; the method "
                               f"{self.method!r} has ESD's objective, which has none. Use --method surgun, or drop --adversary-steps.")
+        if self.train.ascent_until_erased and self.method != "surgun":
+            raise SurgUnError(f"[SurgUn] --ascent-until-erased holds SurgUn's ascent off once its renders no longer draw the "
+                              f"target; the method {self.method!r} is not SurgUn. Use --method surgun, or drop --ascent-until-erased.")
         low = self.concept.strip().lower()
         if any(r.strip().lower() == low for r in self.retain):
             raise SurgUnError(f"[SurgUn] the concept {self.concept!r} is also a retain prompt; remove it from the retain prompts.")
@@ -237,9 +240,12 @@ def method_config(req: EraseRequest) -> TrainConfig:
 def train_on(pipe, family: Family, encoder: PromptEncoder, modules: Sequence[str], data: list[ConceptData],
              config: TrainConfig, method: str = "surgun", gradient_checkpointing: bool = True,
              on_step: Callable | None = None, grad_sync: Callable | None = None,
-             input_bases: Sequence[torch.Tensor | None] | None = None) -> tuple[dict[str, torch.Tensor], TrainResult]:
+             input_bases: Sequence[torch.Tensor | None] | None = None, renders: SamplingOptions | None = None,
+             progress: Progress | None = None) -> tuple[dict[str, torch.Tensor], TrainResult]:
     """Train deltas on ``modules`` of the pipeline's denoiser; the network is restored afterwards.
-    ``input_bases`` (one per module, or None) confine each delta to inputs in its basis' span."""
+    ``input_bases`` (one per module, or None) confine each delta to inputs in its basis' span. With
+    ``config.ascent_until_erased`` the target is rendered as it trains (:mod:`surgun_diffusers.drawn`) at the
+    ``renders`` sampling's steps and guidance, ticking ``progress``."""
     net = getattr(pipe, family.denoiser)
     schedule = NoiseSchedule.from_pipeline(pipe, family)
     denoise = Denoiser(pipe, family, encoder)
@@ -258,7 +264,22 @@ def train_on(pipe, family: Family, encoder: PromptEncoder, modules: Sequence[str
             try:
                 contexts = ({d.target_prompt: encoder.cond(d.target_prompt)["encoder_hidden_states"] for d in data}
                             if config.adversary_steps else None)
-                result = train_competition(params, data, loss_fn, config, on_step, input_bases=input_bases, contexts=contexts)
+                check = None
+                if config.ascent_until_erased and config.weights.ascent > 0:
+                    from .drawn import DiffusersDrawnProbe
+
+                    if renders is None:
+                        raise SurgUnError("[SurgUn] ascent_until_erased renders the target as it trains, but no sampling "
+                                          "options were given for its renders. Pass renders=, or set ascent_until_erased off.")
+                    probe = DiffusersDrawnProbe(schedule, denoise, data, config.seed, data[0].target.shape[1:], renders.steps,
+                                                renders.cfg, config.guard_samples, grow=progress.grow if progress else None,
+                                                tick=progress.tick if progress else None)
+                    if progress is not None:
+                        progress.say("rendering the untouched model's references for ascent_until_erased")
+                    probe.reference(None)  # the deltas are still zero: the untouched model
+                    check = lambda: probe(None)  # noqa: E731
+                result = train_competition(params, data, loss_fn, config, on_step, input_bases=input_bases, contexts=contexts,
+                                           drawn=check)
             finally:
                 if handle is not None:
                     handle.remove()
@@ -320,7 +341,7 @@ def erase(pipe, req: EraseRequest, progress: Progress | None = None, cache_dir: 
         config = dataclasses.replace(config, seed=config.seed + seed_offset)
     data = concept_groups(req.method, plan_, samples, encoder.device, retain_plan(req, encoder, cache_dir))
     deltas, result = train_on(pipe, family, encoder, modules, data, config, req.method, req.gradient_checkpointing,
-                              on_step, grad_sync, bases)
+                              on_step, grad_sync, bases, renders=s, progress=progress)
     total = time.monotonic() - t0
     metadata = {
         "pack": "SurgUn", "pack_version": __version__, "source": "surgun_diffusers",
@@ -342,6 +363,9 @@ def erase(pipe, req: EraseRequest, progress: Progress | None = None, cache_dir: 
         metadata["localization"] = localization
     if subspace is not None:
         metadata["text_subspace"] = subspace
+    if config.ascent_until_erased:
+        metadata["ascent_until_erased"] = {"checks": [[step, fractions] for step, fractions in result.drawn],
+                                           "held_off_at": result.erased_at}
     if result.adversary_drift:
         metadata["adversary"] = {"steps": config.adversary_steps, "lr": config.adversary_lr,
                                  "drift": {p: round(v, 4) for p, v in result.adversary_drift.items()}}

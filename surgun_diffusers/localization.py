@@ -65,8 +65,8 @@ def localize_blocks(pipe, family, encoder, plan_, samples, req, progress) -> tup
     targets, heldout = [t for t, _ in trained], [t for t, _ in held_out]
     # erase renders for every unit; retain renders (most of the images) only for the eligible ones
     parts = {ERASE_PARTS: [*targets, *heldout], RETAIN_PARTS: list(plan_.retain)}
-    probe_cfg = dataclasses.replace(method_config(req), steps=opts.probe_steps,
-                                    learning_rate=opts.probe_lr or req.train.learning_rate)
+    probe_cfg = dataclasses.replace(method_config(req), steps=opts.probe_steps,  # a short update: no render stop
+                                    learning_rate=opts.probe_lr or req.train.learning_rate, ascent_until_erased=False)
     strength = req.train.steps / opts.probe_steps
     progress.grow((len(parts[ERASE_PARTS]) + len(targets)) * steps + opts.probe_steps
                   + len(units) * len(parts[ERASE_PARTS]) * steps)

@@ -89,6 +89,27 @@ class NoiseSchedule:
         a = self.alphas_cumprod[t]
         return Draw(t, a.sqrt(), (1.0 - a).sqrt())
 
+    def at(self, percents: torch.Tensor) -> Draw:
+        """The noise levels at ``percents`` of the schedule (0 = the noisiest end), without a draw."""
+        p = percents.float()
+        if self.prediction == "flow":
+            idx = torch.argsort(self.flow_sigmas, descending=True)[self._index(p, len(self.flow_sigmas))]
+            sigma = self.flow_sigmas[idx]
+            return Draw(self.flow_timesteps[idx] * self.timestep_scale, 1.0 - sigma, sigma)
+        t = self.T - 1 - self._index(p, self.T)
+        a = self.alphas_cumprod[t]
+        return Draw(t, a.sqrt(), (1.0 - a).sqrt())
+
+    def split(self, xt: torch.Tensor, out: torch.Tensor, d: Draw) -> tuple[torch.Tensor, torch.Tensor]:
+        """The network's output ``out`` at ``xt`` (level ``d``) -> its predictions of the clean sample and of the noise,
+        which recombine into ``xt`` as :meth:`noisy` does."""
+        s, n, x, o = self._b(d.signal, xt), self._b(d.noise, xt), xt.float(), out.float()
+        if self.prediction == "eps":
+            return (x - n * o) / s, o
+        if self.prediction == "v":  # s^2 + n^2 = 1
+            return s * x - n * o, n * x + s * o
+        return x - n * o, x + s * o  # flow: s + n = 1, out = noise - x0
+
     @staticmethod
     def _index(percents: torch.Tensor, count: int) -> torch.Tensor:
         """Percent of the schedule -> index among ``count`` steps counted from the noisiest (NaN -> 0, unused)."""

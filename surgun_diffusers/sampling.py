@@ -74,3 +74,34 @@ def render(pipe, family, prompts: Sequence[str], count: int, steps: int, cfg: fl
     """Decoded images per prompt (same seeds as :func:`sample_latents`)."""
     lat = sample_latents(pipe, family, prompts, count, steps, cfg, size, seed, on_step, sana_instruction)
     return {p: decode(pipe, z) for p, z in lat.items()}
+
+
+def predict_clean(schedule, denoise, prompts: Sequence[str], noise: torch.Tensor, steps: int, cfg: float, last_step: int,
+                  on_step: Callable[[], None] | None = None) -> torch.Tensor:
+    """A deterministic sampler's prediction of the finished sample after its first ``last_step`` of ``steps`` steps
+    (model space, fp32, CPU), one row per prompt from ``noise`` (``[N, ...]``): DDIM (eta 0) on eps and v families,
+    Euler on flow, at ``steps`` levels evenly spread over the training schedule from its noisiest end, with
+    classifier-free guidance ``cfg`` against the empty prompt (none at ``cfg`` 1). At ``last_step == steps`` it is
+    the finished sample. ``schedule`` is a :class:`~surgun_diffusers.objective.NoiseSchedule`, ``denoise`` a
+    :class:`~surgun_diffusers.conditioning.Denoiser` (renders with the network as it is)."""
+    levels = schedule.at(torch.arange(steps) / steps)
+    rows = list(prompts)
+    x = noise.float()
+    with torch.no_grad():
+        for i in range(max(1, min(last_step, steps))):
+            d = levels.rows(torch.full((len(rows),), i))
+            if cfg == 1.0:
+                out = denoise(x, d.timestep, rows).float()
+            else:
+                both = denoise(torch.cat([x, x]), torch.cat([d.timestep, d.timestep]), [*rows, *[""] * len(rows)]).float()
+                cond, uncond = both.chunk(2)
+                out = uncond + cfg * (cond - uncond)
+            out = out.to(x.device)
+            clean, eps = schedule.split(x, out, d)
+            if on_step is not None:
+                on_step()
+            if i == last_step - 1 or i == steps - 1:
+                return clean.cpu()
+            nxt = levels.rows(torch.full((len(rows),), i + 1))
+            x = schedule.noisy(clean, eps, nxt)
+    return clean.cpu()

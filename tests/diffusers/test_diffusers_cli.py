@@ -92,6 +92,13 @@ def test_localised_run_trains_only_the_chosen_blocks(tiny_path, tmp_path):
     (["--concept", "Zorblax", "--distractors", "Monet", "--method", "esd_x", "--adversary-steps", "1", *RETAIN],
      "Use --method surgun, or drop --adversary-steps"),
     (["--concept", "Zorblax", "--distractors", "Monet", "--adversary-steps", "-1", *RETAIN], "adversary_steps must be an integer >= 0, got -1"),
+    (["--concept", "Zorblax", "--distractors", "Monet", "--ascent-until-erased", "--no-shared-noise", *RETAIN],
+     "ascent_until_erased compares the target's renders with its distractors' images from the same noise, so it needs "
+     "shared_noise on"),
+    (["--concept", "Zorblax", "--distractors", "Monet", "--ascent-until-erased", "--method", "esd_x", *RETAIN],
+     "Use --method surgun, or drop --ascent-until-erased"),
+    (["--concept", "Zorblax", "--distractors", "Monet", "--ascent-until-erased", "--data-parallel", *RETAIN],
+     "--ascent-until-erased cannot run with --data-parallel"),
 ])
 def test_bad_inputs_stop_with_a_clear_error(tiny_path, tmp_path, caplog, extra, message):
     with caplog.at_level(logging.INFO, logger="SurgUn"):
@@ -168,6 +175,44 @@ def test_ascent_until_tie_reaches_training_and_turns_the_ascent_off_where_the_ta
         meta = json.loads(f.metadata()["surgun"])
     assert meta["hyperparameters"]["ascent_until_tie"] is True and meta["hyperparameters"]["shared_noise"] is True
     assert meta["final"]["step"] == 6 and meta["final"]["ascent_active"] + meta["final"]["ascent_tied"] == 1
+
+
+def test_ascent_until_erased_renders_the_target_as_it_trains_and_holds_the_ascent_off_once_none_draws_it(tiny_path, tmp_path,
+                                                                                                          monkeypatch):
+    """--ascent-until-erased: every 10 steps the target lines are rendered with the deltas as they are (renders that
+    still draw the target leave the run exactly as without the flag: the renders take nothing from the training's
+    random draws); a check that reads none drawn holds the ascent off from that step, and the weights file records
+    the checks (the reading itself: tests/core/test_drawn_probe.py, the sampler: test_diffusers_objective.py)."""
+    import torch
+
+    from surgun_diffusers import drawn
+
+    real = drawn.DiffusersDrawnProbe.__call__
+    readings, renders = [], []
+
+    def read(self, model):
+        prompts = [d.target_prompt for d in self.lines]
+        renders.append(self.render(model, prompts, self.seeds[0], dict(zip(prompts, self.noise[0])))[prompts[0]])
+        real(self, model)  # the real check runs too, and its reading is replaced by the test's
+        return {c: readings[0] for c in self.masks}
+
+    monkeypatch.setattr(drawn.DiffusersDrawnProbe, "__call__", read)
+    args = ["--concept", "Zorblax", "--target", "a painting of a harbour by {}", "--kind", "artist", "--distractors",
+            "Claude Monet", "Hokusai", *RETAIN, "--steps", "20", "--lr", "1e-2", "--lora-check-images", "0", "--no-lora"]
+    files = {}
+    for name, extra, reading in (("off", [], None), ("drawn", ["--ascent-until-erased"], 1.0),
+                                 ("erased", ["--ascent-until-erased"], 0.0)):
+        readings[:] = [reading]
+        assert run(tiny_path("sd1"), tmp_path / name, *args, *extra) == 0
+        with safe_open(str(tmp_path / name / "Zorblax.safetensors"), "pt") as f:
+            files[name] = (json.loads(f.metadata()["surgun"]), {k: f.get_tensor(k) for k in f.keys()})
+    off, on, held = files["off"], files["drawn"], files["erased"]
+    assert on[0]["hyperparameters"]["ascent_until_erased"] is True and "ascent_until_erased" not in off[0]
+    assert on[0]["ascent_until_erased"] == {"checks": [[10, {"": 1.0}], [20, {"": 1.0}]], "held_off_at": {}}
+    assert all(torch.equal(on[1][k], off[1][k]) for k in off[1])
+    assert not torch.allclose(renders[0], renders[1], atol=1e-6)  # step 10's render and step 20's: the deltas as they are
+    assert held[0]["ascent_until_erased"]["held_off_at"] == {"": [10]} and held[0]["final"]["ascent_active"] == 0.0
+    assert any(not torch.equal(held[1][k], off[1][k]) for k in off[1])
 
 
 def test_text_subspace_confines_the_prompt_reading_layers_to_the_measured_directions(tiny_path, tmp_path):

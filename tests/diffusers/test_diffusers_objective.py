@@ -117,3 +117,51 @@ def test_percents_fix_a_rows_noise_level_counted_from_the_noisiest_end(load, kin
     assert float(fixed.noise[3]) == pytest.approx(float(ordered[round(0.5 * (len(ordered) - 1))]))
     assert float(fixed.noise[1]) == float(drawn.noise[1]) and float(fixed.timestep[1]) == float(drawn.timestep[1])
     assert torch.equal(torch.randn(3, generator=g_drawn), torch.randn(3, generator=g_fixed))
+
+
+@pytest.mark.parametrize("kind", ["eps", "v", "flow"])
+def test_the_render_stops_sampler_predicts_the_sample_a_denoiser_knows_at_every_step(load, kind):
+    """predict_clean (ascent_until_erased's renders): a denoiser that knows the clean sample ``c`` (its output at any
+    input and level is the one that sample gives) is predicted ``c`` whichever step the render stops at; guidance is
+    ``uncond + cfg (cond - uncond)`` on the output against the empty prompt, so with an oracle for ``c`` under the prompt
+    and ``c2`` under the empty prompt the first step predicts ``c2 + cfg (c - c2)``; the levels run from the schedule's
+    noisiest end, evenly spread, one denoiser call per step."""
+    from surgun_diffusers.objective import Draw
+    from surgun_diffusers.sampling import predict_clean
+
+    pipe = _pipe(load, kind)
+    schedule = NoiseSchedule.from_pipeline(pipe, detect_family(pipe))
+    g = torch.Generator().manual_seed(3)
+    c, c2, noise = (torch.randn(2, 4, 8, 8, generator=g) for _ in range(3))
+    calls = []
+
+    def level(t):
+        if kind == "flow":
+            sigma = t.float() / (schedule.T * schedule.timestep_scale)
+            return 1 - sigma, sigma
+        a = schedule.alphas_cumprod[t]
+        return a.sqrt(), (1 - a).sqrt()
+
+    def oracle(x, t, prompts):
+        calls.append((t.tolist(), list(prompts), x.clone()))
+        s, n = (v.view(-1, 1, 1, 1) for v in level(t))
+        clean = torch.stack([c2[i % 2] if p == "" else c[i % 2] for i, p in enumerate(prompts)])
+        eps = (x - s * clean) / n
+        return {"eps": eps, "v": s * eps - n * clean, "flow": eps - clean}[kind]
+
+    for last in (1, 3, 5):
+        calls.clear()
+        got = predict_clean(schedule, oracle, ["a cat", "a dog"], noise, steps=5, cfg=1.0, last_step=last)
+        assert torch.allclose(got, c, atol=1e-3) and len(calls) == last and all("" not in ps for _, ps, _ in calls)
+    # each step moves along the one path from the start's noise to c (DDIM's and Euler's with an exact denoiser)
+    s0, n0 = (float(v[0]) for v in level(torch.tensor(calls[0][0])))
+    eps0 = (noise - s0 * c) / n0
+    for t, _, x in calls[1:]:
+        s, n = (float(v[0]) for v in level(torch.tensor(t)))
+        assert torch.allclose(x, s * c + n * eps0, atol=1e-3)
+    first = schedule.at(torch.tensor([0.0]))
+    assert float(level(torch.tensor(calls[0][0][:1]))[1]) == pytest.approx(float(first.noise[0]), rel=1e-4)  # the noisiest
+    assert isinstance(first, Draw) and calls[-1][0][0] != calls[0][0][0]
+    calls.clear()
+    guided = predict_clean(schedule, oracle, ["a cat", "a dog"], noise, steps=5, cfg=3.0, last_step=1)
+    assert calls[0][1] == ["a cat", "a dog", "", ""] and torch.allclose(guided, c2 + 3.0 * (c - c2), atol=1e-3)
