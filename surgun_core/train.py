@@ -60,6 +60,10 @@ class TrainConfig:
     many lines); each at ``guard_draws`` fixed noise levels, spread over the schedule."""
     guard_draws: int = 2
     seed: int = 0
+    probe_seed: int | None = None
+    """Seed of the guard's probe (and of the render stop's renders in the diffusers CLI); None = ``seed``. Processes
+    that train one concept together draw their training samples from their own seeds and share this one, so every
+    process measures the same probe on the same weights and stops its ascent at the same step."""
     model_targets: bool = False
     """The descent terms (distractors, retain prompts) regress onto the untouched model's prediction
     under each sample's own prompt at the same noisy input, instead of onto the sample: the same
@@ -122,6 +126,8 @@ class TrainConfig:
             lo = 0 if name in ("distractors_per_step", "retain_per_step", "adversary_steps") else 1
             if not isinstance(v, int) or v < lo:
                 raise SurgUnError(f"[SurgUn] {name} must be an integer >= {lo}, got {v!r}.")
+        if self.probe_seed is not None and (not isinstance(self.probe_seed, int) or self.probe_seed < 0):
+            raise SurgUnError(f"[SurgUn] probe_seed must be an integer >= 0 or None (= seed), got {self.probe_seed!r}.")
         if not math.isfinite(self.max_grad_norm) or self.max_grad_norm < 0:
             raise SurgUnError(f"[SurgUn] max_grad_norm must be >= 0 (0 = off), got {self.max_grad_norm!r}.")
         if not math.isfinite(self.adversary_lr) or self.adversary_lr <= 0:
@@ -376,11 +382,12 @@ def train_competition(
                      f" ({name})" if name else "", round(100 * profiles[name].mass_until(0.9)),
                      " ".join(f"{v:.3g}" for v in profiles[name].gaps))
     guards: dict[str, AscentGuard] = {}
+    probe_seed = config.seed if config.probe_seed is None else config.probe_seed
     if w.ascent > 0 and config.ascent_cap > 0:
         for i, name in enumerate(names):
             mine = [(d.target_prompt, d.target) for d in groups if d.concept == name]
             guards[name] = AscentGuard(loss_fn, mine, config.ascent_cap, params, config.guard_every, config.guard_draws,
-                                       config.guard_samples, offset_seed(config.seed, i))
+                                       config.guard_samples, offset_seed(probe_seed, i))
             log.info("[SurgUn] guard%s: target probe loss %.5f, ascent stops at %.5f (x%g)", f" ({name})" if name else "",
                      guards[name].reference, guards[name].cap, config.ascent_cap)
     guard = guards.get(names[0])

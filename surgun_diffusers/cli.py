@@ -76,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "own noise, none the training's; 4 sets read in turn) are rendered through the first 40%% of the "
                         "sampling steps and compared with the untouched model's images of the target and of its distractors "
                         "from the same noise; while none is nearer the target's, the ascent is held off (needs shared noise; "
-                        "not with --data-parallel; default: the ascent runs until the guard stops it)")
+                        "default: the ascent runs until the guard stops it)")
     c.add_argument("--text-subspace", action="store_true",
                    help="confine the chosen layers that read the prompt (cross-attention to_k, to_v; SD1.x, SD2.x, SDXL) to "
                         "the text directions where the target lines differ from their distractor prompts more than the kept "
@@ -264,6 +264,12 @@ def delta_digest(deltas: dict) -> str:
     return h.hexdigest()
 
 
+def probe_digest(result) -> dict:
+    """What steered the ascent in one process: the guard's reference and stops, the render checks."""
+    return {"guard_reference": result.reference_target_loss, "guard_stops": list(result.guard_stops),
+            "render_checks": [[step, fractions] for step, fractions in result.drawn]}
+
+
 def run(args) -> int:
     from .distributed import Dist
     from .erase import erase
@@ -274,10 +280,6 @@ def run(args) -> int:
 
     out = Path(args.out)
     names = concept_list(args)
-    if args.data_parallel and args.ascent_until_erased:
-        raise SurgUnError("[SurgUn] --ascent-until-erased cannot run with --data-parallel: each process would render its "
-                          "own checks and hold its ascent off at its own steps, and the processes' weights would part. "
-                          "Drop --data-parallel (concepts are still shared out between processes), or --ascent-until-erased.")
     device = resolve_device(args.device)
     dist = Dist(device)
     if dist.state is not None and device.type == "cuda":
@@ -313,6 +315,8 @@ def run(args) -> int:
                         "processes": dist.world, "training_seeds": [req.train.seed + r for r in range(dist.world)],
                         # every process must end with the same deltas (averaged gradients, same Adam steps)
                         "delta_sha256_per_process": dist.gather_object(delta_digest(erasure.deltas)),
+                        # and the same guard and render readings, from the shared probe seed
+                        "probes_per_process": dist.gather_object(probe_digest(erasure.result)),
                     }
                 else:
                     erasure = erase(pipe, req, progress, args.cache_dir)

@@ -271,7 +271,8 @@ def train_on(pipe, family: Family, encoder: PromptEncoder, modules: Sequence[str
                     if renders is None:
                         raise SurgUnError("[SurgUn] ascent_until_erased renders the target as it trains, but no sampling "
                                           "options were given for its renders. Pass renders=, or set ascent_until_erased off.")
-                    probe = DiffusersDrawnProbe(schedule, denoise, data, config.seed, data[0].target.shape[1:], renders.steps,
+                    seed = config.seed if config.probe_seed is None else config.probe_seed
+                    probe = DiffusersDrawnProbe(schedule, denoise, data, seed, data[0].target.shape[1:], renders.steps,
                                                 renders.cfg, config.guard_samples, grow=progress.grow if progress else None,
                                                 tick=progress.tick if progress else None)
                     if progress is not None:
@@ -337,8 +338,8 @@ def erase(pipe, req: EraseRequest, progress: Progress | None = None, cache_dir: 
         progress.say(" ".join(f"{k}={metrics[k]:.4f}" for k in ("loss", "target", "distractor", "retain") if k in metrics))
 
     config = method_config(req)
-    if seed_offset:
-        config = dataclasses.replace(config, seed=config.seed + seed_offset)
+    if seed_offset:  # the training draws differ per process; the guard's probe and the renders are shared
+        config = dataclasses.replace(config, seed=config.seed + seed_offset, probe_seed=config.seed)
     data = concept_groups(req.method, plan_, samples, encoder.device, retain_plan(req, encoder, cache_dir))
     deltas, result = train_on(pipe, family, encoder, modules, data, config, req.method, req.gradient_checkpointing,
                               on_step, grad_sync, bases, renders=s, progress=progress)

@@ -207,6 +207,21 @@ def test_missing_roles_are_refused(concept_setup):
     ConceptData(**{**data, "retain": {}}).validate(CompetitionWeights(retain=0.0))
 
 
+def test_runs_with_their_own_training_seeds_share_the_guards_probe_through_probe_seed(concept_setup):
+    """probe_seed (processes training one concept together): the guard's probe comes from it, not from the training
+    seed, so two runs drawing different training samples measure the same reference; without it each measures its own."""
+    import copy
+
+    model, data = concept_setup
+    ref = {}
+    for name, seed, probe_seed in (("a", 0, 0), ("b", 1, 0), ("own", 1, None)):
+        ref[name] = _train(copy.deepcopy(model), data, steps=1, learning_rate=1e-3, seed=seed,
+                           probe_seed=probe_seed).reference_target_loss
+    assert ref["a"] == ref["b"] and ref["own"] != ref["a"]
+    with pytest.raises(SurgUnError, match="probe_seed must be an integer >= 0 or None"):
+        TrainConfig(probe_seed=-1)
+
+
 def test_several_target_groups_are_all_trained(concept_setup):
     """A concept over several prompts: each step draws one group; every group's prompt is used."""
     model, data = concept_setup

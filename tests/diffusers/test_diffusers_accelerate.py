@@ -73,3 +73,19 @@ def test_one_concept_trained_data_parallel(tiny_path, tmp_path):
     assert main(["--model", str(tiny_path("sdxl")), "--concept", "Zorblax", "--out", str(tmp_path / "single"), *FAST]) == 0
     a, b = load_file(str(out / "Zorblax.safetensors")), load_file(str(tmp_path / "single" / "Zorblax.safetensors"))
     assert a.keys() == b.keys() and any(not (a[k] == b[k]).all() for k in a)
+
+
+def test_processes_training_one_concept_together_share_the_guard_and_the_render_stop(tiny_path, tmp_path):
+    """Data-parallel: each process draws its own training samples, but all measure the same guard probe and render the
+    same checks on the same weights, so they hold and stop the ascent at the same steps and end with the same deltas
+    (a process whose guard stopped alone would clear its own optimiser state and part from the others)."""
+    out = tmp_path / "dp_probe"
+    r = launch("--model", str(tiny_path("sd1")), "--concept", "Zorblax", "--out", str(out), "--data-parallel", *FAST,
+               "--steps", "20", "--lr", "1e-2", "--ascent-cap", "50", "--ascent-until-erased")  # a cap that leaves the renders on
+    assert r.returncode == 0, r.stderr[-3000:]
+    rec = json.loads((out / "Zorblax.json").read_text())
+    dp = rec["data_parallel"]
+    probes = dp["probes_per_process"]
+    assert dp["training_seeds"] == [0, 1] and len(probes) == 2 and probes[0] == probes[1]
+    assert [step for step, _ in probes[0]["render_checks"]] == [10, 20]
+    assert probes[0]["guard_reference"] > 0 and dp["delta_sha256_per_process"][0] == dp["delta_sha256_per_process"][1]

@@ -97,8 +97,6 @@ def test_localised_run_trains_only_the_chosen_blocks(tiny_path, tmp_path):
      "shared_noise on"),
     (["--concept", "Zorblax", "--distractors", "Monet", "--ascent-until-erased", "--method", "esd_x", *RETAIN],
      "Use --method surgun, or drop --ascent-until-erased"),
-    (["--concept", "Zorblax", "--distractors", "Monet", "--ascent-until-erased", "--data-parallel", *RETAIN],
-     "--ascent-until-erased cannot run with --data-parallel"),
 ])
 def test_bad_inputs_stop_with_a_clear_error(tiny_path, tmp_path, caplog, extra, message):
     with caplog.at_level(logging.INFO, logger="SurgUn"):
