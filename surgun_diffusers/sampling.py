@@ -87,8 +87,9 @@ def predict_clean(schedule, denoise, prompts: Sequence[str], noise: torch.Tensor
     levels = schedule.at(torch.arange(steps) / steps)
     rows = list(prompts)
     x = noise.float()
+    last = max(1, min(last_step, steps))
     with torch.no_grad():
-        for i in range(max(1, min(last_step, steps))):
+        for i in range(last):
             d = levels.rows(torch.full((len(rows),), i))
             if cfg == 1.0:
                 out = denoise(x, d.timestep, rows).float()
@@ -100,8 +101,6 @@ def predict_clean(schedule, denoise, prompts: Sequence[str], noise: torch.Tensor
             clean, eps = schedule.split(x, out, d)
             if on_step is not None:
                 on_step()
-            if i == last_step - 1 or i == steps - 1:
-                return clean.cpu()
-            nxt = levels.rows(torch.full((len(rows),), i + 1))
-            x = schedule.noisy(clean, eps, nxt)
+            if i < last - 1:
+                x = schedule.noisy(clean, eps, levels.rows(torch.full((len(rows),), i + 1)))
     return clean.cpu()
