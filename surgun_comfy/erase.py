@@ -17,7 +17,7 @@ from ..surgun_core.errors import SurgUnError, require_number, short
 from ..surgun_core.pairing import Group, concepts_of, plan_groups
 from ..surgun_core.retain import nearest_first
 from ..surgun_core.selection import parse_pattern_text, select_trainable
-from ..surgun_core.train import ConceptData, TrainConfig, TrainResult, require_terms
+from ..surgun_core.train import ConceptData, TrainConfig, TrainResult, render_checks, require_terms
 from ..surgun_core.weights import ErasedWeights, delta_key
 from .drawn import DrawnProbe
 from .families import detect_family
@@ -205,7 +205,7 @@ def erase_concept(model_patcher, clip, req: EraseRequest, node_id: str | None = 
     progress.chart("train_start", {"total": req.train.steps, "cap": req.train.ascent_cap})
     # its renders tick the bar (Cancel works in them too) and move its end out as they start
     drawn = (DrawnProbe(renderer, data, req.train.seed, req.train.guard_samples, extend=progress.extend)
-             if req.train.ascent_until_erased else None)
+             if render_checks(train) else None)
     deltas, result = train_deltas(model_patcher, renderer.bank, data, modules, train, units, on_step, on_setup=on_setup,
                                   input_bases=subspace.bases(modules) if subspace else None, drawn=drawn)
     strength = readout(model_patcher, renderer, shown_batches, shown[:len(firsts)], shown[len(firsts)] if len(shown) > len(firsts) else None,

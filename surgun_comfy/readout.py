@@ -101,8 +101,9 @@ def readout_text(r: dict, multiple: float) -> str:
         for c, held in r["erased_at"].items():
             who = f"{c}: " if several else ""
             if held:
-                # each hold lasts until the next check where a render draws the target again
-                again = [next((s for s, f in r["drawn"] if s > h and f.get(c, 1.0) > 0), None) for h in held]
+                # each hold lasts until the next check where a render draws the target again (the last step's reading
+                # switches nothing: no step follows it)
+                again = [next((s for s, f in r["drawn"] if h < s < r["steps"] and f.get(c, 1.0) > 0), None) for h in held]
                 spans = " and ".join(f"from step {h} to {a}" if a else f"from step {h} to the end" for h, a in zip(held, again))
                 back = [a for a in again if a]
                 parts.append(f"{who}no render drew the target at step{'s' if len(held) > 1 else ''} {', '.join(map(str, held))}, "

@@ -159,7 +159,7 @@ def select_blocks(rows: list[BlockRow], floor: float, config: SelectConfig, reac
                 f"erasure (the distractors' own images) would score only {reach:.4g}, under {BLIND:g}x the floor: this image "
                 "embedding can hardly tell the target from its distractors. Connect a CLIP vision model to the Block "
                 "Localizer's clip_vision input (the diffusers CLI has only the pixel fallback), or train the preset's "
-                "blocks without the localiser."
+                "blocks without the localiser (in the diffusers CLI: drop --localize)."
             )
         note = reach_note(reach)
         raise SurgUnError(

@@ -94,12 +94,15 @@ class TrainConfig:
     whole run."""
     ascent_until_erased: bool = False
     """The ascent runs while the sampler still draws the target (needs ``shared_noise`` and a ``drawn`` callback, which
-    renders; the node's is :mod:`surgun_comfy.drawn`): every ``guard_every`` steps the target's prompts are rendered
+    renders; the node's is :mod:`surgun_comfy.drawn`, the diffusers CLI's :mod:`surgun_diffusers.drawn`, both reading as
+    :mod:`surgun_core.drawn`): every ``guard_every`` steps the target's prompts are rendered
     with the weights as they are, from noise the training never saw, and each render is compared with the untouched
     model's images of the target and of the target line's distractors from the same noise. While no render is nearer
     the target's image than a distractor's, the ascent is held off (the optimiser's state cleared at the switch; the
-    distractor and retain terms go on); it resumes at a later check where some render draws the target again. The
-    guard (``ascent_cap``) still bounds the run; while the renders hold the ascent off it only watches."""
+    distractor and retain terms go on); it resumes at a later check where some render draws the target again. A check
+    at the last step is a reading of the finished weights only (nothing trains after it). The guard (``ascent_cap``)
+    still bounds the run; while the renders hold the ascent off it only watches. :func:`render_checks` says whether any
+    check can steer a run (callers skip the renders, and say so, where none can)."""
     adversary_steps: int = 0
     """Train against a soft-prompt attack as well (:mod:`surgun_core.adversary`): each step moves a soft prompt per
     target prompt this many Adam steps toward bringing the target back, then runs the competition under it too.
@@ -142,6 +145,14 @@ class TrainConfig:
                 "[SurgUn] ascent_until_erased compares the target's renders with its distractors' images from the same "
                 "noise, so it needs shared_noise on (got shared_noise off). Turn shared_noise on, or ascent_until_erased off."
             )
+
+
+def render_checks(config: TrainConfig) -> list[int]:
+    """The steps at which ``ascent_until_erased``'s renders can hold the ascent off or bring it back: every
+    ``guard_every`` steps before the last (empty when the option is off, or the ascent is, or the run is too short)."""
+    if not config.ascent_until_erased or config.weights.ascent <= 0:
+        return []
+    return list(range(config.guard_every, config.steps, config.guard_every))
 
 
 @dataclass
@@ -391,9 +402,15 @@ def train_competition(
             log.info("[SurgUn] guard%s: target probe loss %.5f, ascent stops at %.5f (x%g)", f" ({name})" if name else "",
                      guards[name].reference, guards[name].cap, config.ascent_cap)
     guard = guards.get(names[0])
-    if config.ascent_until_erased and w.ascent > 0 and drawn is None:
+    if render_checks(config) and drawn is None:
         raise SurgUnError("[SurgUn] ascent_until_erased reads the target's renders, but no renderer was given. "
                           "Pass drawn=, or set ascent_until_erased off.")
+    if config.ascent_until_erased and not render_checks(config):
+        log.warning("[SurgUn] ascent_until_erased is on, but %s, so no render check can hold the ascent off: the run trains as "
+                    "with the option off. %s", "the ascent is off (ascent_weight 0)" if w.ascent <= 0 else
+                    f"the renders are checked every {config.guard_every} steps and the run has {config.steps}",
+                    "Turn ascent_until_erased off." if w.ascent <= 0 else
+                    f"Give more than {config.guard_every} steps, or turn ascent_until_erased off.")
     held: set[str] = set()  # concepts whose ascent the renders hold off
     erased_at: dict[str, list[int]] = {}
     drawn_history: list[tuple[int, dict[str, float]]] = []
@@ -468,25 +485,30 @@ def train_competition(
                 metrics[f"guard_ratio:{name}"] = gd.ratio
         if guard is not None:
             metrics["guard_ratio"] = max(gd.ratio for gd in guards.values())
-        if config.ascent_until_erased and w.ascent > 0 and (step + 1) % config.guard_every == 0:
+        if drawn is not None and config.ascent_until_erased and w.ascent > 0 and (step + 1) % config.guard_every == 0:
             reading = [c for c in names if c in held or c not in guards or guards[c].active]
             if reading:  # a concept the guard holds off has nothing for the renders to stop
                 fractions = {c: float(f) for c, f in drawn().items()}
                 drawn_history.append((step + 1, fractions))
-                for c in reading:
+                last = step + 1 == config.steps  # nothing trains after it: a reading of the finished weights, no switch
+                if last:
+                    log.info("[SurgUn] %s: %.0f%% of the renders still draw the target at the last step (%d)",
+                             ", ".join(repr(c) if c else "target" for c in reading),
+                             100 * max(fractions.get(c, 1.0) for c in reading), step + 1)
+                for c in [] if last else reading:
                     gone = fractions.get(c, 1.0) <= 0.0
                     if gone and c not in held:
                         held.add(c)
                         erased_at.setdefault(c, []).append(step + 1)
                         opt.state.clear()  # the ascent's momentum must not carry it on
                         log.info("[SurgUn] %s: no render draws the target at step %d; the ascent is held off",
-                                 c or "target", step + 1)
+                                 repr(c) if c else "target", step + 1)
                     elif not gone and c in held:
                         held.discard(c)
                         if c in guards:
                             guards[c].resume()
                         log.info("[SurgUn] %s: the renders draw the target again at step %d; the ascent resumes",
-                                 c or "target", step + 1)
+                                 repr(c) if c else "target", step + 1)
                 metrics["drawn"] = max(fractions.get(c, 1.0) for c in reading)
         history.append(metrics)
         if on_step is not None:

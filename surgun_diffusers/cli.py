@@ -31,6 +31,8 @@ FAMILY_DEFAULTS = {
     "sdxl": {"size": 1024, "cfg": 5.0},
     "sana": {"size": 1024, "cfg": 4.5},
 }
+SIZE_MULTIPLE = {"sana": 32}
+"""Pixels per latent cell the family's pipeline requires of a size (8 otherwise)."""
 DONE = "done"
 
 
@@ -75,8 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run the ascent only while the sampler still draws the target: every 10 steps 8 target images (their "
                         "own noise, none the training's; 4 sets read in turn) are rendered through the first 40%% of the "
                         "sampling steps and compared with the untouched model's images of the target and of its distractors "
-                        "from the same noise; while none is nearer the target's, the ascent is held off (needs shared noise; "
-                        "default: the ascent runs until the guard stops it)")
+                        "from the same noise; while none is nearer the target's, the ascent is held off (needs shared noise "
+                        "and more than 10 steps; off: the ascent runs until the guard stops it)")
     c.add_argument("--text-subspace", action="store_true",
                    help="confine the chosen layers that read the prompt (cross-attention to_k, to_v; SD1.x, SD2.x, SDXL) to "
                         "the text directions where the target lines differ from their distractor prompts more than the kept "
@@ -89,11 +91,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--retain-file", default=None, help="a file with one retain prompt per line")
 
     t = p.add_argument_group("training")
-    t.add_argument("--steps", type=int, default=200)
-    t.add_argument("--lr", type=float, default=1e-5)
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--steps", type=int, default=200, help="training steps (one Adam step each)")
+    t.add_argument("--lr", type=float, default=1e-5, help="learning rate of the trained weight differences (Adam)")
+    t.add_argument("--seed", type=int, default=0, help="seed of the training samples' noise and of every training draw")
     t.add_argument("--ascent-cap", type=float, default=2.0, help="guard: the target loss is capped at this multiple of its start (0 = off)")
-    t.add_argument("--weights", type=float, nargs=3, default=[1.0, 1.0, 1.0], metavar=("ASCENT", "DISTRACT", "RETAIN"))
+    t.add_argument("--weights", type=float, nargs=3, default=[1.0, 1.0, 1.0], metavar=("ASCENT", "DISTRACT", "RETAIN"),
+                   help="weights of the competition's three terms (0 switches a term off)")
     t.add_argument("--distractors-per-step", type=int, default=2)
     t.add_argument("--max-grad-norm", type=float, default=1.0)
     t.add_argument("--preset", default="cross_attention", choices=["cross_attention", "self_attention", "all_attention"])
@@ -186,6 +189,11 @@ def make_request(args, name: str, family_id: str):
     from .erase import EraseRequest, LocalizeOptions, SamplingOptions
 
     d = FAMILY_DEFAULTS.get(family_id, {"size": 512, "cfg": 5.0})
+    grid = SIZE_MULTIPLE.get(family_id, 8)
+    if args.sample_size and args.sample_size % grid:
+        raise SurgUnError(f"[SurgUn] --sample-size must be a multiple of {grid} for {family_id} (its pipeline's latent grid), "
+                          f"got {args.sample_size}. Try {max(grid, args.sample_size // grid * grid)}, or 0 for the family's "
+                          f"native size ({d['size']}).")
     train = TrainConfig(steps=args.steps, learning_rate=args.lr, weights=CompetitionWeights(*args.weights),
                         ascent_cap=args.ascent_cap, distractors_per_step=args.distractors_per_step,
                         max_grad_norm=args.max_grad_norm, seed=args.seed, shared_noise=not args.no_shared_noise,
@@ -220,6 +228,7 @@ def write_outputs(args, pipe, erasure, req, files: dict[str, Path], process: str
               "process": process, "data_parallel": erasure.metadata.get("data_parallel"),
               "comfyui": family.in_comfyui, "layers": len(erasure.modules), "steps": req.train.steps,
               "final": erasure.metadata["final"], "timing_s": erasure.metadata["timing_s"],
+              **({"ascent_until_erased": erasure.metadata["ascent_until_erased"]} if "ascent_until_erased" in erasure.metadata else {}),
               "targets": erasure.metadata["targets"], "distractors": erasure.metadata["distractors"]}
     if not args.no_lora:
         t = time.monotonic()
@@ -240,6 +249,11 @@ def write_outputs(args, pipe, erasure, req, files: dict[str, Path], process: str
     return record
 
 
+def cell(v, width: int, digits: int) -> str:
+    """A number for the end table, or a dash where there is none (the ascent off at the last step, no LoRA check)."""
+    return f"{v:>{width}.{digits}f}" if isinstance(v, (int, float)) and v == v else f"{'-':>{width}}"
+
+
 def summary_lines(records: list[dict]) -> list[str]:
     lines = [f"{'concept':<28} {'status':<8} {'layers':>6} {'loss':>9} {'target':>9} {'lora rank (med/max)':>20} {'LoRA px err':>11} {'time s':>8}"]
     for r in records:
@@ -248,8 +262,8 @@ def summary_lines(records: list[dict]) -> list[str]:
         f = r.get("final", {})
         lines.append(
             f"{r.get('concept', '?')[:28]:<28} {r.get('status', '?'):<8} {r.get('layers', 0):>6} {f.get('loss', float('nan')):>9.4f} "
-            f"{f.get('target', float('nan')):>9.4f} {str(lo.get('rank_median', '-')) + '/' + str(lo.get('rank_max', '-')):>20} "
-            f"{ie.get('mean_abs', float('nan')):>11.5f} {r.get('timing_s', {}).get('total', float('nan')):>8.1f}"
+            f"{cell(f.get('target'), 9, 4)} {str(lo.get('rank_median', '-')) + '/' + str(lo.get('rank_max', '-')):>20} "
+            f"{cell(ie.get('mean_abs'), 11, 5)} {r.get('timing_s', {}).get('total', float('nan')):>8.1f}"
         )
     return lines
 
@@ -270,6 +284,19 @@ def probe_digest(result) -> dict:
             "render_checks": [[step, fractions] for step, fractions in result.drawn]}
 
 
+def check_combinations(args) -> None:
+    """Flags that cannot go together, refused before any model loads, in the command line's own terms."""
+    for flag, on in (("--ascent-until-tie", args.ascent_until_tie), ("--ascent-until-erased", args.ascent_until_erased)):
+        if on and args.no_shared_noise:
+            raise SurgUnError(f"[SurgUn] {flag} compares the target's images with its distractors' images from the same "
+                              f"noise, so it needs shared noise; --no-shared-noise turns that off. Drop --no-shared-noise, or "
+                              f"drop {flag}.")
+    if args.ascent_until_erased:
+        from .erase import refuse_until_erased
+
+        refuse_until_erased(args.method)
+
+
 def run(args) -> int:
     from .distributed import Dist
     from .erase import erase
@@ -278,6 +305,7 @@ def run(args) -> int:
     from .progress import Progress
     from .sampling import sample_latents
 
+    check_combinations(args)
     out = Path(args.out)
     names = concept_list(args)
     device = resolve_device(args.device)
@@ -356,7 +384,12 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s", stream=sys.stderr)
     log.setLevel(logging.WARNING if args.quiet else logging.INFO)
     try:
-        return run(args)
+        if args.no_progress:
+            return run(args)
+        from tqdm.contrib.logging import logging_redirect_tqdm
+
+        with logging_redirect_tqdm():  # log lines above the progress bar, not onto it
+            return run(args)
     except SurgUnError as e:
         log.error("%s", e)
         return 2

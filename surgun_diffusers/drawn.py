@@ -13,7 +13,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from surgun_core.drawn import DrawnProbe, decided_by
+from surgun_core.drawn import SETS, DrawnProbe, decided_by
 from surgun_core.train import ConceptData
 
 from .sampling import predict_clean
@@ -21,23 +21,32 @@ from .sampling import predict_clean
 
 class DiffusersDrawnProbe(DrawnProbe):
     """``probe(None)`` -> per concept, the fraction of its renders still drawn as the target (:meth:`reference` first,
-    while the deltas are zero). ``shape``: one latent's shape; ``steps``/``cfg``: the training sampling's; ``grow(n)``
-    is told each render's denoiser steps before it starts, ``tick()`` after each (the progress bar)."""
+    while the deltas are zero). ``shape``: one latent's shape; ``steps``/``cfg``: the training sampling's; ``tick()``
+    follows each denoiser step of a render (the progress bar, whose total :meth:`cost` gives up front)."""
 
     def __init__(self, schedule, denoise, data: list[ConceptData], seed: int, shape: Sequence[int], steps: int, cfg: float,
-                 images: int = 8, last_step: int | None = None, grow: Callable[[int], None] | None = None,
-                 tick: Callable[[], None] | None = None):
+                 images: int = 8, last_step: int | None = None, tick: Callable[[], None] | None = None):
         super().__init__(data, seed, images)
         self.schedule, self.denoise = schedule, denoise
         self.shape, self.steps, self.cfg = tuple(shape), steps, cfg
         self.last_step = max(1, min(last_step or decided_by(steps), steps))
-        self.grow, self.tick = grow, tick
+        self.ticks = 0
+        self._tick = tick
+
+    def cost(self, checks: int) -> int:
+        """Denoiser steps of the references and of ``checks`` checks (each render step is one tick)."""
+        lines = len(self.lines)
+        prompts = sum(len(dict.fromkeys([d.target_prompt, *d.distractors])) for d in self.lines)
+        return (SETS * prompts + checks * lines) * self.last_step
+
+    def tick(self) -> None:
+        self.ticks += 1
+        if self._tick is not None:
+            self._tick()
 
     def draw_noise(self, n: int, seed: int) -> torch.Tensor:
         return torch.randn((n, *self.shape), generator=torch.Generator("cpu").manual_seed(seed))
 
     def render(self, model, prompts: list[str], seed: int, noise: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        if self.grow is not None:
-            self.grow(len(prompts) * self.last_step)
         return {p: predict_clean(self.schedule, self.denoise, [p] * noise[p].shape[0], noise[p], self.steps, self.cfg,
                                  self.last_step, self.tick) for p in prompts}

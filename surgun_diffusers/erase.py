@@ -31,7 +31,7 @@ from surgun_core.pairing import with_distractors
 from surgun_core.retain import nearest_first
 from .methods import ESD_ROLE, METHODS, method_data
 from surgun_core.selection import parse_pattern_text, select_trainable
-from surgun_core.train import ConceptData, TrainConfig, TrainResult, train_competition
+from surgun_core.train import ConceptData, TrainConfig, TrainResult, render_checks, train_competition
 
 from . import __version__
 from .adapter.model import DeltaModel
@@ -128,13 +128,19 @@ class EraseRequest:
         if self.train.adversary_steps and METHODS[self.method].loss == "esd":
             raise SurgUnError(f"[SurgUn] --adversary-steps trains SurgUn's competition under a soft prompt; the method "
                               f"{self.method!r} has ESD's objective, which has none. Use --method surgun, or drop --adversary-steps.")
-        if self.train.ascent_until_erased and self.method != "surgun":
-            raise SurgUnError(f"[SurgUn] --ascent-until-erased holds SurgUn's ascent off once its renders no longer draw the "
-                              f"target; the method {self.method!r} is not SurgUn. Use --method surgun, or drop --ascent-until-erased.")
+        if self.train.ascent_until_erased:
+            refuse_until_erased(self.method)
         low = self.concept.strip().lower()
         if any(r.strip().lower() == low for r in self.retain):
             raise SurgUnError(f"[SurgUn] the concept {self.concept!r} is also a retain prompt; remove it from the retain prompts.")
         self.sampling.validate()
+
+
+def refuse_until_erased(method: str) -> None:
+    """The render stop holds SurgUn's ascent: the other methods have no such ascent to hold."""
+    if method != "surgun":
+        raise SurgUnError(f"[SurgUn] --ascent-until-erased holds SurgUn's ascent off once its renders no longer draw the "
+                          f"target; the method {method!r} is not SurgUn. Use --method surgun, or drop --ascent-until-erased.")
 
 
 @dataclass
@@ -197,11 +203,13 @@ def resolve_modules(net: torch.nn.Module, family: Family, req: EraseRequest) -> 
 
 
 def concept_groups(method: str, plan_: Plan, samples: dict[str, torch.Tensor], device,
-                   retain_draw: tuple[bool, Callable[[list[str]], torch.Tensor] | None] = (False, None)) -> list[ConceptData]:
+                   retain_draw: tuple[bool, Callable[[list[str]], torch.Tensor] | None] = (False, None),
+                   concept: str = "") -> list[ConceptData]:
     """One ``ConceptData`` per target line: its own samples, its paired distractors' samples (trained
     under the target prompt) and the retain prompts'; other methods arranged by ``surgun_diffusers.methods``.
     ``retain_draw`` (SurgUn only): (distractor prompts also retained, ``embed`` to draw the retain
-    prompts nearest the target first, or None for uniform draws), see :func:`retain_plan`."""
+    prompts nearest the target first, or None for uniform draws), see :func:`retain_plan`. ``concept`` names the groups
+    (the guard's and the render stop's log lines and records)."""
     to = lambda x: x.to(device)  # noqa: E731
     keep_distractors, embed = retain_draw
     out = []
@@ -215,7 +223,7 @@ def concept_groups(method: str, plan_: Plan, samples: dict[str, torch.Tensor], d
                 names = list(retain)
                 e = embed([target, *names])
                 weights = dict(zip(names, nearest_first(e[0], e[1:])))
-            out.append(ConceptData(target, to(samples[target]), distract, retain, retain_weights=weights))
+            out.append(ConceptData(target, to(samples[target]), distract, retain, concept, retain_weights=weights))
             continue
         anchor = next(iter(distract)) if distract else ESD_ROLE
         md = method_data(METHODS[method], target, to(samples[target]), distract or {ESD_ROLE: to(samples[target])}, retain, anchor)
@@ -265,7 +273,7 @@ def train_on(pipe, family: Family, encoder: PromptEncoder, modules: Sequence[str
                 contexts = ({d.target_prompt: encoder.cond(d.target_prompt)["encoder_hidden_states"] for d in data}
                             if config.adversary_steps else None)
                 check = None
-                if config.ascent_until_erased and config.weights.ascent > 0:
+                if render_checks(config):
                     from .drawn import DiffusersDrawnProbe
 
                     if renders is None:
@@ -273,14 +281,22 @@ def train_on(pipe, family: Family, encoder: PromptEncoder, modules: Sequence[str
                                           "options were given for its renders. Pass renders=, or set ascent_until_erased off.")
                     seed = config.seed if config.probe_seed is None else config.probe_seed
                     probe = DiffusersDrawnProbe(schedule, denoise, data, seed, data[0].target.shape[1:], renders.steps,
-                                                renders.cfg, config.guard_samples, grow=progress.grow if progress else None,
-                                                tick=progress.tick if progress else None)
+                                                renders.cfg, config.guard_samples, tick=progress.tick if progress else None)
+                    # at most one check every guard_every steps, the last step's included (a reading only)
+                    planned = probe.cost(config.steps // config.guard_every)
                     if progress is not None:
-                        progress.say("rendering the untouched model's references for ascent_until_erased")
+                        progress.grow(planned)
+                        progress.say("ascent_until_erased: rendering the untouched model's references")
                     probe.reference(None)  # the deltas are still zero: the untouched model
-                    check = lambda: probe(None)  # noqa: E731
+
+                    def check() -> dict[str, float]:
+                        if progress is not None:
+                            progress.say("ascent_until_erased: rendering the target with the weights as they are")
+                        return probe(None)
                 result = train_competition(params, data, loss_fn, config, on_step, input_bases=input_bases, contexts=contexts,
                                            drawn=check)
+                if check is not None and progress is not None:
+                    progress.tick(max(0, planned - probe.ticks))  # the checks skipped while the guard held the ascent
             finally:
                 if handle is not None:
                     handle.remove()
@@ -340,7 +356,7 @@ def erase(pipe, req: EraseRequest, progress: Progress | None = None, cache_dir: 
     config = method_config(req)
     if seed_offset:  # the training draws differ per process; the guard's probe and the renders are shared
         config = dataclasses.replace(config, seed=config.seed + seed_offset, probe_seed=config.seed)
-    data = concept_groups(req.method, plan_, samples, encoder.device, retain_plan(req, encoder, cache_dir))
+    data = concept_groups(req.method, plan_, samples, encoder.device, retain_plan(req, encoder, cache_dir), req.concept)
     deltas, result = train_on(pipe, family, encoder, modules, data, config, req.method, req.gradient_checkpointing,
                               on_step, grad_sync, bases, renders=s, progress=progress)
     total = time.monotonic() - t0

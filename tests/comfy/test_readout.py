@@ -22,6 +22,8 @@ def test_the_end_text_says_when_the_renders_held_the_ascent_off_and_how_long_it_
     said = _readout(drawn=checks[:9] + [[100, {"neon": 0.125}]], erased_at={"neon": []})
     assert "the guard never stopped the ascent (100 steps)" in said
     assert "the renders drew the target at every check (10; 12% of them at the last), so they never held the ascent off" in said
+    late = _readout(ascent_steps=90, drawn=checks[:8] + [[90, {"neon": 0.0}], [100, {"neon": 0.25}]], erased_at={"neon": [60, 90]})
+    assert "from step 60 to 80 and from step 90 to the end; at step 80 a render drew it again" in late  # not at 100: the end
     two = _readout(drawn=[[30, {"neon": 0.0, "stripes": 0.5}]], erased_at={"neon": [30], "stripes": []})
     assert "neon: no render drew the target at step 30," in two and "stripes: the renders drew the target at every check" in two
 

@@ -1,9 +1,11 @@
+import dataclasses
 import math
 
 import pytest
 import torch
 
 from surgun_pack.surgun_core import CompetitionWeights, ConceptData, TrainConfig, competition_loss, train_competition
+from surgun_pack.surgun_core.train import render_checks
 from surgun_pack.surgun_core.errors import NonFiniteLossError, SurgUnError
 from tiny_torch import eps_loss_fn
 
@@ -432,19 +434,21 @@ def test_ascent_until_tie_needs_shared_noise():
 
 def test_ascent_until_erased_holds_the_ascent_off_while_no_render_draws_the_target(concept_setup):
     """The renders are read every guard_every steps: a reading of 0 holds the ascent off (the descent terms go on),
-    a later reading above 0 brings it back."""
+    a later reading above 0 brings it back; the last step's reading is recorded and switches nothing (no step follows)."""
     model, data = concept_setup
-    readings = iter([1.0, 0.5, 0.0, 0.0, 0.25, 0.0])  # at steps 10, 20, ..., 60
+    readings = iter([1.0, 0.5, 0.0, 0.0, 0.25, 0.0, 0.0])  # at steps 10, 20, ..., 70
 
     ps = _params(model)
     for p in ps:
         p.requires_grad_(True)
-    res = train_competition(ps, ConceptData(**data), eps_loss_fn(model),
-                            TrainConfig(steps=60, learning_rate=1e-3, ascent_cap=0, shared_noise=True, ascent_until_erased=True),
-                            drawn=lambda: {"": next(readings)})
+    config = TrainConfig(steps=70, learning_rate=1e-3, ascent_cap=0, shared_noise=True, ascent_until_erased=True)
+    res = train_competition(ps, ConceptData(**data), eps_loss_fn(model), config, drawn=lambda: {"": next(readings)})
     on = [bool(h["ascent_active"]) for h in res.history]
-    assert on == [True] * 30 + [False] * 20 + [True] * 10
-    assert res.erased_at == {"": [30, 60]} and [s for s, _ in res.drawn] == [10, 20, 30, 40, 50, 60]
+    assert on == [True] * 30 + [False] * 20 + [True] * 10 + [False] * 10
+    assert res.erased_at == {"": [30, 60]} and [s for s, _ in res.drawn] == [10, 20, 30, 40, 50, 60, 70]
+    assert render_checks(config) == [10, 20, 30, 40, 50, 60]
+    assert render_checks(dataclasses.replace(config, steps=10)) == [] and render_checks(dataclasses.replace(
+        config, weights=CompetitionWeights(0.0, 1.0, 1.0))) == [] and render_checks(TrainConfig(steps=70)) == []
     assert all("distractor" in h and "retain" in h for h in res.history)
 
 
@@ -470,7 +474,21 @@ def test_ascent_until_erased_needs_shared_noise_and_a_renderer(concept_setup):
         TrainConfig(ascent_until_erased=True, shared_noise=False)
     model, data = concept_setup
     with pytest.raises(SurgUnError, match="no renderer was given"):
-        _train(model, data, steps=2, shared_noise=True, ascent_until_erased=True)
+        _train(model, data, steps=20, shared_noise=True, ascent_until_erased=True)
+
+
+def test_ascent_until_erased_without_a_check_inside_the_run_says_so_and_trains_as_without_it(concept_setup, caplog):
+    import copy
+    import logging
+
+    model, data = concept_setup
+    with caplog.at_level(logging.WARNING, logger="SurgUn"):
+        on = _train(copy.deepcopy(model), data, steps=10, learning_rate=1e-2, shared_noise=True, ascent_until_erased=True)
+    off = _train(copy.deepcopy(model), data, steps=10, learning_rate=1e-2, shared_noise=True)
+    assert [h["loss"] for h in on.history] == [h["loss"] for h in off.history] and not on.drawn
+    said = [r.message for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(said) == 1 and "the renders are checked every 10 steps and the run has 10" in said[0]
+    assert "Give more than 10 steps, or turn ascent_until_erased off." in said[0]
 
 
 

@@ -88,13 +88,17 @@ def test_localised_run_trains_only_the_chosen_blocks(tiny_path, tmp_path):
     (["--concepts", "/nonexistent/list.txt", *RETAIN], "file not found: '/nonexistent/list.txt'"),
     (["--concept", "Zorblax", "--distractors", "Zorblax", *RETAIN], "also listed among the distractors"),
     (["--concept", "Zorblax", "--distractors", "Monet", "--sample-cfg", "nan", *RETAIN], "sample cfg must be a finite number in [0, 100], got 'nan'"),
-    (["--concept", "Zorblax", "--distractors", "Monet", "--ascent-until-tie", "--no-shared-noise", *RETAIN], "needs shared_noise on"),
+    (["--concept", "Zorblax", "--distractors", "Monet", "--ascent-until-tie", "--no-shared-noise", *RETAIN],
+     "--ascent-until-tie compares the target's images with its distractors' images from the same noise, so it needs shared "
+     "noise; --no-shared-noise turns that off. Drop --no-shared-noise, or drop --ascent-until-tie."),
     (["--concept", "Zorblax", "--distractors", "Monet", "--method", "esd_x", "--adversary-steps", "1", *RETAIN],
      "Use --method surgun, or drop --adversary-steps"),
     (["--concept", "Zorblax", "--distractors", "Monet", "--adversary-steps", "-1", *RETAIN], "adversary_steps must be an integer >= 0, got -1"),
     (["--concept", "Zorblax", "--distractors", "Monet", "--ascent-until-erased", "--no-shared-noise", *RETAIN],
-     "ascent_until_erased compares the target's renders with its distractors' images from the same noise, so it needs "
-     "shared_noise on"),
+     "Drop --no-shared-noise, or drop --ascent-until-erased."),
+    (["--concept", "Zorblax", "--distractors", "Monet", "--sample-size", "20", *RETAIN],
+     "--sample-size must be a multiple of 8 for sdxl (its pipeline's latent grid), got 20. Try 16, or 0 for the family's "
+     "native size (1024)."),
     (["--concept", "Zorblax", "--distractors", "Monet", "--ascent-until-erased", "--method", "esd_x", *RETAIN],
      "Use --method surgun, or drop --ascent-until-erased"),
 ])
@@ -126,6 +130,38 @@ def test_progress_counts_every_sampling_and_training_step(load):
                                      train=TrainConfig(steps=3, learning_rate=1e-3),
                                      sampling=SamplingOptions(size=16, steps=2, per_prompt=1)), p)
     assert p.total == 4 * 2 + 3 and p.done == p.total  # 4 prompts x 2 sampler steps + 3 training steps
+
+
+@pytest.mark.parametrize("guard_stops", [False, True])
+def test_the_progress_bar_knows_the_render_stops_work_before_it_starts_and_ends_full(load, monkeypatch, guard_stops):
+    """--ascent-until-erased: the references' and the checks' render steps are on the bar from the start (it never
+    moves back), and checks skipped while the guard holds the ascent are counted done at the end."""
+    from surgun_core.guard import AscentGuard
+    from surgun_core.train import TrainConfig
+
+    if guard_stops:  # the probe reads x3 after its reference: the guard stops the ascent at its first measurement
+        real = AscentGuard.measure
+        monkeypatch.setattr(AscentGuard, "measure", lambda self: real(self) * (3.0 if hasattr(self, "reference") else 1.0))
+    from surgun_diffusers.erase import EraseRequest, SamplingOptions, erase
+    from surgun_diffusers.progress import Progress
+
+    seen = []
+
+    class Watched(Progress):
+        def tick(self, n=1):
+            super().tick(n)
+            seen.append((self.done, self.total))
+
+    p = Watched(enabled=False)
+    train = TrainConfig(steps=20, learning_rate=1e-2, shared_noise=True, ascent_until_erased=True)
+    result = erase(load("sd1"), EraseRequest(concept="Zorblax", targets=("a painting of a harbour by {}",),
+                                             distractors=("Monet", "Hokusai"), retain=("a dog",), train=train,
+                                             sampling=SamplingOptions(size=16, steps=5, per_prompt=1)), p).result
+    assert [s for s, _ in result.drawn] == ([] if guard_stops else [10, 20]) and bool(result.guard_stops) is guard_stops
+    sampled = 4 * 5  # 4 prompts (the line, its 2 distractors' lines, a dog) x 5 sampler steps; then 4 sets x 3 prompts x
+    # 2 steps (40 % of 5) of references, 2 checks x 2 steps
+    totals = [t for _, t in seen[sampled:]]
+    assert p.total == sampled + 20 + 4 * 3 * 2 + 2 * 2 and len(set(totals)) == 1 and p.done == p.total
 
 
 def test_shared_noise_is_the_default_and_reaches_the_sampling_and_every_training_step(tiny_path, tmp_path, monkeypatch):
@@ -206,10 +242,12 @@ def test_ascent_until_erased_renders_the_target_as_it_trains_and_holds_the_ascen
             files[name] = (json.loads(f.metadata()["surgun"]), {k: f.get_tensor(k) for k in f.keys()})
     off, on, held = files["off"], files["drawn"], files["erased"]
     assert on[0]["hyperparameters"]["ascent_until_erased"] is True and "ascent_until_erased" not in off[0]
-    assert on[0]["ascent_until_erased"] == {"checks": [[10, {"": 1.0}], [20, {"": 1.0}]], "held_off_at": {}}
+    assert on[0]["ascent_until_erased"] == {"checks": [[10, {"Zorblax": 1.0}], [20, {"Zorblax": 1.0}]], "held_off_at": {}}
     assert all(torch.equal(on[1][k], off[1][k]) for k in off[1])
     assert not torch.allclose(renders[0], renders[1], atol=1e-6)  # step 10's render and step 20's: the deltas as they are
-    assert held[0]["ascent_until_erased"]["held_off_at"] == {"": [10]} and held[0]["final"]["ascent_active"] == 0.0
+    assert held[0]["ascent_until_erased"]["held_off_at"] == {"Zorblax": [10]} and held[0]["final"]["ascent_active"] == 0.0
+    record = json.loads((tmp_path / "erased" / "Zorblax.json").read_text())  # the record says it too
+    assert record["ascent_until_erased"] == held[0]["ascent_until_erased"]
     assert any(not torch.equal(held[1][k], off[1][k]) for k in off[1])
 
 
