@@ -171,6 +171,28 @@ def outputs(out: Path, name: str) -> dict[str, Path]:
     return {"weights": out / f"{s}.safetensors", "lora": out / f"{s}.lora.safetensors", "record": out / f"{s}.json"}
 
 
+NOT_SETTINGS = ("out", "concept", "concepts", "no_progress", "quiet", "cache_dir", "device", "data_parallel")
+"""Arguments that do not change what a concept's files hold (where they go, what is shown, which concepts run)."""
+
+
+def settings(args) -> dict:
+    """The arguments that decide a concept's files, as the record keeps them (to tell a resume run with other ones)."""
+    return {k: v for k, v in sorted(vars(args).items()) if k not in NOT_SETTINGS}
+
+
+def changed_settings(out: Path, name: str, args) -> list[str]:
+    """Where a done concept's record says it was trained with other settings than ``args``: ``--flag: there -> now``."""
+    try:
+        kept = json.loads(outputs(out, name)["record"].read_text()).get("settings")
+    except (OSError, json.JSONDecodeError):
+        return []
+    if kept is None:  # a record from before the settings were kept
+        return []
+    now = json.loads(json.dumps(settings(args)))
+    return [f"--{k.replace('_', '-')}: {kept.get(k)!r} there, {now.get(k)!r} now" for k in sorted(set(kept) | set(now))
+            if kept.get(k) != now.get(k)]
+
+
 def finished(out: Path, name: str, want_lora: bool) -> bool:
     o = outputs(out, name)
     if not o["record"].is_file():
@@ -229,7 +251,7 @@ def write_outputs(args, pipe, erasure, req, files: dict[str, Path], process: str
               "comfyui": family.in_comfyui, "layers": len(erasure.modules), "steps": req.train.steps,
               "final": erasure.metadata["final"], "timing_s": erasure.metadata["timing_s"],
               **({"ascent_until_erased": erasure.metadata["ascent_until_erased"]} if "ascent_until_erased" in erasure.metadata else {}),
-              "targets": erasure.metadata["targets"], "distractors": erasure.metadata["distractors"]}
+              "targets": erasure.metadata["targets"], "distractors": erasure.metadata["distractors"], "settings": settings(args)}
     if not args.no_lora:
         t = time.monotonic()
         sd, report = lora_from_deltas(erasure.deltas, args.lora_energy, args.lora_max_rank)
@@ -316,7 +338,12 @@ def run(args) -> int:
     pending = [n for n in names if not finished(out, n, not args.no_lora)]
     for n in names:
         if n not in pending and dist.is_main:
-            log.info("[SurgUn] %r is already done in %s; skipped (delete %s to redo it)", n, out, outputs(out, n)["record"].name)
+            changed = changed_settings(out, n, args)
+            if changed:
+                log.warning("[SurgUn] %r is already done in %s, trained with other settings (%s); skipped. Delete %s to redo "
+                            "it with these, or give another --out.", n, out, "; ".join(changed), outputs(out, n)["record"].name)
+            else:
+                log.info("[SurgUn] %r is already done in %s; skipped (delete %s to redo it)", n, out, outputs(out, n)["record"].name)
     dist.barrier()  # everyone has read the folder before anyone writes to it
     mine = pending if args.data_parallel else dist.shard(pending)
     if dist.world > 1:

@@ -48,6 +48,25 @@ def test_a_list_of_concepts_writes_both_files_a_record_and_a_summary_then_resume
     assert sum("already done" in r.message for r in caplog.records) == 2
 
 
+def test_a_resume_with_other_settings_says_which_and_leaves_the_done_concept_as_it_was(tiny_path, tmp_path, caplog):
+    out = tmp_path / "resume"
+    args = ["--concept", "Zorblax", "--distractors", "Claude Monet", "Hokusai", *RETAIN, "--no-lora"]
+    assert run(tiny_path("sd1"), out, *args) == 0
+    stamp = (out / "Zorblax.safetensors").stat().st_mtime_ns
+    with caplog.at_level(logging.INFO, logger="SurgUn"):
+        assert run(tiny_path("sd1"), out, *args, "--steps", "3", "--ascent-until-tie") == 0
+    said = [r.message for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(said) == 1 and "'Zorblax' is already done in" in said[0] and "trained with other settings" in said[0]
+    assert "--ascent-until-tie: False there, True now; --steps: 2 there, 3 now" in said[0]
+    assert "Delete Zorblax.json to redo it with these, or give another --out." in said[0]
+    assert (out / "Zorblax.safetensors").stat().st_mtime_ns == stamp
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="SurgUn"):
+        assert run(tiny_path("sd1"), out, *args) == 0  # the same settings: skipped without a warning
+    assert not [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("already done" in r.message for r in caplog.records)
+
+
 def test_distractors_come_from_the_kind_pool_through_the_pipelines_text_encoder(tiny_path, tmp_path):
     out = tmp_path / "pool"
     assert run(tiny_path("sdxl"), out, "--concept", "Vincent van Gogh", "--kind", "artist", "--k", "3", *RETAIN, "--no-lora",
