@@ -2,8 +2,8 @@
 
 import torch
 
-from surgun_core.drawn import SETS, DrawnProbe
-from surgun_core.train import ConceptData
+from surgun_pack.surgun_core.drawn import SETS, DrawnProbe
+from surgun_pack.surgun_core.train import ConceptData
 
 G = torch.Generator().manual_seed(0)
 LOOKS = {p: torch.randn(4, 6, 6, generator=G) for p in ("neon cat", "neon dog", "pastel cat", "pastel dog", "chalk cat",
