@@ -406,8 +406,10 @@ def train_competition(
         raise SurgUnError("[SurgUn] ascent_until_erased reads the target's renders, but no renderer was given. "
                           "Pass drawn=, or set ascent_until_erased off.")
     if config.ascent_until_erased and not render_checks(config):
-        log.warning("[SurgUn] ascent_until_erased is on, but %s, so no render check can hold the ascent off: the run trains as "
-                    "with the option off. %s", "the ascent is off (ascent_weight 0)" if w.ascent <= 0 else
+        log.warning("[SurgUn] ascent_until_erased (--ascent-until-erased) is on%s, but %s, so no render check can hold the "
+                    "ascent off: the run trains as with the option off. %s",
+                    "".join(f" for {n!r}" for n in names[:1] if n) + (f" and {len(names) - 1} more" if len(names) > 1 else ""),
+                    "the ascent is off (ascent_weight 0)" if w.ascent <= 0 else
                     f"the renders are checked every {config.guard_every} steps and the run has {config.steps}",
                     "Turn ascent_until_erased off." if w.ascent <= 0 else
                     f"Give more than {config.guard_every} steps, or turn ascent_until_erased off.")
@@ -491,10 +493,9 @@ def train_competition(
                 fractions = {c: float(f) for c, f in drawn().items()}
                 drawn_history.append((step + 1, fractions))
                 last = step + 1 == config.steps  # nothing trains after it: a reading of the finished weights, no switch
-                if last:
-                    log.info("[SurgUn] %s: %.0f%% of the renders still draw the target at the last step (%d)",
-                             ", ".join(repr(c) if c else "target" for c in reading),
-                             100 * max(fractions.get(c, 1.0) for c in reading), step + 1)
+                for c in reading:
+                    log.info("[SurgUn] %s: %.0f%% of the renders still draw the target at step %d%s", repr(c) if c else "target",
+                             100 * fractions.get(c, 1.0), step + 1, " (the last)" if last else "")
                 for c in [] if last else reading:
                     gone = fractions.get(c, 1.0) <= 0.0
                     if gone and c not in held:

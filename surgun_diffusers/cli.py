@@ -36,13 +36,22 @@ SIZE_MULTIPLE = {"sana": 32}
 DONE = "done"
 
 
+class Help(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows a default only where it is a value (not for switches, required arguments or empty lists)."""
+
+    def _get_help_string(self, action):
+        if action.required or action.default in (None, False, [], "") or action.default is argparse.SUPPRESS:
+            return action.help or ""
+        return super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="surgun-diffusers",
         description="Erase concepts from a diffusers model with SurgUn (competition: ascent on the concept, descent on "
                     "paired distractors, a retain term). Writes, per concept, the pack's weights file (loads in ComfyUI "
                     "for SD1.x/SD2.x/SDXL) and a LoRA for diffusers' load_lora_weights.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=Help,
     )
     m = p.add_argument_group("model")
     m.add_argument("--model", required=True, help="a diffusers folder, a single .safetensors checkpoint, or a Hub id")
@@ -86,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--adversary-steps", type=int, default=0,
                    help="train against a soft-prompt attack as well: each step moves a soft prompt per target line (from the "
                         "line's own text embeddings) this many Adam steps (lr 1e-2) toward bringing the concept back, then "
-                        "trains the competition under it too (default 0: off, the prompts only)")
+                        "trains the competition under it too (0: off, the prompts only)")
     c.add_argument("--retain", action="append", default=[], help="an unrelated prompt to keep (repeatable)")
     c.add_argument("--retain-file", default=None, help="a file with one retain prompt per line")
 
@@ -97,9 +106,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--ascent-cap", type=float, default=2.0, help="guard: the target loss is capped at this multiple of its start (0 = off)")
     t.add_argument("--weights", type=float, nargs=3, default=[1.0, 1.0, 1.0], metavar=("ASCENT", "DISTRACT", "RETAIN"),
                    help="weights of the competition's three terms (0 switches a term off)")
-    t.add_argument("--distractors-per-step", type=int, default=2)
-    t.add_argument("--max-grad-norm", type=float, default=1.0)
-    t.add_argument("--preset", default="cross_attention", choices=["cross_attention", "self_attention", "all_attention"])
+    t.add_argument("--distractors-per-step", type=int, default=2,
+                   help="distractors drawn per step, an unbiased estimate of the mean over all (0: all of them every step)")
+    t.add_argument("--max-grad-norm", type=float, default=1.0, help="gradient-norm clip (0: off)")
+    t.add_argument("--preset", default="cross_attention", choices=["cross_attention", "self_attention", "all_attention"],
+                   help="which attention layers train (--blocks replaces it)")
     t.add_argument("--blocks", default="", help="layers to train instead of the preset: names/suffixes separated by commas, or re:<regex> (diffusers names)")
     t.add_argument("--localize", action="store_true", help="choose blocks with the pixel-grounded localiser first")
     t.add_argument("--keep", type=int, default=4, help="localiser: blocks kept")
@@ -116,8 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = p.add_argument_group("self-generated training samples")
     s.add_argument("--sample-size", type=int, default=0, help="pixels (0: the family's native size)")
-    s.add_argument("--sample-steps", type=int, default=20)
-    s.add_argument("--samples-per-prompt", type=int, default=2)
+    s.add_argument("--sample-steps", type=int, default=20, help="sampler steps of each training image (and of the render stop's renders)")
+    s.add_argument("--samples-per-prompt", type=int, default=2, help="training images made per prompt")
     s.add_argument("--sample-cfg", type=float, default=0.0, help="guidance (0: the family's usual value)")
     s.add_argument("--no-sana-instruction", action="store_true", help="SANA: encode prompts without the pipeline's complex human instruction")
 
@@ -126,13 +137,14 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--lora-energy", type=float, default=0.9, help="LoRA rank per layer: smallest rank keeping this share of the delta's energy")
     o.add_argument("--lora-max-rank", type=int, default=0, help="cap on the LoRA rank (0 = none)")
     o.add_argument("--lora-check-images", type=int, default=2, help="images per prompt to measure the LoRA's error on (0 = skip)")
-    o.add_argument("--no-lora", action="store_true")
-    o.add_argument("--save-dtype", default="model", choices=["model", "float32", "float16", "bfloat16"])
+    o.add_argument("--no-lora", action="store_true", help="write the weights file only, no LoRA")
+    o.add_argument("--save-dtype", default="model", choices=["model", "float32", "float16", "bfloat16"],
+                   help="dtype of the saved weight differences (model: the model's own)")
     o.add_argument("--cache-dir", default=os.path.join(os.path.expanduser("~"), ".cache", "surgun", "embeddings"),
                    help="pool embeddings cache")
     o.add_argument("--data-parallel", action="store_true", help="under accelerate launch: all processes train each concept together")
-    o.add_argument("--no-progress", action="store_true")
-    o.add_argument("-q", "--quiet", action="store_true")
+    o.add_argument("--no-progress", action="store_true", help="no progress bar")
+    o.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
     return p
 
 
@@ -189,7 +201,10 @@ def changed_settings(out: Path, name: str, args) -> list[str]:
     if kept is None:  # a record from before the settings were kept
         return []
     now = json.loads(json.dumps(settings(args)))
-    return [f"--{k.replace('_', '-')}: {kept.get(k)!r} there, {now.get(k)!r} now" for k in sorted(set(kept) | set(now))
+    def shown(v) -> str:
+        return {True: "on", False: "off", None: "unset"}.get(v, json.dumps(v)) if isinstance(v, (bool, type(None))) else json.dumps(v)
+
+    return [f"--{k.replace('_', '-')}: {shown(kept.get(k))} there, {shown(now.get(k))} now" for k in sorted(set(kept) | set(now))
             if kept.get(k) != now.get(k)]
 
 
@@ -259,6 +274,8 @@ def write_outputs(args, pipe, erasure, req, files: dict[str, Path], process: str
         record["lora_file"] = files["lora"].name
         record["lora"] = report.summary()
         if args.lora_check_images > 0:
+            log.info("[SurgUn] %r: measuring the LoRA's image error on %d image(s) per prompt (--lora-check-images 0 skips it)",
+                     req.concept, args.lora_check_images)
             s = req.sampling
             prompts = [erasure.plan.groups[0][0], *erasure.plan.retain[:2]]
             record["lora"]["image_error"] = lora_image_error(
@@ -283,9 +300,9 @@ def summary_lines(records: list[dict]) -> list[str]:
         ie = lo.get("image_error", {}).get("lora_vs_exact", {})
         f = r.get("final", {})
         lines.append(
-            f"{r.get('concept', '?')[:28]:<28} {r.get('status', '?'):<8} {r.get('layers', 0):>6} {f.get('loss', float('nan')):>9.4f} "
+            f"{r.get('concept', '?')[:28]:<28} {r.get('status', '?'):<8} {r.get('layers') or '-':>6} {cell(f.get('loss'), 9, 4)} "
             f"{cell(f.get('target'), 9, 4)} {str(lo.get('rank_median', '-')) + '/' + str(lo.get('rank_max', '-')):>20} "
-            f"{cell(ie.get('mean_abs'), 11, 5)} {r.get('timing_s', {}).get('total', float('nan')):>8.1f}"
+            f"{cell(ie.get('mean_abs'), 11, 5)} {cell(r.get('timing_s', {}).get('total'), 8, 1)}"
         )
     return lines
 
@@ -307,7 +324,20 @@ def probe_digest(result) -> dict:
 
 
 def check_combinations(args) -> None:
-    """Flags that cannot go together, refused before any model loads, in the command line's own terms."""
+    """Values and flags that cannot work, refused before any model loads, in the command line's own terms."""
+    for flag, v, lo in (("--steps", args.steps, 1), ("--sample-steps", args.sample_steps, 1),
+                        ("--samples-per-prompt", args.samples_per_prompt, 1), ("--sample-size", args.sample_size, 0)):
+        if v < lo:
+            raise SurgUnError(f"[SurgUn] {flag} must be at least {lo}, got {v}." + (" (0: the family's native size)" if lo == 0 else ""))
+    if args.sample_size % 8:  # every family's latent grid is a multiple of 8 pixels (SANA's of 32, checked once it is known)
+        raise SurgUnError(f"[SurgUn] --sample-size must be a multiple of 8 (the latent grid), got {args.sample_size}. Try "
+                          f"{max(8, args.sample_size // 8 * 8)}, or 0 for the family's native size.")
+    if not (args.lr > 0 and args.lr < float("inf")):
+        raise SurgUnError(f"[SurgUn] --lr must be a finite number above 0, got {args.lr}. Try 1e-5.")
+    if args.method == "surgun" and args.weights[2] > 0 and not [*args.retain, *read_lines(args.retain_file)]:
+        raise SurgUnError("[SurgUn] no retain prompts were given while the retain weight is above 0. Add a few unrelated "
+                          "prompts (--retain 'a photo of a dog' --retain 'a city street at night', or --retain-file), or set "
+                          "the retain weight to 0 (--weights ASCENT DISTRACT 0).")
     for flag, on in (("--ascent-until-tie", args.ascent_until_tie), ("--ascent-until-erased", args.ascent_until_erased)):
         if on and args.no_shared_noise:
             raise SurgUnError(f"[SurgUn] {flag} compares the target's images with its distractors' images from the same "
@@ -334,6 +364,8 @@ def run(args) -> int:
     dist = Dist(device)
     if dist.state is not None and device.type == "cuda":
         device = dist.state.device
+    if args.data_parallel and not dist.is_main and not args.quiet:
+        log.setLevel(logging.WARNING)  # the main process tells the story once; the others only warn
     out.mkdir(parents=True, exist_ok=True)
     pending = [n for n in names if not finished(out, n, not args.no_lora)]
     for n in names:

@@ -19,6 +19,13 @@ from surgun_core.train import ConceptData
 from .sampling import predict_clean
 
 
+def render_cost(lines: Sequence[Sequence[str]], last_step: int, checks: int) -> int:
+    """Denoiser steps of the references of the probe ``lines`` (each a target prompt and its distractors' prompts) over
+    every set, and of ``checks`` checks, at ``last_step`` steps a render: what the progress bar plans before sampling."""
+    prompts = sum(len(dict.fromkeys(line)) for line in lines)
+    return (SETS * prompts + checks * len(lines)) * last_step
+
+
 class DiffusersDrawnProbe(DrawnProbe):
     """``probe(None)`` -> per concept, the fraction of its renders still drawn as the target (:meth:`reference` first,
     while the deltas are zero). ``shape``: one latent's shape; ``steps``/``cfg``: the training sampling's; ``tick()``
@@ -35,9 +42,7 @@ class DiffusersDrawnProbe(DrawnProbe):
 
     def cost(self, checks: int) -> int:
         """Denoiser steps of the references and of ``checks`` checks (each render step is one tick)."""
-        lines = len(self.lines)
-        prompts = sum(len(dict.fromkeys([d.target_prompt, *d.distractors])) for d in self.lines)
-        return (SETS * prompts + checks * lines) * self.last_step
+        return render_cost([[d.target_prompt, *d.distractors] for d in self.lines], self.last_step, checks)
 
     def tick(self) -> None:
         self.ticks += 1

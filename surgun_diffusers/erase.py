@@ -26,6 +26,7 @@ from typing import Callable, Sequence
 import torch
 
 from surgun_core.distractors import DistractorParams, EmbeddingCache, build_distractor_set
+from surgun_core.drawn import decided_by
 from surgun_core.errors import SurgUnError, require_number
 from surgun_core.pairing import with_distractors
 from surgun_core.retain import nearest_first
@@ -253,7 +254,8 @@ def train_on(pipe, family: Family, encoder: PromptEncoder, modules: Sequence[str
     """Train deltas on ``modules`` of the pipeline's denoiser; the network is restored afterwards.
     ``input_bases`` (one per module, or None) confine each delta to inputs in its basis' span. With
     ``config.ascent_until_erased`` the target is rendered as it trains (:mod:`surgun_diffusers.drawn`) at the
-    ``renders`` sampling's steps and guidance, ticking ``progress``."""
+    ``renders`` sampling's steps and guidance, ticking ``progress`` (whose total :func:`erase` grew by
+    :func:`surgun_diffusers.drawn.render_cost` up front, so the bar never moves back)."""
     net = getattr(pipe, family.denoiser)
     schedule = NoiseSchedule.from_pipeline(pipe, family)
     denoise = Denoiser(pipe, family, encoder)
@@ -285,7 +287,6 @@ def train_on(pipe, family: Family, encoder: PromptEncoder, modules: Sequence[str
                     # at most one check every guard_every steps, the last step's included (a reading only)
                     planned = probe.cost(config.steps // config.guard_every)
                     if progress is not None:
-                        progress.grow(planned)
                         progress.say("ascent_until_erased: rendering the untouched model's references")
                     probe.reference(None)  # the deltas are still zero: the untouched model
 
@@ -326,7 +327,16 @@ def erase(pipe, req: EraseRequest, progress: Progress | None = None, cache_dir: 
     modules, pattern = resolve_modules(net, family, req)
     s = req.sampling
     prompts = plan_.prompts
-    progress.grow(len(prompts) * s.steps + req.train.steps)
+    config = method_config(req)
+    if seed_offset:  # the training draws differ per process; the guard's probe and the renders are shared
+        config = dataclasses.replace(config, seed=config.seed + seed_offset, probe_seed=config.seed)
+    renders = 0
+    if render_checks(config):  # the render stop's work is on the bar from the start
+        from .drawn import render_cost
+
+        lines = [[t, *ds.values()] for t, ds in plan_.groups][:config.guard_samples]
+        renders = render_cost(lines, decided_by(s.steps), config.steps // config.guard_every)
+    progress.grow(len(prompts) * s.steps + req.train.steps + renders)
     progress.say(f"sampling {len(prompts)} prompts x {s.per_prompt}")
     sampler = sampler or (lambda p, f, ps, so, seed, tick: sample_latents(p, f, ps, so.per_prompt, so.steps, so.cfg, so.size, seed, tick,
                                                                           req.sana_instruction, req.train.shared_noise))
@@ -350,12 +360,9 @@ def erase(pipe, req: EraseRequest, progress: Progress | None = None, cache_dir: 
                      f"text directions, {len(subspace['free'])} free")
 
     def on_step(step: int, total: int, metrics: dict) -> None:
-        progress.tick()
         progress.say(" ".join(f"{k}={metrics[k]:.4f}" for k in ("loss", "target", "distractor", "retain") if k in metrics))
+        progress.tick()  # after the text, so the bar shows this step's numbers
 
-    config = method_config(req)
-    if seed_offset:  # the training draws differ per process; the guard's probe and the renders are shared
-        config = dataclasses.replace(config, seed=config.seed + seed_offset, probe_seed=config.seed)
     data = concept_groups(req.method, plan_, samples, encoder.device, retain_plan(req, encoder, cache_dir), req.concept)
     deltas, result = train_on(pipe, family, encoder, modules, data, config, req.method, req.gradient_checkpointing,
                               on_step, grad_sync, bases, renders=s, progress=progress)

@@ -57,7 +57,7 @@ def test_a_resume_with_other_settings_says_which_and_leaves_the_done_concept_as_
         assert run(tiny_path("sd1"), out, *args, "--steps", "3", "--ascent-until-tie") == 0
     said = [r.message for r in caplog.records if r.levelno == logging.WARNING]
     assert len(said) == 1 and "'Zorblax' is already done in" in said[0] and "trained with other settings" in said[0]
-    assert "--ascent-until-tie: False there, True now; --steps: 2 there, 3 now" in said[0]
+    assert "--ascent-until-tie: off there, on now; --steps: 2 there, 3 now" in said[0]
     assert "Delete Zorblax.json to redo it with these, or give another --out." in said[0]
     assert (out / "Zorblax.safetensors").stat().st_mtime_ns == stamp
     caplog.clear()
@@ -116,8 +116,9 @@ def test_localised_run_trains_only_the_chosen_blocks(tiny_path, tmp_path):
     (["--concept", "Zorblax", "--distractors", "Monet", "--ascent-until-erased", "--no-shared-noise", *RETAIN],
      "Drop --no-shared-noise, or drop --ascent-until-erased."),
     (["--concept", "Zorblax", "--distractors", "Monet", "--sample-size", "20", *RETAIN],
-     "--sample-size must be a multiple of 8 for sdxl (its pipeline's latent grid), got 20. Try 16, or 0 for the family's "
-     "native size (1024)."),
+     "--sample-size must be a multiple of 8 (the latent grid), got 20. Try 16, or 0 for the family's native size."),
+    (["--concept", "Zorblax", "--distractors", "Monet", "--samples-per-prompt", "0", *RETAIN], "--samples-per-prompt must be at least 1, got 0."),
+    (["--concept", "Zorblax", "--distractors", "Monet", "--lr", "0", *RETAIN], "--lr must be a finite number above 0, got 0.0. Try 1e-5."),
     (["--concept", "Zorblax", "--distractors", "Monet", "--ascent-until-erased", "--method", "esd_x", *RETAIN],
      "Use --method surgun, or drop --ascent-until-erased"),
 ])
@@ -131,11 +132,11 @@ def test_bad_inputs_stop_with_a_clear_error(tiny_path, tmp_path, caplog, extra, 
 
 def test_a_missing_model_says_what_was_received(tmp_path, caplog):
     with caplog.at_level(logging.INFO, logger="SurgUn"):
-        assert main(["--model", str(tmp_path / "nope"), "--concept", "x", "--out", str(tmp_path / "o"), *FAST]) == 2
+        assert main(["--model", str(tmp_path / "nope"), "--concept", "x", "--out", str(tmp_path / "o"), *FAST, *RETAIN]) == 2
     assert "was not found" in caplog.records[-1].message and str(tmp_path / "nope") in caplog.records[-1].message
     (tmp_path / "notpipe").mkdir()
     with caplog.at_level(logging.INFO, logger="SurgUn"):
-        assert main(["--model", str(tmp_path / "notpipe"), "--concept", "x", "--out", str(tmp_path / "o"), *FAST]) == 2
+        assert main(["--model", str(tmp_path / "notpipe"), "--concept", "x", "--out", str(tmp_path / "o"), *FAST, *RETAIN]) == 2
     assert "not a diffusers pipeline (no model_index.json)" in caplog.records[-1].message
 
 
@@ -179,7 +180,7 @@ def test_the_progress_bar_knows_the_render_stops_work_before_it_starts_and_ends_
     assert [s for s, _ in result.drawn] == ([] if guard_stops else [10, 20]) and bool(result.guard_stops) is guard_stops
     sampled = 4 * 5  # 4 prompts (the line, its 2 distractors' lines, a dog) x 5 sampler steps; then 4 sets x 3 prompts x
     # 2 steps (40 % of 5) of references, 2 checks x 2 steps
-    totals = [t for _, t in seen[sampled:]]
+    totals = [t for _, t in seen]  # from the first tick of sampling on
     assert p.total == sampled + 20 + 4 * 3 * 2 + 2 * 2 and len(set(totals)) == 1 and p.done == p.total
 
 
