@@ -40,7 +40,8 @@ class Help(argparse.ArgumentDefaultsHelpFormatter):
     """Shows a default only where it is a value (not for switches, required arguments or empty lists)."""
 
     def _get_help_string(self, action):
-        if action.required or action.default in (None, False, [], "") or action.default is argparse.SUPPRESS:
+        d = action.default
+        if action.required or d is None or d is False or d is argparse.SUPPRESS or (isinstance(d, (list, str)) and not d):
             return action.help or ""
         return super()._get_help_string(action)
 

@@ -130,6 +130,19 @@ def test_bad_inputs_stop_with_a_clear_error(tiny_path, tmp_path, caplog, extra, 
     assert errors and message in errors[0] and errors[0].startswith("[SurgUn]")
 
 
+def test_help_shows_a_default_where_it_is_a_value_and_every_flag_says_what_it_does(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "(default: False)" not in text and "(default: None)" not in text and "(default: [])" not in text
+    assert "(0: off, the prompts only) (default: 0)" in text  # --adversary-steps: a zero default is a value
+    assert "training steps (one Adam step each) (default: 200)" in text
+    from surgun_diffusers.cli import build_parser
+
+    silent = [a.option_strings[-1] for a in build_parser()._actions if not a.help]
+    assert not silent, f"flags without help: {silent}"
+
+
 def test_a_missing_model_says_what_was_received(tmp_path, caplog):
     with caplog.at_level(logging.INFO, logger="SurgUn"):
         assert main(["--model", str(tmp_path / "nope"), "--concept", "x", "--out", str(tmp_path / "o"), *FAST, *RETAIN]) == 2
