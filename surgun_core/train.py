@@ -221,6 +221,11 @@ class TrainResult:
     """Per concept: the steps at which no render drew it any more and its ascent was held off."""
 
 
+def _named(concept: str) -> str:
+    """A concept as the log names it (a run of one unnamed concept: "the target")."""
+    return repr(concept) if concept else "the target"
+
+
 def _draw(n: int, k: int, g: torch.Generator) -> list[int]:
     """k distinct indices out of n (all of them when k == 0 or k >= n), in a seeded order."""
     if k == 0 or k >= n:
@@ -406,9 +411,8 @@ def train_competition(
         raise SurgUnError("[SurgUn] ascent_until_erased reads the target's renders, but no renderer was given. "
                           "Pass drawn=, or set ascent_until_erased off.")
     if config.ascent_until_erased and not render_checks(config):
-        log.warning("[SurgUn] ascent_until_erased (--ascent-until-erased) is on%s, but %s, so no render check can hold the "
-                    "ascent off: the run trains as with the option off. %s",
-                    "".join(f" for {n!r}" for n in names[:1] if n) + (f" and {len(names) - 1} more" if len(names) > 1 else ""),
+        log.warning("[SurgUn] ascent_until_erased (--ascent-until-erased) is on for %s, but %s, so no render check can hold "
+                    "the ascent off: the run trains as with the option off. %s", ", ".join(map(_named, names)),
                     "the ascent is off (ascent_weight 0)" if w.ascent <= 0 else
                     f"the renders are checked every {config.guard_every} steps and the run has {config.steps}",
                     "Turn ascent_until_erased off." if w.ascent <= 0 else
@@ -494,7 +498,7 @@ def train_competition(
                 drawn_history.append((step + 1, fractions))
                 last = step + 1 == config.steps  # nothing trains after it: a reading of the finished weights, no switch
                 for c in reading:
-                    log.info("[SurgUn] %s: %.0f%% of the renders still draw the target at step %d%s", repr(c) if c else "target",
+                    log.info("[SurgUn] %s: %.0f%% of the renders still draw the target at step %d%s", _named(c),
                              100 * fractions.get(c, 1.0), step + 1, " (the last)" if last else "")
                 for c in [] if last else reading:
                     gone = fractions.get(c, 1.0) <= 0.0
@@ -503,13 +507,13 @@ def train_competition(
                         erased_at.setdefault(c, []).append(step + 1)
                         opt.state.clear()  # the ascent's momentum must not carry it on
                         log.info("[SurgUn] %s: no render draws the target at step %d; the ascent is held off",
-                                 repr(c) if c else "target", step + 1)
+                                 _named(c), step + 1)
                     elif not gone and c in held:
                         held.discard(c)
                         if c in guards:
                             guards[c].resume()
                         log.info("[SurgUn] %s: the renders draw the target again at step %d; the ascent resumes",
-                                 repr(c) if c else "target", step + 1)
+                                 _named(c), step + 1)
                 metrics["drawn"] = max(fractions.get(c, 1.0) for c in reading)
         history.append(metrics)
         if on_step is not None:

@@ -32,7 +32,7 @@ FAMILY_DEFAULTS = {
     "sana": {"size": 1024, "cfg": 4.5},
 }
 SIZE_MULTIPLE = {"sana": 32}
-"""Pixels per latent cell the family's pipeline requires of a size (8 otherwise)."""
+"""Families whose pipeline requires sizes in a coarser grid than 8 pixels (checked once the family is known)."""
 DONE = "done"
 
 
@@ -193,31 +193,31 @@ def settings(args) -> dict:
     return {k: v for k, v in sorted(vars(args).items()) if k not in NOT_SETTINGS}
 
 
-def changed_settings(out: Path, name: str, args) -> list[str]:
-    """Where a done concept's record says it was trained with other settings than ``args``: ``--flag: there -> now``."""
-    try:
-        kept = json.loads(outputs(out, name)["record"].read_text()).get("settings")
-    except (OSError, json.JSONDecodeError):
-        return []
+def changed_settings(record: dict, args) -> list[str]:
+    """Where a done concept's record says it was trained with other settings than ``args``: ``--flag: there, now``."""
+    kept = record.get("settings")
     if kept is None:  # a record from before the settings were kept
         return []
     now = json.loads(json.dumps(settings(args)))
+
     def shown(v) -> str:
-        return {True: "on", False: "off", None: "unset"}.get(v, json.dumps(v)) if isinstance(v, (bool, type(None))) else json.dumps(v)
+        return "on" if v is True else "off" if v is False else "unset" if v is None else json.dumps(v)
 
     return [f"--{k.replace('_', '-')}: {shown(kept.get(k))} there, {shown(now.get(k))} now" for k in sorted(set(kept) | set(now))
             if kept.get(k) != now.get(k)]
 
 
-def finished(out: Path, name: str, want_lora: bool) -> bool:
+def done_record(out: Path, name: str, want_lora: bool) -> dict | None:
+    """The concept's record where it says done and its files are there, else None (the concept is still to do)."""
     o = outputs(out, name)
     if not o["record"].is_file():
-        return False
+        return None
     try:
         rec = json.loads(o["record"].read_text())
     except json.JSONDecodeError:
-        return False
-    return rec.get("status") == DONE and o["weights"].is_file() and (o["lora"].is_file() or not want_lora)
+        return None
+    done = rec.get("status") == DONE and o["weights"].is_file() and (o["lora"].is_file() or not want_lora)
+    return rec if done else None
 
 
 def make_request(args, name: str, family_id: str):
@@ -227,8 +227,8 @@ def make_request(args, name: str, family_id: str):
     from .erase import EraseRequest, LocalizeOptions, SamplingOptions
 
     d = FAMILY_DEFAULTS.get(family_id, {"size": 512, "cfg": 5.0})
-    grid = SIZE_MULTIPLE.get(family_id, 8)
-    if args.sample_size and args.sample_size % grid:
+    grid = SIZE_MULTIPLE.get(family_id)  # the multiple of 8 every family needs is checked before loading
+    if grid and args.sample_size % grid:
         raise SurgUnError(f"[SurgUn] --sample-size must be a multiple of {grid} for {family_id} (its pipeline's latent grid), "
                           f"got {args.sample_size}. Try {max(grid, args.sample_size // grid * grid)}, or 0 for the family's "
                           f"native size ({d['size']}).")
@@ -326,27 +326,28 @@ def probe_digest(result) -> dict:
 
 def check_combinations(args) -> None:
     """Values and flags that cannot work, refused before any model loads, in the command line's own terms."""
+    from surgun_core.objective import CompetitionWeights
+
+    from .erase import refuse_until_erased, require_retain
+    from .methods import METHODS
+
     for flag, v, lo in (("--steps", args.steps, 1), ("--sample-steps", args.sample_steps, 1),
                         ("--samples-per-prompt", args.samples_per_prompt, 1), ("--sample-size", args.sample_size, 0)):
         if v < lo:
-            raise SurgUnError(f"[SurgUn] {flag} must be at least {lo}, got {v}." + (" (0: the family's native size)" if lo == 0 else ""))
+            raise SurgUnError(f"[SurgUn] {flag} must be at least {lo}, got {v}" + ("; 0 is the family's native size." if lo == 0 else "."))
     if args.sample_size % 8:  # every family's latent grid is a multiple of 8 pixels (SANA's of 32, checked once it is known)
         raise SurgUnError(f"[SurgUn] --sample-size must be a multiple of 8 (the latent grid), got {args.sample_size}. Try "
                           f"{max(8, args.sample_size // 8 * 8)}, or 0 for the family's native size.")
     if not (args.lr > 0 and args.lr < float("inf")):
         raise SurgUnError(f"[SurgUn] --lr must be a finite number above 0, got {args.lr}. Try 1e-5.")
-    if args.method == "surgun" and args.weights[2] > 0 and not [*args.retain, *read_lines(args.retain_file)]:
-        raise SurgUnError("[SurgUn] no retain prompts were given while the retain weight is above 0. Add a few unrelated "
-                          "prompts (--retain 'a photo of a dog' --retain 'a city street at night', or --retain-file), or set "
-                          "the retain weight to 0 (--weights ASCENT DISTRACT 0).")
+    if args.method in METHODS:  # an unknown method is named by the request's own check
+        require_retain(args.method, CompetitionWeights(*args.weights), [*args.retain, *read_lines(args.retain_file)])
     for flag, on in (("--ascent-until-tie", args.ascent_until_tie), ("--ascent-until-erased", args.ascent_until_erased)):
         if on and args.no_shared_noise:
             raise SurgUnError(f"[SurgUn] {flag} compares the target's images with its distractors' images from the same "
                               f"noise, so it needs shared noise; --no-shared-noise turns that off. Drop --no-shared-noise, or "
                               f"drop {flag}.")
     if args.ascent_until_erased:
-        from .erase import refuse_until_erased
-
         refuse_until_erased(args.method)
 
 
@@ -368,10 +369,11 @@ def run(args) -> int:
     if args.data_parallel and not dist.is_main and not args.quiet:
         log.setLevel(logging.WARNING)  # the main process tells the story once; the others only warn
     out.mkdir(parents=True, exist_ok=True)
-    pending = [n for n in names if not finished(out, n, not args.no_lora)]
+    done = {n: done_record(out, n, not args.no_lora) for n in names}
+    pending = [n for n in names if done[n] is None]
     for n in names:
         if n not in pending and dist.is_main:
-            changed = changed_settings(out, n, args)
+            changed = changed_settings(done[n], args)
             if changed:
                 log.warning("[SurgUn] %r is already done in %s, trained with other settings (%s); skipped. Delete %s to redo "
                             "it with these, or give another --out.", n, out, "; ".join(changed), outputs(out, n)["record"].name)

@@ -19,17 +19,18 @@ from surgun_core.train import ConceptData
 from .sampling import predict_clean
 
 
-def render_cost(lines: Sequence[Sequence[str]], last_step: int, checks: int) -> int:
+def render_cost(lines: Sequence[Sequence[str]], last_step: int, checks: int, references: bool = True) -> int:
     """Denoiser steps of the references of the probe ``lines`` (each a target prompt and its distractors' prompts) over
-    every set, and of ``checks`` checks, at ``last_step`` steps a render: what the progress bar plans before sampling."""
-    prompts = sum(len(dict.fromkeys(line)) for line in lines)
+    every set (unless ``references`` is off), and of ``checks`` checks, at ``last_step`` steps a render: what the
+    progress bar plans before sampling."""
+    prompts = sum(len(dict.fromkeys(line)) for line in lines) if references else 0
     return (SETS * prompts + checks * len(lines)) * last_step
 
 
 class DiffusersDrawnProbe(DrawnProbe):
     """``probe(None)`` -> per concept, the fraction of its renders still drawn as the target (:meth:`reference` first,
     while the deltas are zero). ``shape``: one latent's shape; ``steps``/``cfg``: the training sampling's; ``tick()``
-    follows each denoiser step of a render (the progress bar, whose total :meth:`cost` gives up front)."""
+    follows each denoiser step of a render (the progress bar, whose total :func:`render_cost` gives up front)."""
 
     def __init__(self, schedule, denoise, data: list[ConceptData], seed: int, shape: Sequence[int], steps: int, cfg: float,
                  images: int = 8, last_step: int | None = None, tick: Callable[[], None] | None = None):
@@ -37,17 +38,7 @@ class DiffusersDrawnProbe(DrawnProbe):
         self.schedule, self.denoise = schedule, denoise
         self.shape, self.steps, self.cfg = tuple(shape), steps, cfg
         self.last_step = max(1, min(last_step or decided_by(steps), steps))
-        self.ticks = 0
-        self._tick = tick
-
-    def cost(self, checks: int) -> int:
-        """Denoiser steps of the references and of ``checks`` checks (each render step is one tick)."""
-        return render_cost([[d.target_prompt, *d.distractors] for d in self.lines], self.last_step, checks)
-
-    def tick(self) -> None:
-        self.ticks += 1
-        if self._tick is not None:
-            self._tick()
+        self.tick = tick
 
     def draw_noise(self, n: int, seed: int) -> torch.Tensor:
         return torch.randn((n, *self.shape), generator=torch.Generator("cpu").manual_seed(seed))

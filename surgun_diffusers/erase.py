@@ -36,6 +36,7 @@ from surgun_core.train import ConceptData, TrainConfig, TrainResult, render_chec
 
 from . import __version__
 from .adapter.model import DeltaModel
+from .drawn import render_cost
 from .conditioning import Denoiser, PromptEncoder
 from .families import Family, detect_family
 from .objective import NoiseSchedule, denoising_loss, esd_loss
@@ -120,12 +121,7 @@ class EraseRequest:
             raise SurgUnError("[SurgUn] the concept is empty. Give the name of what to erase, e.g. --concept 'Van Gogh'.")
         if self.method not in METHODS:
             raise SurgUnError(f"[SurgUn] unknown method {self.method!r}; choose one of {', '.join(METHODS)}.")
-        w = METHODS[self.method].weights if self.method != "surgun" else self.train.weights
-        if w.retain > 0 and not self.retain and not METHODS[self.method].prior_preservation:
-            raise SurgUnError(
-                "[SurgUn] no retain prompts were given while the retain weight is above 0. Add a few unrelated prompts "
-                "(--retain 'a photo of a dog' --retain 'a city street at night'), or set the retain weight to 0."
-            )
+        require_retain(self.method, self.train.weights, self.retain)
         if self.train.adversary_steps and METHODS[self.method].loss == "esd":
             raise SurgUnError(f"[SurgUn] --adversary-steps trains SurgUn's competition under a soft prompt; the method "
                               f"{self.method!r} has ESD's objective, which has none. Use --method surgun, or drop --adversary-steps.")
@@ -135,6 +131,17 @@ class EraseRequest:
         if any(r.strip().lower() == low for r in self.retain):
             raise SurgUnError(f"[SurgUn] the concept {self.concept!r} is also a retain prompt; remove it from the retain prompts.")
         self.sampling.validate()
+
+
+def require_retain(method: str, weights, retain: Sequence[str]) -> None:
+    """A method whose retain term is on needs retain prompts (SurgUn: ``weights``; the others: their own weights)."""
+    w = METHODS[method].weights if method != "surgun" else weights
+    if w.retain > 0 and not retain and not METHODS[method].prior_preservation:
+        raise SurgUnError(
+            "[SurgUn] no retain prompts were given while the retain weight is above 0. Add a few unrelated prompts "
+            "(--retain 'a photo of a dog' --retain 'a city street at night', or --retain-file), or set the retain weight "
+            "to 0 (--weights ASCENT DISTRACT 0)."
+        )
 
 
 def refuse_until_erased(method: str) -> None:
@@ -255,7 +262,7 @@ def train_on(pipe, family: Family, encoder: PromptEncoder, modules: Sequence[str
     ``input_bases`` (one per module, or None) confine each delta to inputs in its basis' span. With
     ``config.ascent_until_erased`` the target is rendered as it trains (:mod:`surgun_diffusers.drawn`) at the
     ``renders`` sampling's steps and guidance, ticking ``progress`` (whose total :func:`erase` grew by
-    :func:`surgun_diffusers.drawn.render_cost` up front, so the bar never moves back)."""
+    :func:`surgun_diffusers.drawn.render_cost` up front, so the bar never moves back; it ticks the checks not made)."""
     net = getattr(pipe, family.denoiser)
     schedule = NoiseSchedule.from_pipeline(pipe, family)
     denoise = Denoiser(pipe, family, encoder)
@@ -284,8 +291,6 @@ def train_on(pipe, family: Family, encoder: PromptEncoder, modules: Sequence[str
                     seed = config.seed if config.probe_seed is None else config.probe_seed
                     probe = DiffusersDrawnProbe(schedule, denoise, data, seed, data[0].target.shape[1:], renders.steps,
                                                 renders.cfg, config.guard_samples, tick=progress.tick if progress else None)
-                    # at most one check every guard_every steps, the last step's included (a reading only)
-                    planned = probe.cost(config.steps // config.guard_every)
                     if progress is not None:
                         progress.say("ascent_until_erased: rendering the untouched model's references")
                     probe.reference(None)  # the deltas are still zero: the untouched model
@@ -296,8 +301,6 @@ def train_on(pipe, family: Family, encoder: PromptEncoder, modules: Sequence[str
                         return probe(None)
                 result = train_competition(params, data, loss_fn, config, on_step, input_bases=input_bases, contexts=contexts,
                                            drawn=check)
-                if check is not None and progress is not None:
-                    progress.tick(max(0, planned - probe.ticks))  # the checks skipped while the guard held the ascent
             finally:
                 if handle is not None:
                     handle.remove()
@@ -330,13 +333,11 @@ def erase(pipe, req: EraseRequest, progress: Progress | None = None, cache_dir: 
     config = method_config(req)
     if seed_offset:  # the training draws differ per process; the guard's probe and the renders are shared
         config = dataclasses.replace(config, seed=config.seed + seed_offset, probe_seed=config.seed)
-    renders = 0
-    if render_checks(config):  # the render stop's work is on the bar from the start
-        from .drawn import render_cost
-
-        lines = [[t, *ds.values()] for t, ds in plan_.groups][:config.guard_samples]
-        renders = render_cost(lines, decided_by(s.steps), config.steps // config.guard_every)
-    progress.grow(len(prompts) * s.steps + req.train.steps + renders)
+    # the render stop's work is on the bar from the start: its probe's lines (as surgun_core.drawn picks them), at most
+    # one check every guard_every steps, the last step's included (a reading only)
+    probe_lines = [[t, *ds.values()] for t, ds in plan_.groups][:config.guard_samples] if render_checks(config) else []
+    checks, last_step = config.steps // config.guard_every, decided_by(s.steps)
+    progress.grow(len(prompts) * s.steps + req.train.steps + render_cost(probe_lines, last_step, checks))
     progress.say(f"sampling {len(prompts)} prompts x {s.per_prompt}")
     sampler = sampler or (lambda p, f, ps, so, seed, tick: sample_latents(p, f, ps, so.per_prompt, so.steps, so.cfg, so.size, seed, tick,
                                                                           req.sana_instruction, req.train.shared_noise))
@@ -366,6 +367,7 @@ def erase(pipe, req: EraseRequest, progress: Progress | None = None, cache_dir: 
     data = concept_groups(req.method, plan_, samples, encoder.device, retain_plan(req, encoder, cache_dir), req.concept)
     deltas, result = train_on(pipe, family, encoder, modules, data, config, req.method, req.gradient_checkpointing,
                               on_step, grad_sync, bases, renders=s, progress=progress)
+    progress.tick(render_cost(probe_lines, last_step, checks - len(result.drawn), references=False))  # checks not made
     total = time.monotonic() - t0
     metadata = {
         "pack": "SurgUn", "pack_version": __version__, "source": "surgun_diffusers",

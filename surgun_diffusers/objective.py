@@ -76,29 +76,27 @@ class NoiseSchedule:
     def draw(self, n: int, generator: torch.Generator, percents: torch.Tensor | None = None) -> Draw:
         """``n`` training timesteps. ``percents``: a level per sample (percent of the schedule, 0 = the noisiest
         end, NaN keeps the draw) that replaces its draw; the draw is made either way (the guard's probe)."""
-        if self.prediction == "flow":
-            idx = torch.randint(0, len(self.flow_sigmas), (n,), generator=generator)
-            if percents is not None:
-                noisiest_first = torch.argsort(self.flow_sigmas, descending=True)
-                idx = torch.where(torch.isnan(percents), idx, noisiest_first[self._index(percents, len(self.flow_sigmas))])
-            sigma = self.flow_sigmas[idx]
-            return Draw(self.flow_timesteps[idx] * self.timestep_scale, 1.0 - sigma, sigma)
-        t = torch.randint(0, self.T, (n,), generator=generator)
+        idx = torch.randint(0, len(self.flow_sigmas) if self.prediction == "flow" else self.T, (n,), generator=generator)
         if percents is not None:
-            t = torch.where(torch.isnan(percents), t, self.T - 1 - self._index(percents, self.T))
-        a = self.alphas_cumprod[t]
-        return Draw(t, a.sqrt(), (1.0 - a).sqrt())
+            idx = torch.where(torch.isnan(percents), idx, self._fixed(percents))
+        return self._level(idx)
 
     def at(self, percents: torch.Tensor) -> Draw:
         """The noise levels at ``percents`` of the schedule (0 = the noisiest end), without a draw."""
-        p = percents.float()
+        return self._level(self._fixed(percents.float()))
+
+    def _fixed(self, percents: torch.Tensor) -> torch.Tensor:
+        """Percent of the schedule (0 = the noisiest end) -> index into the training grid (flow) or timestep."""
         if self.prediction == "flow":
-            idx = torch.argsort(self.flow_sigmas, descending=True)[self._index(p, len(self.flow_sigmas))]
+            return torch.argsort(self.flow_sigmas, descending=True)[self._index(percents, len(self.flow_sigmas))]
+        return self.T - 1 - self._index(percents, self.T)
+
+    def _level(self, idx: torch.Tensor) -> Draw:
+        if self.prediction == "flow":
             sigma = self.flow_sigmas[idx]
             return Draw(self.flow_timesteps[idx] * self.timestep_scale, 1.0 - sigma, sigma)
-        t = self.T - 1 - self._index(p, self.T)
-        a = self.alphas_cumprod[t]
-        return Draw(t, a.sqrt(), (1.0 - a).sqrt())
+        a = self.alphas_cumprod[idx]
+        return Draw(idx, a.sqrt(), (1.0 - a).sqrt())
 
     def split(self, xt: torch.Tensor, out: torch.Tensor, d: Draw) -> tuple[torch.Tensor, torch.Tensor]:
         """The network's output ``out`` at ``xt`` (level ``d``) -> its predictions of the clean sample and of the noise,
