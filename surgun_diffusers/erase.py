@@ -337,7 +337,13 @@ def erase(pipe, req: EraseRequest, progress: Progress | None = None, cache_dir: 
     # one check every guard_every steps, the last step's included (a reading only)
     probe_lines = [[t, *ds.values()] for t, ds in plan_.groups][:config.guard_samples] if render_checks(config) else []
     checks, last_step = config.steps // config.guard_every, decided_by(s.steps)
-    progress.grow(len(prompts) * s.steps + req.train.steps + render_cost(probe_lines, last_step, checks))
+    planned = len(prompts) * s.steps + req.train.steps + render_cost(probe_lines, last_step, checks)
+    localizer = None
+    if req.localize is not None:
+        from . import localization as localizer
+
+        planned += localizer.localize_cost(net, family, plan_, req)
+    progress.grow(planned)
     progress.say(f"sampling {len(prompts)} prompts x {s.per_prompt}")
     sampler = sampler or (lambda p, f, ps, so, seed, tick: sample_latents(p, f, ps, so.per_prompt, so.steps, so.cfg, so.size, seed, tick,
                                                                           req.sana_instruction, req.train.shared_noise))
@@ -346,10 +352,8 @@ def erase(pipe, req: EraseRequest, progress: Progress | None = None, cache_dir: 
     encoder.encode_all([*prompts, ""])
 
     localization = None
-    if req.localize is not None:
-        from .localization import localize_blocks
-
-        chosen, localization = localize_blocks(pipe, family, encoder, plan_, samples, req, progress)
+    if localizer is not None:
+        chosen, localization = localizer.localize_blocks(pipe, family, encoder, plan_, samples, req, progress)
         modules = select_trainable(net, chosen)
         pattern = chosen
     subspace, bases = None, None

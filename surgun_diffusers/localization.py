@@ -49,7 +49,27 @@ def split_groups(groups: list) -> tuple[list, list]:
     return (groups[::2], groups[1::2]) if len(groups) > 1 else (list(groups), [])
 
 
+def _parts(plan_) -> tuple[list, list[str], list[str], dict]:
+    """(trained groups, their target lines, the held-out lines, the prompts each part renders)."""
+    trained, held_out = split_groups(plan_.groups)
+    targets, heldout = [t for t, _ in trained], [t for t, _ in held_out]
+    return trained, targets, heldout, {ERASE_PARTS: [*targets, *heldout], RETAIN_PARTS: list(plan_.retain)}
+
+
+def localize_cost(net, family, plan_, req) -> int:
+    """The localiser's work on the progress bar (render steps per prompt, and the short update's steps), planned before
+    anything runs so the bar's total never moves: the erase references and the noise floor's re-render, the update,
+    every unit's erase renders, and the retain renders as if every unit were eligible (the reference's and one set per
+    unit). :func:`localize_blocks` ticks the retain renders it does not make once it knows which units are eligible."""
+    opts = req.localize
+    units = candidate_units(net, family, opts.granularity, opts.max_blocks)
+    _, targets, _, parts = _parts(plan_)
+    steps, n_erase, n_retain = opts.render_steps or req.sampling.steps, len(parts[ERASE_PARTS]), len(parts[RETAIN_PARTS])
+    return (n_erase + len(targets)) * steps + opts.probe_steps + len(units) * n_erase * steps + (len(units) + 1) * n_retain * steps
+
+
 def localize_blocks(pipe, family, encoder, plan_, samples, req, progress) -> tuple[list[str], dict]:
+    """Choose the blocks to train; ``progress`` ticks the work :func:`localize_cost` planned (its total is not grown here)."""
     from .erase import concept_groups, method_config, retain_plan, train_on
 
     opts = req.localize
@@ -61,15 +81,11 @@ def localize_blocks(pipe, family, encoder, plan_, samples, req, progress) -> tup
     layers = {u: select_trainable(net, [u]) for u in units}
     s = req.sampling
     steps = opts.render_steps or s.steps
-    trained, held_out = split_groups(plan_.groups)
-    targets, heldout = [t for t, _ in trained], [t for t, _ in held_out]
     # erase renders for every unit; retain renders (most of the images) only for the eligible ones
-    parts = {ERASE_PARTS: [*targets, *heldout], RETAIN_PARTS: list(plan_.retain)}
+    trained, targets, heldout, parts = _parts(plan_)
     probe_cfg = dataclasses.replace(method_config(req), steps=opts.probe_steps,  # a short update: no render stop
                                     learning_rate=opts.probe_lr or req.train.learning_rate, ascent_until_erased=False)
     strength = req.train.steps / opts.probe_steps
-    progress.grow((len(parts[ERASE_PARTS]) + len(targets)) * steps + opts.probe_steps
-                  + len(units) * len(parts[ERASE_PARTS]) * steps)
 
     def images(prompts, offset: int) -> dict:
         return render(pipe, family, prompts, opts.images_per_prompt, steps, s.cfg, s.size, req.train.seed + offset,
@@ -107,7 +123,8 @@ def localize_blocks(pipe, family, encoder, plan_, samples, req, progress) -> tup
 
     t0 = time.perf_counter()
     result = localize(units, probe, pixel_embed, reference, select, PIXEL_FALLBACK, on_block,
-                      on_eligible=lambda names: progress.grow((len(names) + bool(names)) * len(parts[RETAIN_PARTS]) * steps))
+                      on_eligible=lambda names: progress.tick(  # the retain renders not made
+                          (len(units) + 1 - len(names) - bool(names)) * len(parts[RETAIN_PARTS]) * steps))
     result.timing_s = {"reference": round(reference_s, 2), "update": round(update_s, 2), "blocks": round(time.perf_counter() - t0, 2)}
     result.config.update({"granularity": opts.granularity, "probe_steps": opts.probe_steps, "learning_rate": probe_cfg.learning_rate,
                           "strength": strength, "images_per_prompt": opts.images_per_prompt, "render_steps": steps,

@@ -197,6 +197,41 @@ def test_the_progress_bar_knows_the_render_stops_work_before_it_starts_and_ends_
     assert p.total == sampled + 20 + 4 * 3 * 2 + 2 * 2 and len(set(totals)) == 1 and p.done == p.total
 
 
+@pytest.mark.parametrize("eligible", [4, 1])
+def test_the_progress_bar_plans_the_localisers_work_before_it_starts_and_ends_full(load, monkeypatch, eligible):
+    """--localize: the localiser's renders and short update are on the bar from the first tick (it never grows once the
+    localiser starts); the retain renders of blocks found not eligible are counted done when eligibility is known."""
+    import surgun_core.localize as core_localize
+    from surgun_core.train import TrainConfig
+
+    if eligible < 4:  # random tiny weights erase nothing to speak of: keep only the first block eligible
+        real = core_localize._eligible
+        monkeypatch.setattr(core_localize, "_eligible", lambda *a: (lambda rows, threshold: (rows[:eligible], threshold))(*real(*a)))
+    from surgun_diffusers.erase import EraseRequest, LocalizeOptions, SamplingOptions, erase
+    from surgun_diffusers.progress import Progress
+
+    seen = []
+
+    class Watched(Progress):
+        def tick(self, n=1):
+            super().tick(n)
+            seen.append((self.done, self.total))
+
+    p = Watched(enabled=False)
+    # a threshold of -1 and no noise floor make every block eligible
+    loc = LocalizeOptions(keep=1, max_blocks=4, probe_steps=2, noise_floor=False, erase_threshold=-1)
+    result = erase(load("sdxl"), EraseRequest(concept="Zorblax", distractors=("Monet", "Hokusai"), retain=("a dog",),
+                                             train=TrainConfig(steps=3, learning_rate=1e-3), localize=loc,
+                                             sampling=SamplingOptions(size=16, steps=2, per_prompt=1)), p)
+    rows = result.metadata["localization"]["blocks"]
+    assert len(rows) == 4 and sum(r["retain"] is not None for r in rows) == eligible
+    # 4 prompts x 2 steps sampled, 3 training steps; the localiser: 1 target line rendered at the probe's seeds and
+    # at the floor's (2 x 2), 2 update steps, 4 blocks x 1 line x 2 steps, and 1 retain prompt x 2 steps for the
+    # reference and each of the 4 blocks, planned whether or not they are eligible
+    assert p.total == 4 * 2 + 3 + 2 * 2 + 2 + 4 * 2 + 5 * 2
+    assert len({t for _, t in seen}) == 1 and p.done == p.total
+
+
 def test_shared_noise_is_the_default_and_reaches_the_sampling_and_every_training_step(tiny_path, tmp_path, monkeypatch):
     """As in the node: the training images start from shared noises (image k of every prompt from the same
     noise) and each step's distractor rows take the target row's noise and level; --no-shared-noise turns both off."""
