@@ -177,7 +177,8 @@ def main() -> None:
     log.info(f"[SurgUn demo]   UA  (target images not '{args.style}'): {before['UA']:.3f} -> {after['UA']:.3f}  ({before['n_target_images']} images)")
     log.info(f"[SurgUn demo]   IRA (other styles kept):            {before['IRA']:.3f} -> {after['IRA']:.3f}  ({before['n_other_images']} images)")
     log.info(f"[SurgUn demo]   CRA (objects kept, other prompts):  {before['CRA']:.3f} -> {after['CRA']:.3f}")
-    log.info(f"[SurgUn demo]   objects kept on the target prompts: {before['cra_on_target']:.3f} -> {after['cra_on_target']:.3f}")
+    log.info(f"[SurgUn demo]   objects kept on the target prompts: {before['cra_on_target']:.3f} -> {after['cra_on_target']:.3f}"
+             + (f"  ({after['cra_on_target'] / before['cra_on_target']:.3f} of the untouched model's)" if before['cra_on_target'] else ""))
     lost = {o: {k: v for k, v in row.items() if k != o} for o, row in after["target_confusion"].items()}
     lost = {o: row for o, row in lost.items() if row}
     if lost:
