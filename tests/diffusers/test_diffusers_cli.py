@@ -7,6 +7,7 @@ import pytest
 from safetensors import safe_open
 
 from surgun_diffusers.cli import main
+from surgun_diffusers.progress import Progress
 
 FAST = ["--steps", "2", "--lr", "1e-3", "--sample-size", "16", "--sample-steps", "2", "--samples-per-prompt", "1",
         "--no-progress", "--device", "cpu"]
@@ -156,13 +157,24 @@ def test_a_missing_model_says_what_was_received(tmp_path, caplog):
 def test_progress_counts_every_sampling_and_training_step(load):
     from surgun_core.train import TrainConfig
     from surgun_diffusers.erase import EraseRequest, SamplingOptions, erase
-    from surgun_diffusers.progress import Progress
 
     p = Progress(enabled=False)
     erase(load("sdxl"), EraseRequest(concept="Zorblax", distractors=("Monet", "Hokusai"), retain=("a dog",),
                                      train=TrainConfig(steps=3, learning_rate=1e-3),
                                      sampling=SamplingOptions(size=16, steps=2, per_prompt=1)), p)
     assert p.total == 4 * 2 + 3 and p.done == p.total  # 4 prompts x 2 sampler steps + 3 training steps
+
+
+class Watched(Progress):
+    """A silent bar that records (done, total) at every tick."""
+
+    def __init__(self):
+        super().__init__(enabled=False)
+        self.seen = []
+
+    def tick(self, n=1):
+        super().tick(n)
+        self.seen.append((self.done, self.total))
 
 
 @pytest.mark.parametrize("guard_stops", [False, True])
@@ -176,16 +188,8 @@ def test_the_progress_bar_knows_the_render_stops_work_before_it_starts_and_ends_
         real = AscentGuard.measure
         monkeypatch.setattr(AscentGuard, "measure", lambda self: real(self) * (3.0 if hasattr(self, "reference") else 1.0))
     from surgun_diffusers.erase import EraseRequest, SamplingOptions, erase
-    from surgun_diffusers.progress import Progress
 
-    seen = []
-
-    class Watched(Progress):
-        def tick(self, n=1):
-            super().tick(n)
-            seen.append((self.done, self.total))
-
-    p = Watched(enabled=False)
+    p = Watched()
     train = TrainConfig(steps=20, learning_rate=1e-2, shared_noise=True, ascent_until_erased=True)
     result = erase(load("sd1"), EraseRequest(concept="Zorblax", targets=("a painting of a harbour by {}",),
                                              distractors=("Monet", "Hokusai"), retain=("a dog",), train=train,
@@ -193,7 +197,7 @@ def test_the_progress_bar_knows_the_render_stops_work_before_it_starts_and_ends_
     assert [s for s, _ in result.drawn] == ([] if guard_stops else [10, 20]) and bool(result.guard_stops) is guard_stops
     sampled = 4 * 5  # 4 prompts (the line, its 2 distractors' lines, a dog) x 5 sampler steps; then 4 sets x 3 prompts x
     # 2 steps (40 % of 5) of references, 2 checks x 2 steps
-    totals = [t for _, t in seen]  # from the first tick of sampling on
+    totals = [t for _, t in p.seen]  # from the first tick of sampling on
     assert p.total == sampled + 20 + 4 * 3 * 2 + 2 * 2 and len(set(totals)) == 1 and p.done == p.total
 
 
@@ -208,16 +212,8 @@ def test_the_progress_bar_plans_the_localisers_work_before_it_starts_and_ends_fu
         real = core_localize._eligible
         monkeypatch.setattr(core_localize, "_eligible", lambda *a: (lambda rows, threshold: (rows[:eligible], threshold))(*real(*a)))
     from surgun_diffusers.erase import EraseRequest, LocalizeOptions, SamplingOptions, erase
-    from surgun_diffusers.progress import Progress
 
-    seen = []
-
-    class Watched(Progress):
-        def tick(self, n=1):
-            super().tick(n)
-            seen.append((self.done, self.total))
-
-    p = Watched(enabled=False)
+    p = Watched()
     # a threshold of -1 and no noise floor make every block eligible
     loc = LocalizeOptions(keep=1, max_blocks=4, probe_steps=2, noise_floor=False, erase_threshold=-1)
     result = erase(load("sdxl"), EraseRequest(concept="Zorblax", distractors=("Monet", "Hokusai"), retain=("a dog",),
@@ -229,7 +225,7 @@ def test_the_progress_bar_plans_the_localisers_work_before_it_starts_and_ends_fu
     # at the floor's (2 x 2), 2 update steps, 4 blocks x 1 line x 2 steps, and 1 retain prompt x 2 steps for the
     # reference and each of the 4 blocks, planned whether or not they are eligible
     assert p.total == 4 * 2 + 3 + 2 * 2 + 2 + 4 * 2 + 5 * 2
-    assert len({t for _, t in seen}) == 1 and p.done == p.total
+    assert len({t for _, t in p.seen}) == 1 and p.done == p.total
 
 
 def test_shared_noise_is_the_default_and_reaches_the_sampling_and_every_training_step(tiny_path, tmp_path, monkeypatch):
