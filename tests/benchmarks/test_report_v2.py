@@ -5,7 +5,7 @@ from pathlib import Path
 from surgun_pack.benchmarks.toy_canvas.report_v2 import best_table, read_jsonl, standing, summarise
 
 REPO = Path(__file__).resolve().parents[2]
-TARGETS = ["style:neon", "style:stripes", "object:square"]
+TARGETS = ["style:neon", "style:stripes", "object:square", "object:triangle"]
 
 
 def test_the_readme_shows_the_table_the_committed_records_give():
@@ -45,9 +45,9 @@ def test_each_row_is_the_method_at_its_best_lr_with_its_own_attacks():
 
 
 def test_every_row_of_the_readmes_per_target_tables_is_what_the_records_give():
-    """Each row of the README's per-target tables (Style `neon`, Object `square`, Style `stripes`) names a method by its label
-    and an lr; its cells are those the committed records give for that method, target and lr. A row left behind when runs
-    were merged fails here."""
+    """Each row of the README's per-target tables (Style `neon`, Object `square`, Object `triangle`, Style `stripes`) names
+    a method by its label and an lr; its cells are those the committed records give for that method, target and lr. A row
+    left behind when runs were merged fails here."""
     import re
 
     from surgun_pack.benchmarks.toy_canvas.report_v2 import README_LABELS, row_cells
@@ -56,7 +56,7 @@ def test_every_row_of_the_readmes_per_target_tables_is_what_the_records_give():
     lines = [line.strip() for line in (REPO / "README.md").read_text().splitlines()]
     checked = 0
     for title, target in (("Style `neon`:", "style:neon"), ("Object `square`:", "object:square"),
-                          ("Style `stripes`:", "style:stripes")):
+                          ("Object `triangle`:", "object:triangle"), ("Style `stripes`:", "style:stripes")):
         i = lines.index(title) + 4  # the title, a blank line, the header and its rule
         while lines[i].startswith("|"):
             head, cells = lines[i].strip("|").strip().split(" | ", 1)
