@@ -5,6 +5,9 @@ baselines (CA model-based, UCE).
   ``split.surgun_node_text`` (paired target lines, distractor names, ``{concept}`` retain lines);
 * ``esd_x``: ESD-x on the concept-only prompt ("neon style"), as published;
 * ``esd_x_full``: ESD-x on the target's full (train-half) prompts, the prompts UA is scored on;
+* ``esd_u``: ESD-u, the same regression on the concept-only prompt over every weight layer but the
+  cross-attention, the time embedding and the output layer (ESD's ``noxattn``: its authors' setting for
+  objects and nudity);
 * ``ga``: gradient ascent on the target (unguarded);
 * ``ca``: Concept Ablation, model-based variant (the stronger one in Kumari et al. 2023): under the
   target prompt, the trained model regresses onto the *frozen* model's prediction under the anchor
@@ -56,6 +59,9 @@ class V2Method:
     protect_related: bool = False
     """A SurgUn variant whose distractors come from the same algorithm with the target's related concepts
     (its 2 nearest) typed into the Distractor Builder's ``protected`` input, so none of them is trained toward."""
+    esd_u: bool = False
+    """ESD-u: every weight layer but the cross-attention (and the time embedding and output layer), ESD's
+    ``noxattn`` (Gandikota et al. 2023 train it for objects and nudity; ESD-x, cross-attention only, for styles)."""
     about: str = ""
     """What its change means, for the report's legend (which names the change itself from the fields above)."""
 
@@ -107,6 +113,7 @@ GLOSS = {
     "ascent_until_tie": "the ascent only while the target still beats its distractors at the same noise and level",
     "text_subspace": "the cross-attention's to_k and to_v confined to the competition's text directions",
     "adversary_steps": "trained against a warm-started soft prompt as well",
+    "blocks": "the layers trained (a preset of SurgUn Train's)",
 }
 """What a node input a variant sets does, for the report's legend (the tooltips in ``nodes/train_node.py`` say it in full)."""
 
@@ -142,6 +149,8 @@ V2_METHODS: dict[str, V2Method] = {m.name: m for m in [
     _m("surgun_v2", None, records_only=V2),
     _m("esd_x", "esd_x", esd_concept_only=True),
     _m("esd_x_full", "esd_x"),
+    # ESD's own setting for objects (the paper's object classes and nudity), on the concept-only prompt as published
+    _m("esd_u", "esd_x", esd_concept_only=True, esd_u=True),
     _m("ga", "ga"),
     _m("ca", "ca", 2, ca_model=True),
     _m("ca_noise", "ca", 2),
@@ -213,15 +222,18 @@ V2_METHODS: dict[str, V2Method] = {m.name: m for m in [
     # on the demo it meets both of issue 13's bars on 7 seeds of 8 against 4 without it, and on 2 of the fresh seeds 8-11
     # against 3 without it, stop 39)
     _m("surgun_sp_until_erased", None, node=(("ascent_until_erased", True),)),
+    # every attention layer trained (attn1 and attn2, blocks "all_attention"): a soft prompt replaces only the text
+    # context, so an erasure confined to the layers that read it can be routed around (stop 42's idea)
+    _m("surgun_sp_all_attn", None, node=(("blocks", "all_attention"),)),
 ]}
-STEP_MATCHED = ("surgun", "esd_x", "esd_x_full", "ga", "ca", "ca_noise", "uce")
+STEP_MATCHED = ("surgun", "esd_x", "esd_x_full", "esd_u", "ga", "ca", "ca_noise", "uce")
 COMPUTE_MATCHED = ("esd_x@4x", "esd_x_full@4x", "ga@4x", "ca@2x")
 ABLATIONS = ("surgun_loc", "surgun_1d", "surgun_no_distractors", "surgun_no_ascent", "surgun_rp_no_ascent", "surgun_rp_1d",
              "surgun_sn_1d", "surgun_sn_no_ascent", "surgun_sn_loc", "surgun_sp_1d", "surgun_sp_2d", "surgun_sp_no_distractors", "surgun_sp_loc")
 VARIANTS = ("surgun_v2", "surgun_v1", "surgun_v0", "surgun_dps1", "surgun_cap15", "surgun_cap3", "surgun_protect", "surgun_nearest", "surgun_mt", "surgun_kv",
             "surgun_levels", "surgun_sn_levels", "surgun_tie", "surgun_sn_kv", "surgun_subspace", "surgun_subspace_all",
             "surgun_adversary", "surgun_sp_cap15", "surgun_sp_cap3", "surgun_sp_mt", "surgun_sp_tie", "surgun_sp_subspace_all", "surgun_sp_dps1",
-            "surgun_sp_adversary", "surgun_sp_subspace_adv", "surgun_sp_until_erased")
+            "surgun_sp_adversary", "surgun_sp_subspace_adv", "surgun_sp_until_erased", "surgun_sp_all_attn")
 UCE_LAMBDAS = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
 
 

@@ -410,7 +410,8 @@ class Yardstick(Bench):
             loss = ca_model_loss(anchor_map(kind, name, chosen)) if m.ca_model else base.loss
             cfg = TrainConfig(steps=self.v2.steps * m.steps_mult, learning_rate=lr, weights=base.weights,
                               ascent_cap=base.ascent_cap, seed=seed, distractors_per_step=2)
-            deltas, result = train_deltas(self.model, self.bank, data, self.modules, cfg, self.family.arch.checkpoint_units, loss=loss)
+            modules = esd_u_modules(self.model.model.diffusion_model) if m.esd_u else self.modules
+            deltas, result = train_deltas(self.model, self.bank, data, modules, cfg, self.family.arch.checkpoint_units, loss=loss)
             info = {"final_loss": result.history[-1]["loss"], "layers": len(deltas)}
         erased, _ = comfy.sd.load_lora_for_models(self.model, None, {delta_key(n): d for n, d in deltas.items()}, 1.0, 0)
         return erased, info
@@ -552,6 +553,15 @@ class Yardstick(Bench):
 # ---------------------------------------------------------------- the plan
 def lr_grid(mname: str, s: V2Settings) -> tuple:
     return UCE_LAMBDAS if mname == "uce" else s.lrs
+
+
+def esd_u_modules(net: torch.nn.Module) -> list[str]:
+    """ESD-u's layers (ESD's ``noxattn``): every weight layer of the network but the cross-attention's, the time
+    embedding's and the output layer's."""
+    from ...surgun_core.selection import _is_weight_layer
+
+    return [n for n, mod in net.named_modules()
+            if _is_weight_layer(mod) and "attn2" not in n and not n.startswith(("out.", "time_embed."))]
 
 
 def best_lrs(done: dict, kind: str) -> dict:
