@@ -77,3 +77,28 @@ def test_v2_gradient_methods_train_on_the_split(setup, name):
         assert {d.target_prompt for d in data} == {"neon style"}
     if name == "esd_x_full":
         assert {d.target_prompt for d in data} == {f"a {o} in neon style" for o in ("circle", "triangle", "cross", "heart")}
+
+
+def test_esd_u_trains_every_layer_but_the_cross_attention_on_the_concept_prompt(setup):
+    """ESD-u (ESD's noxattn): the convolutions, self-attention and feed-forward layers move; the cross-attention,
+    the time embedding and the output layer do not, and the prompt is the concept's own words."""
+    from surgun_pack.benchmarks.toy_canvas.baselines import METHODS
+    from surgun_pack.benchmarks.toy_canvas.yardstick import esd_u_modules
+
+    mp, bank, _ = setup
+    net = mp.model.diffusion_model
+    modules = esd_u_modules(net)
+    weight_layers = [n for n, mod in net.named_modules() if getattr(mod, "weight", None) is not None and mod.weight.ndim >= 2]
+    left = [n for n in weight_layers if n not in modules]
+    assert left and all("attn2" in n or n.startswith(("time_embed.", "out.")) for n in left)
+    assert any(".attn1." in n for n in modules) and any(isinstance(net.get_submodule(n), torch.nn.Conv2d) for n in modules)
+    kind, target, chosen = "object", "square", ("circle", "triangle", "cross")
+    shape = latent_shape_for(mp, 32)
+    samples = {p: torch.randn(2, *shape) for p in mv.sample_prompts_needed(kind, target, chosen)}
+    data = mv.concept_data("esd_u", kind, target, chosen, samples)
+    assert {d.target_prompt for d in data} == {"a square"}
+    base = METHODS[mv.V2_METHODS["esd_u"].base]
+    cfg = TrainConfig(steps=2, learning_rate=1e-3, weights=base.weights, ascent_cap=base.ascent_cap, seed=1)
+    deltas, _ = train_deltas(mp, bank, data, modules, cfg, loss=base.loss)
+    moved = {n for n, d in deltas.items() if d.abs().max() > 0}
+    assert any(isinstance(net.get_submodule(n), torch.nn.Conv2d) for n in moved) and not any("attn2" in n for n in moved)
