@@ -86,7 +86,9 @@ def cell(vals: list, digits: int = 2, sd: bool = True) -> str:
 
 
 STANDING = (("uce", "UCE"), ("ca", "CA model-based"), ("esd_x", "ESD-x concept-only"), ("esd_x_full", "ESD-x full prompts"),
+            ("esd_u", "ESD-u concept-only"),
             ("surgun", "**SurgUn (defaults)**"), ("surgun_sp_subspace_adv", "SurgUn + text subspace + adversary"),
+            ("surgun_sp_all_attn", "SurgUn + all attention layers"),
             ("surgun_sp_1d", "ablation: one distractor"), ("surgun_sp_no_distractors", "ablation: no distractors"),
             ("surgun_sn_no_ascent", "ablation: no ascent"), ("surgun_sp_loc", "ablation: localised"))
 """The rows of "Where SurgUn stands": every baseline at its strongest, today's SurgUn, its best variant, and its
@@ -142,6 +144,7 @@ README_LABELS = {
     'CA model-based': 'ca',
     'ESD-x, concept-only': 'esd_x',
     'ESD-x, full prompts': 'esd_x_full',
+    'ESD-u, concept-only': 'esd_u',
     'SurgUn v1 (before shared noise)': 'surgun_v1',
     'SurgUn (spread guard probe, stop 31)': 'surgun',
     'SurgUn v2 (shared noise, drawn guard probe)': 'surgun_v2',
@@ -159,6 +162,7 @@ README_LABELS = {
     "variant of today's SurgUn: adversary, 3 steps": 'surgun_sp_adversary',
     "variant of today's SurgUn: text subspace and adversary": 'surgun_sp_subspace_adv',
     "variant of today's SurgUn: ascent until erased": 'surgun_sp_until_erased',
+    "variant of today's SurgUn: all attention layers": 'surgun_sp_all_attn',
     "ablation of today's SurgUn: one distractor": 'surgun_sp_1d',
     "ablation of today's SurgUn: the first two distractors": 'surgun_sp_2d',
     "ablation of today's SurgUn: no distractors": 'surgun_sp_no_distractors',
