@@ -91,8 +91,9 @@ STANDING = (("uce", "UCE"), ("ca", "CA model-based"), ("esd_x", "ESD-x concept-o
             ("surgun_sp_all_attn", "SurgUn + all attention layers"),
             ("surgun_sp_1d", "ablation: one distractor"), ("surgun_sp_no_distractors", "ablation: no distractors"),
             ("surgun_sn_no_ascent", "ablation: no ascent"), ("surgun_sp_loc", "ablation: localised"))
-"""The rows of "Where SurgUn stands": every baseline at its strongest, today's SurgUn, its best variant, and its
-ablations (each one ingredient removed from today's SurgUn, through the node)."""
+"""The rows of "Where SurgUn stands": every baseline at its strongest, today's SurgUn, its two leading variants (the
+highest H, and since stop 42 the lowest recovery), and its ablations (each one ingredient removed from today's SurgUn,
+through the node)."""
 
 
 def standing(done: dict, best: dict, tnames: list[str]) -> list[str]:
