@@ -558,10 +558,9 @@ def lr_grid(mname: str, s: V2Settings) -> tuple:
 def esd_u_modules(net: torch.nn.Module) -> list[str]:
     """ESD-u's layers (ESD's ``noxattn``): every weight layer of the network but the cross-attention's, the time
     embedding's and the output layer's."""
-    from ...surgun_core.selection import _is_weight_layer
+    from ...surgun_core.selection import select_trainable
 
-    return [n for n, mod in net.named_modules()
-            if _is_weight_layer(mod) and "attn2" not in n and not n.startswith(("out.", "time_embed."))]
+    return [n for n in select_trainable(net, ".*") if "attn2" not in n and not n.startswith(("out.", "time_embed."))]
 
 
 def best_lrs(done: dict, kind: str) -> dict:
