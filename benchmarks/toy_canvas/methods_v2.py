@@ -143,6 +143,13 @@ V2_RUN = (f"it ran with SurgUn v2's guard ({V2_PROBE}), so new runs under this n
           "stay; the same change of today's SurgUn has its own name (surgun_sp_*, or run 'surgun' with the input set)")
 """Why a variant or ablation that ran "today's node plus one input" before stop 31 is records only."""
 
+# ComfyUI's UNet names for ESD-u's layers (ESD's ``noxattn``): the input convolution, the resnets' convolutions, embedding
+# projections and skips, the down- and up-samplers, and the transformers' projections, self-attention and feed-forward;
+# not the cross-attention (attn2), the time embedding or the output layer. tests/benchmarks check it against esd_u_modules.
+NOXATTN = (r"input_blocks\.0\.0|(input_blocks\.\d+|middle_block|output_blocks\.\d+)\.\d+\.(in_layers\.2|emb_layers\.1|"
+           r"out_layers\.3|skip_connection|op|conv|proj_in|proj_out|"
+           r"transformer_blocks\.\d+\.(attn1\.(to_q|to_k|to_v|to_out\.0)|ff\.net\.0\.proj|ff\.net\.2))")
+
 V2_METHODS: dict[str, V2Method] = {m.name: m for m in [
     _m("surgun", None),
     # SurgUn before stop 31's guard probe (levels spread over the schedule): records only
@@ -225,6 +232,9 @@ V2_METHODS: dict[str, V2Method] = {m.name: m for m in [
     # every attention layer trained (attn1 and attn2, blocks "all_attention"): a soft prompt replaces only the text
     # context, so an erasure confined to the layers that read it can be routed around (stop 42's idea)
     _m("surgun_sp_all_attn", None, node=(("blocks", "all_attention"),)),
+    # SurgUn on ESD-u's layers (every weight layer of the UNet's blocks but the cross-attention): ESD-u was recovered
+    # least on square (stop 42); this asks whether its layers or its objective did it (stop 43's idea)
+    _m("surgun_sp_noxattn", None, node=(("block_pattern", "re:" + NOXATTN),)),
 ]}
 STEP_MATCHED = ("surgun", "esd_x", "esd_x_full", "esd_u", "ga", "ca", "ca_noise", "uce")
 COMPUTE_MATCHED = ("esd_x@4x", "esd_x_full@4x", "ga@4x", "ca@2x")
@@ -233,7 +243,7 @@ ABLATIONS = ("surgun_loc", "surgun_1d", "surgun_no_distractors", "surgun_no_asce
 VARIANTS = ("surgun_v2", "surgun_v1", "surgun_v0", "surgun_dps1", "surgun_cap15", "surgun_cap3", "surgun_protect", "surgun_nearest", "surgun_mt", "surgun_kv",
             "surgun_levels", "surgun_sn_levels", "surgun_tie", "surgun_sn_kv", "surgun_subspace", "surgun_subspace_all",
             "surgun_adversary", "surgun_sp_cap15", "surgun_sp_cap3", "surgun_sp_mt", "surgun_sp_tie", "surgun_sp_subspace_all", "surgun_sp_dps1",
-            "surgun_sp_adversary", "surgun_sp_subspace_adv", "surgun_sp_until_erased", "surgun_sp_all_attn")
+            "surgun_sp_adversary", "surgun_sp_subspace_adv", "surgun_sp_until_erased", "surgun_sp_all_attn", "surgun_sp_noxattn")
 UCE_LAMBDAS = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
 
 

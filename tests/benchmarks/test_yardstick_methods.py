@@ -102,3 +102,13 @@ def test_esd_u_trains_every_layer_but_the_cross_attention_on_the_concept_prompt(
     deltas, _ = train_deltas(mp, bank, data, modules, cfg, loss=base.loss)
     moved = {n for n, d in deltas.items() if d.abs().max() > 0}
     assert any(isinstance(net.get_submodule(n), torch.nn.Conv2d) for n in moved) and not any("attn2" in n for n in moved)
+
+
+def test_surgun_on_esd_u_layers_trains_the_layers_esd_u_trains(setup):
+    """The variant surgun_sp_noxattn gives SurgUn Train ESD-u's layers through its block_pattern input: the same list."""
+    from surgun_pack.benchmarks.toy_canvas.yardstick import esd_u_modules
+    from surgun_pack.surgun_core.selection import parse_pattern_text, select_trainable
+
+    net = setup[0].model.diffusion_model
+    (pattern,) = [v for k, v in mv.V2_METHODS["surgun_sp_noxattn"].node if k == "block_pattern"]
+    assert select_trainable(net, parse_pattern_text(pattern)) == esd_u_modules(net)
