@@ -15,9 +15,10 @@ One step is exactly what ``surgun_diffusers`` runs, through ``surgun_core.train.
 * **ESD-x**: for 1 sample under the concept prompt, two frozen forwards (concept, empty prompt)
   without gradients, one forward/backward of the trained model, then Adam;
 
-on the same trained layers: ``cross_attention`` (every attn2 projection) or ``localised`` (the
+on the same trained layers: ``cross_attention`` (every attn2 projection), ``localised`` (the
 four projections of 4 cross-attention blocks, evenly spaced over the network as the localiser's
-``max_blocks`` thinning spaces them; which ones is recorded). The setup (model, the guard's
+``max_blocks`` thinning spaces them; which ones is recorded) or ``all_attention`` (every attn1 and
+attn2 projection: the blocks preset of that name). The setup (model, the guard's
 reference loss on a one-sample probe) is not timed; the timer runs from the step's first forward to the end of its
 optimiser step; on CPU the step time is the process's CPU time (one compute thread), which the
 other jobs sharing the machine's cores do not inflate, with the wall time kept beside it. Peak memory is the process's resident set sampled every 20 ms during the step
@@ -81,7 +82,7 @@ FAMILIES = {
     "sana48": {"name": "SANA-1.5 4.8B", "kind": "sana", "config": SANA15_48B, "latent": (32, 32, 32), "ctx": (300, 2304), "prediction": "flow"},
 }
 METHODS = ("surgun", "esd_x")
-PRESETS = ("localised", "cross_attention")
+PRESETS = ("localised", "cross_attention", "all_attention")
 CKPT = (True, False)
 
 
@@ -113,8 +114,8 @@ def trained_layers(net, kind: str, preset: str) -> tuple[list[str], list[str]]:
     from surgun_diffusers.families import SANA_PRESETS, SANA_UNITS, UNET_PRESETS, UNET_UNITS
 
     presets, units = (UNET_PRESETS, UNET_UNITS) if kind == "unet" else (SANA_PRESETS, SANA_UNITS)
-    if preset == "cross_attention":
-        return select_trainable(net, presets["cross_attention"]), []
+    if preset in ("cross_attention", "all_attention"):
+        return select_trainable(net, presets[preset]), []
     import re
 
     rx = re.compile(units["cross_attention"])
@@ -328,7 +329,7 @@ def configs(only, dtype, device):
     small, big = [v for v in vs if v[0] != "sana48"], [v for v in vs if v[0] == "sana48"]
     for group in (small, big):
         for ckpt in CKPT:
-            for preset in ("cross_attention", "localised"):
+            for preset in ("cross_attention", "localised", "all_attention"):
                 for f, dt in group:
                     for method in METHODS:
                         yield f, method, preset, ckpt, dt

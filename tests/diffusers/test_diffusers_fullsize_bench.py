@@ -41,3 +41,19 @@ def test_worker_times_one_step_of_each_method(fullsize, family, method, preset, 
     assert rec["samples_per_step"] == (4 if method == "surgun" else 1)
     assert rec["step_s"] > 0 and rec["peak_mem_gib"] > 0
     assert rec["trained_layers"] > 0 and (len(rec["localised_blocks"]) == 4) == (preset == "localised")
+
+
+@pytest.mark.parametrize("family", ["tiny_unet", "tiny_sana"])
+def test_all_attention_times_a_step_on_every_attention_projection(fullsize, family):
+    """The all_attention preset trains the self- and the cross-attention's projections: twice the cross-attention's
+    layers, each attn1 one beside its attn2 one."""
+    import torch
+
+    fam = fullsize.FAMILIES[family]
+    net = fullsize.build(fam, torch.float32)
+    cross, _ = fullsize.trained_layers(net, fam["kind"], "cross_attention")
+    every, _ = fullsize.trained_layers(net, fam["kind"], "all_attention")
+    assert sorted(every) == sorted(cross + [n.replace(".attn2.", ".attn1.") for n in cross])
+    args = argparse.Namespace(family=family, method="surgun", preset="all_attention", ckpt="on", device="cpu", dtype="float32", threads=1)
+    rec = fullsize.worker(args)
+    assert rec["status"] == "ok" and rec["trained_layers"] == len(every)
