@@ -459,6 +459,8 @@ def main() -> None:
     ap.add_argument("--results", default=str(RESULTS / "fullsize.jsonl"))
     ap.add_argument("--remake-md", action="store_true")
     args = ap.parse_args()
+    if str(REPO) not in sys.path:  # run as a script (the docstring's commands): surgun_core and surgun_diffusers live here
+        sys.path.insert(0, str(REPO))
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     if args.worker:
         if args.device == "cpu" and args.mem_limit_gb > 0:
