@@ -59,7 +59,9 @@ class SurgUnTrain(io.ComfyNode):
                                         "allowed only with retain_weight 0."),
                 io.Combo.Input("blocks", options=PRESETS, default="cross_attention",
                                tooltip="Which attention layers to train when neither block_pattern nor a BLOCKS input is given. "
-                                       "cross_attention = where the prompt enters the image (SD: attn2; SD3/Flux: text-stream projections)."),
+                                       "cross_attention = where the prompt enters the image (SD: attn2; SD3/Flux: text-stream projections). "
+                                       "all_attention adds the self-attention: on the toy benchmark a soft-prompt attack brings "
+                                       "the concept back less, and related concepts are kept less (README, Benchmarks)."),
                 io.String.Input("block_pattern", default="",
                                 tooltip="Optional layer selection that overrides 'blocks': names or suffixes separated by commas "
                                         "(e.g. 'attn2.to_k, attn2.to_v'), or 're:<full regex>'. Empty = use the 'blocks' preset."),

@@ -88,12 +88,12 @@ def cell(vals: list, digits: int = 2, sd: bool = True) -> str:
 STANDING = (("uce", "UCE"), ("ca", "CA model-based"), ("esd_x", "ESD-x concept-only"), ("esd_x_full", "ESD-x full prompts"),
             ("esd_u", "ESD-u concept-only"),
             ("surgun", "**SurgUn (defaults)**"), ("surgun_sp_subspace_adv", "SurgUn + text subspace + adversary"),
-            ("surgun_sp_all_attn", "SurgUn + all attention layers"),
+            ("surgun_sp_all_attn", "SurgUn + all attention layers"), ("surgun_sp_noxattn", "SurgUn on ESD-u's layers"),
             ("surgun_sp_1d", "ablation: one distractor"), ("surgun_sp_no_distractors", "ablation: no distractors"),
             ("surgun_sn_no_ascent", "ablation: no ascent"), ("surgun_sp_loc", "ablation: localised"))
-"""The rows of "Where SurgUn stands": every baseline at its strongest, today's SurgUn, its two leading variants (the
-highest H, and since stop 42 the lowest recovery), and its ablations (each one ingredient removed from today's SurgUn,
-through the node)."""
+"""The rows of "Where SurgUn stands": every baseline at its strongest, today's SurgUn, its three leading variants (the
+highest H before stop 43, the lowest recovery since stop 42, and since stop 43 the styles' highest H with the lowest
+recovery on neon), and its ablations (each one ingredient removed from today's SurgUn, through the node)."""
 
 
 def standing(done: dict, best: dict, tnames: list[str]) -> list[str]:
