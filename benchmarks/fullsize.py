@@ -20,8 +20,9 @@ four projections of 4 cross-attention blocks, evenly spaced over the network as 
 ``max_blocks`` thinning spaces them; which ones is recorded) or ``all_attention`` (every attn1 and
 attn2 projection: the blocks preset of that name). The setup (model, the guard's
 reference loss on a one-sample probe) is not timed; the timer runs from the step's first forward to the end of its
-optimiser step; on CPU the step time is the process's CPU time (one compute thread), which the
-other jobs sharing the machine's cores do not inflate, with the wall time kept beside it. Peak memory is the process's resident set sampled every 20 ms during the step
+optimiser step; on CPU the step time is the process's CPU time (one compute thread), which other
+jobs sharing the machine's cores inflate far less than the wall time but not to nothing (ESD-x's SD1.5
+step read 84 CPU s beside two busy processes and 58 s alone, stop 43), with the wall time kept beside it. Peak memory is the process's resident set sampled every 20 ms during the step
 (CPU) or ``torch.cuda.max_memory_allocated`` (GPU).
 
 Each configuration runs in its own process (so peaks are its own) under a memory limit
