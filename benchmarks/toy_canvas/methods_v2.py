@@ -145,7 +145,8 @@ V2_RUN = (f"it ran with SurgUn v2's guard ({V2_PROBE}), so new runs under this n
 
 # ComfyUI's UNet names for ESD-u's layers (ESD's ``noxattn``): the input convolution, the resnets' convolutions, embedding
 # projections and skips, the down- and up-samplers, and the transformers' projections, self-attention and feed-forward;
-# not the cross-attention (attn2), the time embedding or the output layer. tests/benchmarks check it against esd_u_modules.
+# not the cross-attention (attn2), the time embedding or the output layer. Both ESD-u (yardstick.esd_u_modules) and
+# surgun_sp_noxattn train what it selects; tests/benchmarks/test_yardstick_methods.py checks it layer by layer.
 NOXATTN = (r"input_blocks\.0\.0|(input_blocks\.\d+|middle_block|output_blocks\.\d+)\.\d+\.(in_layers\.2|emb_layers\.1|"
            r"out_layers\.3|skip_connection|op|conv|proj_in|proj_out|"
            r"transformer_blocks\.\d+\.(attn1\.(to_q|to_k|to_v|to_out\.0)|ff\.net\.0\.proj|ff\.net\.2))")

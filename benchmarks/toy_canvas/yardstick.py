@@ -39,6 +39,7 @@ from . import split
 from .methods_v2 import (
     ABLATIONS,
     COMPUTE_MATCHED,
+    NOXATTN,
     STEP_MATCHED,
     UCE_LAMBDAS,
     VARIANTS,
@@ -557,10 +558,10 @@ def lr_grid(mname: str, s: V2Settings) -> tuple:
 
 def esd_u_modules(net: torch.nn.Module) -> list[str]:
     """ESD-u's layers (ESD's ``noxattn``): every weight layer of the network but the cross-attention's, the time
-    embedding's and the output layer's."""
+    embedding's and the output layer's, selected by the pattern the variant ``surgun_sp_noxattn`` gives SurgUn Train."""
     from ...surgun_core.selection import select_trainable
 
-    return [n for n in select_trainable(net, ".*") if "attn2" not in n and not n.startswith(("out.", "time_embed."))]
+    return select_trainable(net, NOXATTN)
 
 
 def best_lrs(done: dict, kind: str) -> dict:

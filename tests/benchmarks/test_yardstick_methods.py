@@ -90,7 +90,8 @@ def test_esd_u_trains_every_layer_but_the_cross_attention_on_the_concept_prompt(
     modules = esd_u_modules(net)
     weight_layers = [n for n, mod in net.named_modules() if getattr(mod, "weight", None) is not None and mod.weight.ndim >= 2]
     left = [n for n in weight_layers if n not in modules]
-    assert left and all("attn2" in n or n.startswith(("time_embed.", "out.")) for n in left)
+    assert left and left == [n for n in weight_layers if "attn2" in n or n.startswith(("time_embed.", "out."))]
+    assert modules == [n for n in weight_layers if n not in left]  # each once, in the network's order
     assert any(".attn1." in n for n in modules) and any(isinstance(net.get_submodule(n), torch.nn.Conv2d) for n in modules)
     kind, target, chosen = "object", "square", ("circle", "triangle", "cross")
     shape = latent_shape_for(mp, 32)
@@ -104,8 +105,9 @@ def test_esd_u_trains_every_layer_but_the_cross_attention_on_the_concept_prompt(
     assert any(isinstance(net.get_submodule(n), torch.nn.Conv2d) for n in moved) and not any("attn2" in n for n in moved)
 
 
-def test_surgun_on_esd_u_layers_trains_the_layers_esd_u_trains(setup):
-    """The variant surgun_sp_noxattn gives SurgUn Train ESD-u's layers through its block_pattern input: the same list."""
+def test_surgun_on_esd_u_layers_gives_the_node_esd_u_layers(setup):
+    """The variant surgun_sp_noxattn hands SurgUn Train ESD-u's layers through its block_pattern text, parsed as the node
+    parses it."""
     from surgun_pack.benchmarks.toy_canvas.yardstick import esd_u_modules
     from surgun_pack.surgun_core.selection import parse_pattern_text, select_trainable
 
