@@ -96,30 +96,65 @@ highest H before stop 43, the lowest recovery since stop 42, and since stop 43 t
 recovery on neon), and its ablations (each one ingredient removed from today's SurgUn, through the node)."""
 
 
+def standing_lr(done: dict, best: dict, m: str, t: str) -> float | None:
+    """The lr a row of "Where SurgUn stands" shows for method ``m`` on target ``t``: its best lr for the kind (``best``);
+    UCE's best lambda for the target (ties: the lambda its attack ran at, then the larger)."""
+    if m != "uce":
+        b = best.get((t.split(":")[0], m))
+        return b[0] if b else None
+    hs: dict = {}
+    for r in done.values():
+        if r.get("phase") == "grid" and r["method"] == m and r["target"] == t:
+            hs.setdefault(r["lr"], []).append(r["H"])
+    if not hs:
+        return None
+    top = max(statistics.mean(v) for v in hs.values())
+    tied = [lr for lr, v in hs.items() if statistics.mean(v) == top]
+    attacked = {r["lr"] for r in done.values() if r.get("phase") == "attack" and r["method"] == m and r["target"] == t}
+    return max(tied, key=lambda lr: (lr in attacked, lr))
+
+
+def pixel_records(done: dict, t: str, m: str, lr: float | None) -> list[dict]:
+    """The runs of ``m`` on ``t`` at ``lr`` that scored retain in pixels: grid runs made since the yardstick scores it,
+    else the ``pixel`` phase's reruns of the grid's runs."""
+    grid = [r for r in records_at(done, "grid", t, m, lr) if "pixel_retain" in r]
+    return grid or records_at(done, "pixel", t, m, lr)
+
+
+def pixel_table(done: dict, best: dict, tnames: list[str]) -> list[str]:
+    """The table "Retain in pixels": per method of ``STANDING`` (at the lr its row there shows) and target, the mean (sd
+    over seeds) pixel retain on the retain prompts and on the related concepts' prompts, the classifier's retain (IRA x CRA
+    relative to the untouched model's, and related kept) of the same runs beside it, and the untouched model's floor (the
+    same prompts at other seeds)."""
+    names = " / ".join(t.split(":")[1] for t in tnames)
+    L = [f"| method | pixel retain ({names}) | pixel related ({names}) | classifier retain ({names}) | "
+         f"classifier related ({names}) | seeds |", "|" + " --- |" * 6]
+    floors = [next((r for r in done.values() if r.get("phase") == "pixel" and r.get("method") == "untouched"
+                    and r.get("target") == t), None) for t in tnames]
+    if all(floors):
+        L.append("| untouched, other seeds (floor) | " + " / ".join(f"{r['pixel_retain']:.2f}" for r in floors) + " | "
+                 + " / ".join(f"{r['pixel_related']:.2f}" for r in floors) + " | - | - | - |")
+    for m, label in STANDING:
+        runs = {t: pixel_records(done, t, m, standing_lr(done, best, m, t)) for t in tnames}
+        if not any(runs.values()):
+            continue
+        col = lambda k: " / ".join(cell([r[k] for r in runs[t]], sd=False) for t in tnames)  # noqa: E731
+        L.append(f"| {label} | " + " / ".join(cell([r["pixel_retain"] for r in runs[t]]) for t in tnames) + " | "
+                 + col("pixel_related") + " | "
+                 + " / ".join(cell([r["IRA_rel"] * r["CRA_rel"] for r in runs[t]], sd=False) for t in tnames) + " | "
+                 + col("related_IRA") + " | " + " / ".join(str(len(runs[t])) for t in tnames) + " |")
+    return L
+
+
 def standing(done: dict, best: dict, tnames: list[str]) -> list[str]:
     """The table "Where SurgUn stands": per method of ``STANDING`` and target, H as mean (sd over seeds), the object kept on
     the target's prompts (styles), related concepts kept, the soft prompt's recovery after the last attack step and the
     paraphrases' (means), and the seeds (attack seeds). Each method at its best lr for the kind (``best``); UCE at its best
     lambda per target (ties: the lambda its attack ran at)."""
-    grid = [r for r in done.values() if r.get("phase") == "grid"]
     attacks = [r for r in done.values() if r.get("phase") == "attack"]
     soft = max((k for r in attacks for k in r if k.startswith("soft@")), key=lambda k: int(k[5:]), default="soft@150")
     styles = [t for t in tnames if t.startswith("style:")]
-
-    def lr_for(m: str, t: str) -> float | None:
-        if m != "uce":
-            b = best.get((t.split(":")[0], m))
-            return b[0] if b else None
-        hs: dict = {}
-        for r in grid:
-            if r["method"] == m and r["target"] == t:
-                hs.setdefault(r["lr"], []).append(r["H"])
-        if not hs:
-            return None
-        top = max(statistics.mean(v) for v in hs.values())
-        tied = [lr for lr, v in hs.items() if statistics.mean(v) == top]
-        attacked = {r["lr"] for r in attacks if r["method"] == m and r["target"] == t}
-        return max(tied, key=lambda lr: (lr in attacked, lr))
+    lr_for = lambda m, t: standing_lr(done, best, m, t)  # noqa: E731
 
     L = [f"| method | {' | '.join('H ' + t.split(':')[1] for t in tnames)} | object kept on target "
          f"({' / '.join(t.split(':')[1] for t in styles)}) | related kept ({' / '.join(t.split(':')[1] for t in tnames)}) | "
@@ -267,6 +302,15 @@ def write_report(jsonl: Path, out: Path, stem: str, s, targets, wall_s: float | 
               "evaluation above; H as mean (sd over seeds), the other cells as means over the seeds in the last column (attack "
               "seeds in brackets). Soft prompt and paraphrase are the share of images brought back (lower is better). The "
               "README copies this table (`tests/benchmarks/test_report_v2.py` checks that it does).", "", *table, ""]
+    table = pixel_table(done, best, tnames) if best else []
+    if len(table) > 2:
+        L += ["## Retain in pixels", "",
+              "The rows of the table above, scored as the Erase/Retain Compare node scores retain with its pixel embedding: "
+              "each image of the retain prompts (and of the related concepts' prompts) against the untouched model's image "
+              "of the same prompt and seed, the mean of thumbnail cosine and SSIM (1 = the same image). Beside it, the "
+              "classifier's view of the same runs: IRA x CRA relative to the untouched model's, and related kept. The floor "
+              "row: the untouched model at other seeds (a fresh image of the same prompt). Runs made before the pixel score "
+              "existed were rerun at the same lr and seed (phase `pixel`). The README copies this table.", "", *table, ""]
     if best:
         L += ["## Each method at its best lr (highest mean H), held-out prompts", "",
               "Cells: mean (sd) over targets x seeds (the mean alone for a single run). UA: eval-half target images not classified as the target; IRA/CRA: "

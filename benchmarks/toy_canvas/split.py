@@ -35,6 +35,7 @@ SEED_BASES = {
     "attack_eval": 3_000_000,
     "paraphrase_eval": 4_000_000,
     "paraphrase_measure": 5_000_000,
+    "pixel_floor": 6_000_000,
 }
 SEED_SPAN = 100_000
 """Each evaluation role uses ``base .. base + SEED_SPAN - 1`` (base + chunk index, + 1000 x attack seed)."""

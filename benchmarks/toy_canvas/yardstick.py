@@ -13,7 +13,9 @@ What is held out, and how, is in ``split.py`` (a test intersects the sets); the 
 2. ``untouched`` per target: distractors (SurgUn's algorithm), related concepts, metrics;
 3. ``grid``: every method x lr x seed: UA, IRA, CRA, H, related retention, kept-on-target, mode spread;
 4. ``attack``: at each method's best lr per kind (highest mean H over what is done), every seed:
-   soft-prompt recovery toward fresh samples at two strengths, and paraphrase recovery.
+   soft-prompt recovery toward fresh samples at two strengths, and paraphrase recovery;
+5. ``pixel`` (``--pixel``): the standing table's grid runs made before grid runs scored retain in pixels,
+   rerun at the same lr and seed for that score (see ``Yardstick.pixel_retain``).
 
 Outputs: ``benchmarks/results/toy_canvas_v2.{md,json}``, PNGs ``toy_canvas_v2_pareto_{style,object}.png``
 and ``toy_canvas_v2_attacks.png``; the JSONL under ``benchmarks/results/toy_canvas_v2/``.
@@ -51,6 +53,7 @@ from .methods_v2 import (
     training_prompts,
     uce_deltas,
 )
+from ...surgun_core.scores import pixel_embed, retain_score
 from .erasure import setup_logging
 from .run import REPO, RESULTS, Bench, Settings, harmonic, read_targets
 
@@ -136,6 +139,7 @@ class Yardstick(Bench):
         self._refs: dict = {}
         self._train_samples: dict = {}
         self._protected: dict = {}
+        self._untouched: dict = {}
 
     # ---------------------------------------------------------------- bookkeeping
     def load(self, path: Path) -> None:
@@ -196,6 +200,37 @@ class Yardstick(Bench):
         fresh_load()
         return self.classify(self.sample(model, prompts, seed))
 
+    def cls_images(self, model, prompts: list[str], seed: int) -> tuple[dict, torch.Tensor]:
+        """The classifier's labels and the decoded images of ``prompts`` (one each) at ``seed``."""
+        fresh_load()
+        latents = self.sample(model, prompts, seed)
+        with torch.inference_mode():
+            images = self.vae.decode(latents).float().cpu()
+        return self.cls_mod.classify(self.classifier, images), images
+
+    def untouched_images(self, prompts: list[str], seed: int) -> torch.Tensor:
+        key = (tuple(prompts), seed)
+        if key not in self._untouched:
+            self._untouched[key] = self.cls_images(self.model, prompts, seed)[1]
+        return self._untouched[key]
+
+    def pixel_retain(self, images: torch.Tensor, prompts: list[str], seed: int) -> float:
+        """What the Erase/Retain Compare node reads as retain, with its pixel embedding: the mean of the thumbnail
+        cosine and the SSIM of each image against the untouched model's image of the same prompt and seed (1 = the
+        same image). Unlike the classifier's labels, it sees damage to what the labels do not name."""
+        orig = self.untouched_images(prompts, seed)
+        return retain_score(pixel_embed(images), pixel_embed(orig), images, orig)["retain"]
+
+    def pixel_floor(self, kind: str, name: str, chosen, related) -> dict:
+        """The scale of :meth:`pixel_retain`: the untouched model's retain and related images at the floor seeds
+        scored against its own at the evaluation seeds (a fresh draw of the same prompts, nothing erased)."""
+        s = self.v2
+        rp = [p for p in split.eval_retain_prompts(kind, name, chosen) for _ in range(s.eval_other_per_prompt)]
+        qp = [p for p in split.related_prompts(kind, related) for _ in range(s.eval_related_per_prompt)]
+        floor = lambda ps, role: self.pixel_retain(self.cls_images(self.model, ps, split.SEED_BASES["pixel_floor"])[1], ps,
+                                                   split.SEED_BASES[role])
+        return {"pixel_retain": floor(rp, "eval_retain"), "pixel_related": floor(qp, "eval_related")}
+
     def measure_paraphrases(self) -> dict:
         """Recognition of each paraphrase form on the untouched model, over every concept of the kind."""
         out = {}
@@ -236,8 +271,8 @@ class Yardstick(Bench):
         rp = [p for p in split.eval_retain_prompts(kind, name, chosen) for _ in range(s.eval_other_per_prompt)]
         qp = [p for p in split.related_prompts(kind, related) for _ in range(s.eval_related_per_prompt)]
         ct = self.cls_of(model, tp, split.SEED_BASES["eval_target"])
-        cr = self.cls_of(model, rp, split.SEED_BASES["eval_retain"])
-        cq = self.cls_of(model, qp, split.SEED_BASES["eval_related"])
+        cr, xr = self.cls_images(model, rp, split.SEED_BASES["eval_retain"])
+        cq, xq = self.cls_images(model, qp, split.SEED_BASES["eval_related"])
         ua = (ct[same] != t_idx).float().mean().item()
         ira = (cr[same] == truth(rp, same)).float().mean().item()
         cra = (cr[cross] == truth(rp, cross)).float().mean().item()
@@ -245,6 +280,8 @@ class Yardstick(Bench):
                 "related_IRA": (cq[same] == truth(qp, same)).float().mean().item(),
                 "kept_on_target": (ct[cross] == truth(tp, cross)).float().mean().item(),
                 "mode_spread_bits": entropy_bits(ct[same]),
+                "pixel_retain": self.pixel_retain(xr, rp, split.SEED_BASES["eval_retain"]),
+                "pixel_related": self.pixel_retain(xq, qp, split.SEED_BASES["eval_related"]),
                 "n_target_images": len(tp), "n_retain_images": len(rp), "n_related_images": len(qp)}
 
     def references(self, kind: str, name: str) -> dict:
@@ -628,6 +665,44 @@ def run(y: Yardstick, targets, s: V2Settings, out: Path) -> None:
                     attack(y, s, kind, name, mname, lr, seed, u)
 
 
+def pixel_backfill(y: Yardstick, targets, s: V2Settings) -> None:
+    """Phase ``pixel``: the rows of "Where SurgUn stands" (``s.methods`` among them) rerun at the lr and seeds their grid
+    runs there used, for the pixel retain that grid runs made before it existed lack; seed-major, so a part cut short
+    leaves whole seeds. Each record repeats the classifier's metrics, so the rerun can be checked against the grid run
+    (``same_as_grid``); per target also the untouched model's floor."""
+    from .report_v2 import STANDING, best_table, records_at, standing_lr, summarise
+
+    done = y.done
+    best = best_table(summarise(done))
+    for kind, name in targets:
+        t = f"{kind}:{name}"
+        u = done[f"untouched|{t}|||"]
+        rec = {"phase": "pixel", "target": t, "kind": kind, "method": "untouched"}
+        if run_key(rec) not in done:
+            y.record({**rec, **y.pixel_floor(kind, name, u["distractors"]["names"], u["related"])})
+    for seed in s.seeds:
+        for kind, name in targets:
+            t = f"{kind}:{name}"
+            u = done[f"untouched|{t}|||"]
+            chosen, related = u["distractors"]["names"], u["related"]
+            for mname, _ in STANDING:
+                lr = standing_lr(done, best, mname, t)
+                grid = [r for r in records_at(done, "grid", t, mname, lr) if r["seed"] == seed]
+                rec = {"phase": "pixel", "target": t, "kind": kind, "method": mname, "lr": lr, "seed": seed}
+                if mname not in s.methods or not grid or "pixel_retain" in grid[0] or run_key(rec) in done:
+                    continue
+                t0 = time.perf_counter()
+                erased, _ = y.train(mname, kind, name, y.distractors_of(mname, kind, name, u), lr, seed)
+                m = y.evaluate2(erased, kind, name, chosen, related)
+                for k in ("IRA", "CRA", "related_IRA", "kept_on_target"):
+                    m[f"{k}_rel"] = m[k] / u[k] if u[k] else None
+                same = all(math.isclose(m[k], grid[0][k]) for k in ("UA", "IRA", "CRA", "related_IRA", "kept_on_target"))
+                y.record({**rec, **m, "same_as_grid": same, "wall_s": round(time.perf_counter() - t0, 1)})
+                log.info(f"[SurgUn]   pixel {t} {mname:22s} lr {lr:.0e} seed {seed}: pixel retain {m['pixel_retain']:.3f} "
+                         f"related {m['pixel_related']:.3f}; UA {m['UA']:.3f} H {m['H']:.3f} (grid {grid[0]['H']:.3f}, "
+                         f"{'same' if same else 'DIFFERENT'}) ({time.perf_counter() - t0:.0f} s)")
+
+
 def attack(y: Yardstick, s: V2Settings, kind: str, name: str, mname: str, lr, seed, u: dict) -> None:
     t = f"{kind}:{name}"
     rec = {"phase": "attack", "target": t, "kind": kind, "method": mname, "lr": lr, "seed": seed}
@@ -656,6 +731,8 @@ def parse_args(argv=None):
     ap.add_argument("--speed", action="store_true", help="only measure CPU s per step, SurgUn vs ESD-x vs GA (median of 25)")
     ap.add_argument("--embed-floor", action="store_true", help="only measure whether the localiser's score sees a complete erasure above its noise floor, per target")
     ap.add_argument("--probe-cost", action="store_true", help="only measure CPU s of the Block Localizer node vs the SurgUn Train node it steers")
+    ap.add_argument("--pixel", action="store_true", help="only rerun the standing table's runs that lack the pixel retain "
+                    "score (phase pixel; --methods and --first-seeds narrow it)")
     ap.add_argument("--out", type=Path, default=None, help="default benchmarks/results (quick: benchmarks/results/quick)")
     ap.add_argument("--weights", default=None)
     return ap.parse_args(argv)
@@ -717,7 +794,13 @@ def main(argv=None) -> None:
     if gkey not in y.done:
         g = y.gate.run_gate(y.model, y.clip, y.vae, y.classifier, images_per_prompt=1 if s.quick else 2)
         y.record({"phase": "gate", **{k: g[k] for k in ("object_accuracy", "style_accuracy", "n_images", "passed")}})
-    run(y, targets, s, out)
+    if args.pixel:
+        if not args.methods:
+            from .report_v2 import STANDING
+            s.methods = tuple(m for m, _ in STANDING)
+        pixel_backfill(y, targets, s)
+    else:
+        run(y, targets, s, out)
     report = write_report(jsonl, out, stem, s, targets, wall_s=time.perf_counter() - t0)
     if s.quick:
         check_quick_v2(report)
