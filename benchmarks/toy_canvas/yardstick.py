@@ -666,11 +666,11 @@ def run(y: Yardstick, targets, s: V2Settings, out: Path) -> None:
 
 
 def pixel_backfill(y: Yardstick, targets, s: V2Settings) -> None:
-    """Phase ``pixel``: the rows of "Where SurgUn stands" (``s.methods`` among them) rerun at the lr and seeds their grid
-    runs there used, for the pixel retain that grid runs made before it existed lack; seed-major, so a part cut short
-    leaves whole seeds. Each record repeats the classifier's metrics, so the rerun can be checked against the grid run
-    (``same_as_grid``); per target also the untouched model's floor."""
-    from .report_v2 import STANDING, best_table, records_at, standing_lr, summarise
+    """Phase ``pixel``: the methods ``s.methods`` (the CLI's default: the rows of "Where SurgUn stands") rerun at the lr
+    such a row shows and the seeds their grid runs there used, for the pixel retain that grid runs made before it
+    existed lack; seed-major, so a part cut short leaves whole seeds. Each record repeats the classifier's metrics, so
+    the rerun can be checked against the grid run (``same_as_grid``); per target also the untouched model's floor."""
+    from .report_v2 import best_table, records_at, standing_lr, summarise
 
     done = y.done
     best = best_table(summarise(done))
@@ -685,11 +685,11 @@ def pixel_backfill(y: Yardstick, targets, s: V2Settings) -> None:
             t = f"{kind}:{name}"
             u = done[f"untouched|{t}|||"]
             chosen, related = u["distractors"]["names"], u["related"]
-            for mname, _ in STANDING:
+            for mname in s.methods:
                 lr = standing_lr(done, best, mname, t)
                 grid = [r for r in records_at(done, "grid", t, mname, lr) if r["seed"] == seed]
                 rec = {"phase": "pixel", "target": t, "kind": kind, "method": mname, "lr": lr, "seed": seed}
-                if mname not in s.methods or not grid or "pixel_retain" in grid[0] or run_key(rec) in done:
+                if not grid or "pixel_retain" in grid[0] or run_key(rec) in done:
                     continue
                 t0 = time.perf_counter()
                 erased, _ = y.train(mname, kind, name, y.distractors_of(mname, kind, name, u), lr, seed)

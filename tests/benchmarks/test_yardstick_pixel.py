@@ -78,10 +78,13 @@ def test_the_pixel_phase_reruns_each_standing_run_without_the_score_seed_by_seed
     recs = [untouched, _grid("esd_x", "style:neon", 1e-3, 0), _grid("esd_x", "style:neon", 1e-3, 1),
             _grid("esd_x", "style:neon", 3e-3, 0, h=0.5),  # not the best lr: never rerun
             _grid("surgun", "style:neon", 1e-3, 0, pixel_retain=0.95, pixel_related=0.9),  # scored already
-            _grid("surgun", "style:neon", 1e-3, 1), _grid("ga", "style:neon", 1e-3, 0)]  # ga: no row of the table
+            _grid("surgun", "style:neon", 1e-3, 1), _grid("ga", "style:neon", 1e-3, 0),
+            _grid("uce", "style:neon", 1.0, 0)]  # uce: not asked for
     y = _Stub({run_key(r): r for r in recs})
     pixel_backfill(y, [("style", "neon")], V2Settings(methods=("esd_x", "surgun", "ga")))
-    assert y.trained == [("style:neon", "esd_x", 1e-3, 0), ("style:neon", "esd_x", 1e-3, 1), ("style:neon", "surgun", 1e-3, 1)]
+    # seed-major: every method's seed 0, then seed 1; surgun's seed 0 has the score, uce was not asked for
+    assert y.trained == [("style:neon", "esd_x", 1e-3, 0), ("style:neon", "ga", 1e-3, 0), ("style:neon", "esd_x", 1e-3, 1),
+                         ("style:neon", "surgun", 1e-3, 1)]
     px = {(r["method"], r.get("seed")): r for r in y.done.values() if r["phase"] == "pixel"}
     assert px[("untouched", None)]["pixel_retain"] == 0.4
     assert px[("esd_x", 0)]["same_as_grid"] is True and px[("esd_x", 1)]["same_as_grid"] is False
