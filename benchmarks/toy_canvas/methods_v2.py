@@ -236,6 +236,10 @@ V2_METHODS: dict[str, V2Method] = {m.name: m for m in [
     # SurgUn on ESD-u's layers (every weight layer of the UNet's blocks but the cross-attention): ESD-u was recovered
     # least on square (stop 42); this asks whether its layers or its objective did it (stop 43's idea)
     _m("surgun_sp_noxattn", None, node=(("block_pattern", "re:" + NOXATTN),)),
+    # every attention layer trained, and the descent terms learn the untouched model's predictions: all attention layers
+    # are recovered least but redraw retained images (stop 44's pixel retain); model targets hold the untouched model's
+    # function on the retain prompts rather than its few samples (stop 44's idea)
+    _m("surgun_sp_all_attn_mt", None, node=(("blocks", "all_attention"), ("model_targets", True))),
 ]}
 STEP_MATCHED = ("surgun", "esd_x", "esd_x_full", "esd_u", "ga", "ca", "ca_noise", "uce")
 COMPUTE_MATCHED = ("esd_x@4x", "esd_x_full@4x", "ga@4x", "ca@2x")
@@ -244,7 +248,8 @@ ABLATIONS = ("surgun_loc", "surgun_1d", "surgun_no_distractors", "surgun_no_asce
 VARIANTS = ("surgun_v2", "surgun_v1", "surgun_v0", "surgun_dps1", "surgun_cap15", "surgun_cap3", "surgun_protect", "surgun_nearest", "surgun_mt", "surgun_kv",
             "surgun_levels", "surgun_sn_levels", "surgun_tie", "surgun_sn_kv", "surgun_subspace", "surgun_subspace_all",
             "surgun_adversary", "surgun_sp_cap15", "surgun_sp_cap3", "surgun_sp_mt", "surgun_sp_tie", "surgun_sp_subspace_all", "surgun_sp_dps1",
-            "surgun_sp_adversary", "surgun_sp_subspace_adv", "surgun_sp_until_erased", "surgun_sp_all_attn", "surgun_sp_noxattn")
+            "surgun_sp_adversary", "surgun_sp_subspace_adv", "surgun_sp_until_erased", "surgun_sp_all_attn", "surgun_sp_noxattn",
+            "surgun_sp_all_attn_mt")
 UCE_LAMBDAS = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
 
 
