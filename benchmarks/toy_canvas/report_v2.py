@@ -303,15 +303,15 @@ def write_report(jsonl: Path, out: Path, stem: str, s, targets, wall_s: float | 
               "evaluation above; H as mean (sd over seeds), the other cells as means over the seeds in the last column (attack "
               "seeds in brackets). Soft prompt and paraphrase are the share of images brought back (lower is better). The "
               "README copies this table (`tests/benchmarks/test_report_v2.py` checks that it does).", "", *table, ""]
-    table = pixel_table(done, best, tnames) if best else []
-    if len(table) > 2:
+    ptable = pixel_table(done, best, tnames) if best else []
+    if len(ptable) > 2:
         L += ["## Retain in pixels", "",
               "The rows of the table above, scored as the Erase/Retain Compare node scores retain with its pixel embedding: "
               "each image of the retain prompts (and of the related concepts' prompts) against the untouched model's image "
               "of the same prompt and seed, the mean of thumbnail cosine and SSIM (1 = the same image). Beside it, the "
               "classifier's view of the same runs: IRA x CRA relative to the untouched model's, and related kept. The floor "
               "row: the untouched model at other seeds (a fresh image of the same prompt). Runs made before the pixel score "
-              "existed were rerun at the same lr and seed (phase `pixel`). The README copies this table.", "", *table, ""]
+              "existed were rerun at the same lr and seed (phase `pixel`). The README copies this table.", "", *ptable, ""]
     if best:
         L += ["## Each method at its best lr (highest mean H), held-out prompts", "",
               "Cells: mean (sd) over targets x seeds (the mean alone for a single run). UA: eval-half target images not classified as the target; IRA/CRA: "
@@ -403,13 +403,15 @@ def write_report(jsonl: Path, out: Path, stem: str, s, targets, wall_s: float | 
                               f"{', '.join(v['chosen']) or 'none'}), **{c['ratio_' + k + '_to_train']:.2f}x**.")
             L.append("")
     pngs = plots(summary, attacks, out, stem, keys)
+    if best and (pixel_png := pixel_plot(done, best, tnames, out, stem)):
+        pngs.append(pixel_png)
     for p in pngs:
         L += [f"![{p}]({p})", ""]
     if wall_s:
         L.append(f"Wall time of this invocation: {wall_s:.0f} s.")
     report = {"partial": partial, "missing_grid_runs": len(missing), "settings": {k: list(v) if isinstance(v, tuple) else v
                                                                                   for k, v in vars(s).items()},
-              "gate": gate, "paraphrase_forms": forms, "untouched": untouched, "summary": summary, "standing": table,
+              "gate": gate, "paraphrase_forms": forms, "untouched": untouched, "summary": summary, "standing": table, "pixel": ptable,
               "best": {f"{k}|{m}": {"lr": lr, **d} for (k, m), (lr, d) in best.items()},
               "attacks": attacks, "runs": [r for r in done.values() if r.get("phase") == "grid"]}
     out.mkdir(parents=True, exist_ok=True)
@@ -488,6 +490,48 @@ def plots(summary: dict, attacks: list, out: Path, stem: str, keys: tuple = ("pa
         img.save(out / name)
         names.append(name)
     return names
+
+
+def pixel_plot(done: dict, best: dict, tnames: list[str], out: Path, stem: str) -> str | None:
+    """Retain in pixels (x) against the soft prompt's recovery (y, lower is better) per row of ``STANDING`` and target,
+    means over the seeds each has (both at the lr the row shows): the untouched model sits at (1, 1), and the goal is
+    the lower right corner. Written as ``<stem>_pixel_vs_soft.png``; None when no row has both."""
+    from PIL import Image, ImageDraw
+
+    pts = []
+    for m, label in STANDING:
+        for t in tnames:
+            lr = standing_lr(done, best, m, t)
+            px, hits = ms([r["pixel_retain"] for r in pixel_records(done, t, m, lr)]), ms(
+                [r.get("soft@150") for r in records_at(done, "attack", t, m, lr)])
+            if px and hits:
+                pts.append((m, label.strip("*"), t.split(":")[1], px["mean"], hits["mean"]))
+    if not pts:
+        return None
+    W, H, pad, lo = 640, 480, 60, 0.6
+    rows = list(dict.fromkeys((m, label) for m, label, *_ in pts))
+    img = Image.new("RGB", (W + 260, max(H, 40 + 16 * len(rows))), "white")
+    dr = ImageDraw.Draw(img)
+    X = lambda v: pad + (max(v, lo) - lo) / (1 - lo) * (W - 2 * pad)  # noqa: E731
+    Y = lambda v: H - pad - v * (H - 2 * pad)  # noqa: E731
+    dr.rectangle([X(lo), Y(1), X(1), Y(0)], outline="black")
+    for t in range(5):
+        v = lo + t * (1 - lo) / 4
+        dr.text((X(v) - 10, Y(0) + 5), f"{v:.1f}", fill="black")
+        dr.text((X(lo) - 30, Y(t / 4) - 5), f"{t / 4:.2f}", fill="black")
+    dr.text((W // 2 - 150, H - 25), "retain in pixels (retain prompts; 1 = the untouched model's images)", fill="black")
+    dr.text((5, 10), "soft prompt @150 recovery (lower is better) against retain in pixels, per method and target", fill="black")
+    for i, (m, label) in enumerate(rows):
+        c = COLOURS[i]  # the table's rows in order: the first colours are the most distinct
+        for mm, _, tn, x, y in pts:
+            if mm == m:
+                dr.ellipse([X(x) - 4, Y(y) - 4, X(x) + 4, Y(y) + 4], fill=c, outline=c)
+                dr.text((X(x) + 5, Y(y) - 6), tn[:2], fill=c)
+        dr.line([W + 5, 30 + 16 * i, W + 25, 30 + 16 * i], fill=c, width=3)
+        dr.text((W + 30, 24 + 16 * i), label, fill="black")
+    name = f"{stem}_pixel_vs_soft.png"
+    img.save(out / name)
+    return name
 
 
 def check_quick_v2(report: dict) -> None:

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from surgun_pack.benchmarks.toy_canvas.report_v2 import best_table, read_jsonl, standing, summarise
+from surgun_pack.benchmarks.toy_canvas.report_v2 import best_table, pixel_table, read_jsonl, standing, summarise
 
 REPO = Path(__file__).resolve().parents[2]
 TARGETS = ["style:neon", "style:stripes", "object:square", "object:triangle"]
@@ -17,6 +17,17 @@ def test_the_readme_shows_the_table_the_committed_records_give():
     start = readme.index(table[0])
     assert readme[start:start + len(table)] == table
     assert not readme[start + len(table)].startswith("|")  # no row the records do not give
+
+
+def test_the_readme_shows_the_retain_in_pixels_table_the_committed_records_give():
+    """The README's "Retain in pixels" table is the one the report generates from the committed records, row for row."""
+    done = read_jsonl(REPO / "benchmarks" / "results" / "toy_canvas_v2" / "runs.jsonl")
+    table = pixel_table(done, best_table(summarise(done)), TARGETS)
+    assert len(table) > 3  # the floor and at least one method
+    readme = [line.strip() for line in (REPO / "README.md").read_text().splitlines()]
+    start = readme.index(table[0])
+    assert readme[start:start + len(table)] == table
+    assert not readme[start + len(table)].startswith("|")
 
 
 def _grid(method, target, lr, seed, h, **kw):

@@ -112,3 +112,18 @@ def test_the_pixel_table_prefers_the_grid_runs_own_score_and_shows_the_floor():
     assert rows["untouched, other seeds (floor)"][1:3] == ["0.43", "0.61"]
     assert rows["SurgUn (defaults)"][1:] == ["0.80 (0.14)", "0.70", "1.00", "1.00", "2 |"]
     assert rows["ESD-x concept-only"][1:] == ["0.60", "0.50", "0.50", "1.00", "1 |"]
+
+
+def test_the_pixel_plot_needs_both_the_pixel_score_and_the_attack_at_the_rows_lr(tmp_path):
+    from PIL import Image
+    from surgun_pack.benchmarks.toy_canvas.report_v2 import best_table, pixel_plot, summarise
+
+    recs = [_grid("surgun", "style:neon", 1e-3, 0, pixel_retain=0.9, pixel_related=0.8)]
+    done = dict(enumerate(recs))
+    assert pixel_plot(done, best_table(summarise(done)), ["style:neon"], tmp_path, "t") is None  # no attack yet
+    done[9] = {"phase": "attack", "method": "surgun", "target": "style:neon", "kind": "style", "lr": 3e-3, "seed": 0,
+               "soft@150": 0.5}
+    assert pixel_plot(done, best_table(summarise(done)), ["style:neon"], tmp_path, "t") is None  # at another lr
+    done[10] = {**done[9], "lr": 1e-3}
+    name = pixel_plot(done, best_table(summarise(done)), ["style:neon"], tmp_path, "t")
+    assert name == "t_pixel_vs_soft.png" and Image.open(tmp_path / name).size[0] > 640
