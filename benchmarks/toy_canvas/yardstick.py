@@ -2,7 +2,7 @@
 adversary runs them, resumable.
 
     scripts/bench.sh toy_canvas.yardstick [--quick] [--targets style:neon,object:star] [--methods surgun,esd_x]
-        [--first-seeds 1] [--lrs 1e-3,3e-3] [--no-attacks] [--report-only] [--speed] [--out DIR]
+        [--first-seeds 1] [--lrs 1e-3,3e-3] [--no-attacks] [--report-only] [--speed] [--pixel] [--out DIR]
 
 What is held out, and how, is in ``split.py`` (a test intersects the sets); the methods in
 ``methods_v2.py``. Phases, each streamed to ``<out>/runs.jsonl`` (a rerun skips what is there):
@@ -14,11 +14,11 @@ What is held out, and how, is in ``split.py`` (a test intersects the sets); the 
 3. ``grid``: every method x lr x seed: UA, IRA, CRA, H, related retention, kept-on-target, mode spread;
 4. ``attack``: at each method's best lr per kind (highest mean H over what is done), every seed:
    soft-prompt recovery toward fresh samples at two strengths, and paraphrase recovery;
-5. ``pixel`` (``--pixel``): the standing table's grid runs made before grid runs scored retain in pixels,
-   rerun at the same lr and seed for that score (see ``Yardstick.pixel_retain``).
+5. ``pixel`` (``--pixel``): grid runs made before grid runs scored retain in pixels (the standing table's
+   rows, or ``--methods``), rerun at the same lr and seed for that score (see ``Yardstick.pixel_retain``).
 
-Outputs: ``benchmarks/results/toy_canvas_v2.{md,json}``, PNGs ``toy_canvas_v2_pareto_{style,object}.png``
-and ``toy_canvas_v2_attacks.png``; the JSONL under ``benchmarks/results/toy_canvas_v2/``.
+Outputs: ``benchmarks/results/toy_canvas_v2.{md,json}``, PNGs ``toy_canvas_v2_pareto_{style,object}.png``,
+``toy_canvas_v2_attacks.png`` and ``toy_canvas_v2_pixel_vs_soft.png``; the JSONL under ``benchmarks/results/toy_canvas_v2/``.
 The quick mode (CI) starts afresh under ``benchmarks/results/quick`` (not committed) and checks loose bounds.
 """
 
@@ -197,8 +197,7 @@ class Yardstick(Bench):
             return self.gate.sample_latents(model, conds, self.bank.conditioning(self.constants.NEGATIVE_PROMPT), keys, seed)
 
     def cls_of(self, model, prompts: list[str], seed: int) -> dict:
-        fresh_load()
-        return self.classify(self.sample(model, prompts, seed))
+        return self.cls_images(model, prompts, seed)[0]
 
     def cls_images(self, model, prompts: list[str], seed: int) -> tuple[dict, torch.Tensor]:
         """The classifier's labels and the decoded images of ``prompts`` (one each) at ``seed``."""
