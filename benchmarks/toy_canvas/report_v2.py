@@ -299,21 +299,20 @@ def write_report(jsonl: Path, out: Path, stem: str, s, targets, wall_s: float | 
         L.append("")
     cols = METRICS
     table = standing(done, best, tnames) if best else []
-    if len(table) > 2:
-        L += ["## Where SurgUn stands", "",
-              "Each method at its best lr for the kind on the shared grid (UCE at its best lambda per target), on the held-out "
-              "evaluation above; H as mean (sd over seeds), the other cells as means over the seeds in the last column (attack "
-              "seeds in brackets). Soft prompt and paraphrase are the share of images brought back (lower is better). The "
-              "README copies this table (`tests/benchmarks/test_report_v2.py` checks that it does).", "", *table, ""]
     ptable = pixel_table(done, best, tnames) if best else []
-    if len(ptable) > 2:
-        L += ["## Retain in pixels", "",
-              "The rows of the table above, scored as the Erase/Retain Compare node scores retain with its pixel embedding: "
-              "each image of the retain prompts (and of the related concepts' prompts) against the untouched model's image "
-              "of the same prompt and seed, the mean of thumbnail cosine and SSIM (1 = the same image). Beside it, the "
-              "classifier's view of the same runs: IRA x CRA relative to the untouched model's, and related kept. The floor "
-              "row: the untouched model at other seeds (a fresh image of the same prompt). Runs made before the pixel score "
-              "existed were rerun at the same lr and seed (phase `pixel`). The README copies this table.", "", *ptable, ""]
+    for title, text, rows in (
+            ("Where SurgUn stands", "Each method at its best lr for the kind on the shared grid (UCE at its best lambda per target), "
+             "on the held-out evaluation above; H as mean (sd over seeds), the other cells as means over the seeds in the last "
+             "column (attack seeds in brackets). Soft prompt and paraphrase are the share of images brought back (lower is "
+             "better). The README copies this table (`tests/benchmarks/test_report_v2.py` checks that it does).", table),
+            ("Retain in pixels", "The rows of the table above, scored as the Erase/Retain Compare node scores retain with its "
+             "pixel embedding: each image of the retain prompts (and of the related concepts' prompts) against the untouched "
+             "model's image of the same prompt and seed, the mean of thumbnail cosine and SSIM (1 = the same image). Beside "
+             "it, the classifier's view of the same runs: IRA x CRA relative to the untouched model's, and related kept. The "
+             "floor row: the untouched model at other seeds (a fresh image of the same prompt). Runs made before the pixel "
+             "score existed were rerun at the same lr and seed (phase `pixel`). The README copies this table.", ptable)):
+        if len(rows) > 2:
+            L += [f"## {title}", "", text, "", *rows, ""]
     if best:
         L += ["## Each method at its best lr (highest mean H), held-out prompts", "",
               "Cells: mean (sd) over targets x seeds (the mean alone for a single run). UA: eval-half target images not classified as the target; IRA/CRA: "
