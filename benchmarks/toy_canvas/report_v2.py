@@ -117,10 +117,11 @@ def standing_lr(done: dict, best: dict, m: str, t: str) -> float | None:
 
 
 def pixel_records(done: dict, t: str, m: str, lr: float | None) -> list[dict]:
-    """The runs of ``m`` on ``t`` at ``lr`` that scored retain in pixels: grid runs made since the yardstick scores it,
-    else the ``pixel`` phase's reruns of the grid's runs."""
+    """The runs of ``m`` on ``t`` at ``lr`` that scored retain in pixels, one per seed: a grid run's own score where it has
+    one (grid runs since the yardstick scores it), else the ``pixel`` phase's rerun of that seed."""
     grid = [r for r in records_at(done, "grid", t, m, lr) if "pixel_retain" in r]
-    return grid or records_at(done, "pixel", t, m, lr)
+    seeds = {r["seed"] for r in grid}
+    return grid + [r for r in records_at(done, "pixel", t, m, lr) if r["seed"] not in seeds]
 
 
 def pixel_table(done: dict, best: dict, tnames: list[str]) -> list[str]:

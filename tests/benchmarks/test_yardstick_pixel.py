@@ -113,6 +113,11 @@ def test_the_pixel_table_prefers_the_grid_runs_own_score_and_shows_the_floor():
     assert rows["SurgUn (defaults)"][1:] == ["0.80 (0.14)", "0.70", "1.00", "1.00", "2 |"]
     assert rows["ESD-x concept-only"][1:] == ["0.60", "0.50", "0.50", "1.00", "1 |"]
 
+    # a row whose seed 1 was scored by its grid run and seed 0 by a rerun takes one of each
+    done[9] = _grid("esd_x", "style:neon", 1e-3, 1, IRA_rel=1.0, pixel_retain=0.8, pixel_related=0.7)
+    rows = {r.split(" | ")[0].strip("| *"): r.split(" | ") for r in pixel_table(done, best_table(summarise(done)), ["style:neon"])[2:]}
+    assert rows["ESD-x concept-only"][1:] == ["0.70 (0.14)", "0.60", "0.75", "1.00", "2 |"]
+
 
 def test_the_pixel_plot_needs_both_the_pixel_score_and_the_attack_at_the_rows_lr(tmp_path):
     from PIL import Image
