@@ -220,12 +220,16 @@ class Yardstick(Bench):
         orig = self.untouched_images(prompts, seed)
         return retain_score(pixel_embed(images), pixel_embed(orig), images, orig)["retain"]
 
+    def retain_eval_prompts(self, kind: str, name: str, chosen, related) -> tuple[list[str], list[str]]:
+        """The evaluation's retain prompts and related concepts' prompts, each repeated per image, in sampling order."""
+        s = self.v2
+        return ([p for p in split.eval_retain_prompts(kind, name, chosen) for _ in range(s.eval_other_per_prompt)],
+                [p for p in split.related_prompts(kind, related) for _ in range(s.eval_related_per_prompt)])
+
     def pixel_floor(self, kind: str, name: str, chosen, related) -> dict:
         """The scale of :meth:`pixel_retain`: the untouched model's retain and related images at the floor seeds
         scored against its own at the evaluation seeds (a fresh draw of the same prompts, nothing erased)."""
-        s = self.v2
-        rp = [p for p in split.eval_retain_prompts(kind, name, chosen) for _ in range(s.eval_other_per_prompt)]
-        qp = [p for p in split.related_prompts(kind, related) for _ in range(s.eval_related_per_prompt)]
+        rp, qp = self.retain_eval_prompts(kind, name, chosen, related)
         floor = lambda ps, role: self.pixel_retain(self.cls_images(self.model, ps, split.SEED_BASES["pixel_floor"])[1], ps,
                                                    split.SEED_BASES[role])
         return {"pixel_retain": floor(rp, "eval_retain"), "pixel_related": floor(qp, "eval_related")}
@@ -267,8 +271,7 @@ class Yardstick(Bench):
         truth = w.class_indices
 
         tp = [p for p in split.eval_target_prompts(kind, name) for _ in range(s.eval_target_per_prompt)]
-        rp = [p for p in split.eval_retain_prompts(kind, name, chosen) for _ in range(s.eval_other_per_prompt)]
-        qp = [p for p in split.related_prompts(kind, related) for _ in range(s.eval_related_per_prompt)]
+        rp, qp = self.retain_eval_prompts(kind, name, chosen, related)
         ct = self.cls_of(model, tp, split.SEED_BASES["eval_target"])
         cr, xr = self.cls_images(model, rp, split.SEED_BASES["eval_retain"])
         cq, xq = self.cls_images(model, qp, split.SEED_BASES["eval_related"])
