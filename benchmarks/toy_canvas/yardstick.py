@@ -617,6 +617,18 @@ def best_lrs(done: dict, kind: str) -> dict:
     return {m: v[0] for m, v in best.items()}
 
 
+def attack_lrs(done: dict, kind: str, t: str, mname: str) -> list:
+    """The lrs method ``mname`` is attacked at on target ``t``: its best lr for the kind so far (every target of the kind
+    done before counts); for UCE also its best lambda for the target, the one its row of "Where SurgUn stands" shows
+    (``report_v2.standing_lr``), which differs from the kind's where one lambda does not suit every target."""
+    from .report_v2 import standing_lr
+
+    lrs = [best_lrs(done, kind).get(mname)]
+    if mname == "uce":
+        lrs.append(standing_lr(done, {}, mname, t))
+    return list(dict.fromkeys(lr for lr in lrs if lr is not None))
+
+
 def run(y: Yardstick, targets, s: V2Settings, out: Path) -> None:
     done = y.done
     if "paraphrase_forms||||" not in done and s.attacks:
@@ -661,10 +673,10 @@ def run(y: Yardstick, targets, s: V2Settings, out: Path) -> None:
                     log.info(f"[SurgUn]   {mname:14s} lr {lr:.0e} seed {seed}: UA {m['UA']:.3f} IRA {m['IRA']:.3f} "
                              f"CRA {m['CRA']:.3f} H {m['H']:.3f} related {m['related_IRA']:.3f} spread {m['mode_spread_bits']:.2f} "
                              f"({t_train:.0f} s train)")
-            if s.attacks:  # at this method's best lr for the kind so far (every target of the kind done before counts)
-                lr = best_lrs(done, kind).get(mname)
-                for seed in seeds:
-                    attack(y, s, kind, name, mname, lr, seed, u)
+            if s.attacks:
+                for lr in attack_lrs(done, kind, t, mname):
+                    for seed in seeds:
+                        attack(y, s, kind, name, mname, lr, seed, u)
 
 
 def pixel_backfill(y: Yardstick, targets, s: V2Settings) -> None:
