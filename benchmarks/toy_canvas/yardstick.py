@@ -603,29 +603,15 @@ def esd_u_modules(net: torch.nn.Module) -> list[str]:
     return select_trainable(net, NOXATTN)
 
 
-def best_lrs(done: dict, kind: str) -> dict:
-    """Per method family, the lr with the highest mean H over the grid runs of ``kind`` done so far."""
-    acc: dict = {}
-    for r in done.values():
-        if r.get("phase") == "grid" and r.get("kind") == kind:
-            acc.setdefault((r["method"], r["lr"]), []).append(r["H"])
-    best: dict = {}
-    for (m, lr), hs in acc.items():
-        h = statistics.mean(hs)
-        if m not in best or h > best[m][1]:
-            best[m] = (lr, h)
-    return {m: v[0] for m, v in best.items()}
-
-
 def attack_lrs(done: dict, kind: str, t: str, mname: str) -> list:
-    """The lrs method ``mname`` is attacked at on target ``t``: its best lr for the kind so far (every target of the kind
-    done before counts); for UCE also its best lambda for the target, the one its row of "Where SurgUn stands" shows
-    (``report_v2.standing_lr``), which differs from the kind's where one lambda does not suit every target."""
-    from .report_v2 import standing_lr
+    """The lrs method ``mname`` is attacked at on target ``t``: its best lr for the kind so far (highest mean H over the
+    grid runs of every target of the kind done before), and the lr its row of "Where SurgUn stands" shows for ``t``
+    (``report_v2.standing_lr``): the same lr for a gradient method, UCE's best lambda for the target, which differs
+    from the kind's where one lambda does not suit every target."""
+    from .report_v2 import best_table, standing_lr, summarise
 
-    lrs = [best_lrs(done, kind).get(mname)]
-    if mname == "uce":
-        lrs.append(standing_lr(done, {}, mname, t))
+    best = best_table(summarise(done))
+    lrs = [best.get((kind, mname), (None,))[0], standing_lr(done, best, mname, t)]
     return list(dict.fromkeys(lr for lr in lrs if lr is not None))
 
 
