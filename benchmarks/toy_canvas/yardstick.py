@@ -12,7 +12,8 @@ What is held out, and how, is in ``split.py`` (a test intersects the sets); the 
    on by any method) are the gradient-free paraphrase attack;
 2. ``untouched`` per target: distractors (SurgUn's algorithm), related concepts, metrics;
 3. ``grid``: every method x lr x seed: UA, IRA, CRA, H, related retention, kept-on-target, mode spread;
-4. ``attack``: at each method's best lr per kind (highest mean H over what is done), every seed:
+4. ``attack``: at each method's best lr per kind (highest mean H over what is done) and at the lr its
+   row of "Where SurgUn stands" shows (UCE: its best lambda for the target), every seed:
    soft-prompt recovery toward fresh samples at two strengths, and paraphrase recovery;
 5. ``pixel`` (``--pixel``): grid runs made before grid runs scored retain in pixels (the standing table's
    rows, or ``--methods``), rerun at the same lr and seed for that score (see ``Yardstick.pixel_retain``).
