@@ -244,6 +244,11 @@ V2_METHODS: dict[str, V2Method] = {m.name: m for m in [
     # under-erased on seeds 1-2 (UA 0.69, 0.47), at 3e-3 it erased neon but lost retain (H 0.86); the render stop lets the
     # stronger lr erase and then stops the ascent that costs the retain (stop 45's idea)
     _m("surgun_sp_all_attn_mt_ue", None, node=(("blocks", "all_attention"), ("model_targets", True), ("ascent_until_erased", True))),
+    # ... and the loss cap loosened to 3: on neon the guard's cap 2 stopped the ascent at its first check (step 10 of 60)
+    # on seed 2 and at 1e-3 and 3e-3 on seed 0, with the target still drawn (UA 0.47-0.88), so the render stop never had
+    # an ascent to hold off; with it on, the renders decide when the target is gone and the cap is the ceiling (stop 46)
+    _m("surgun_sp_all_attn_mt_ue3", None, node=(("blocks", "all_attention"), ("model_targets", True), ("ascent_until_erased", True),
+                                                ("ascent_cap", 3.0))),
 ]}
 STEP_MATCHED = ("surgun", "esd_x", "esd_x_full", "esd_u", "ga", "ca", "ca_noise", "uce")
 COMPUTE_MATCHED = ("esd_x@4x", "esd_x_full@4x", "ga@4x", "ca@2x")
@@ -253,7 +258,8 @@ VARIANTS = ("surgun_v2", "surgun_v1", "surgun_v0", "surgun_dps1", "surgun_cap15"
             "surgun_levels", "surgun_sn_levels", "surgun_tie", "surgun_sn_kv", "surgun_subspace", "surgun_subspace_all",
             "surgun_adversary", "surgun_sp_cap15", "surgun_sp_cap3", "surgun_sp_mt", "surgun_sp_tie", "surgun_sp_subspace_all", "surgun_sp_dps1",
             "surgun_sp_adversary", "surgun_sp_subspace_adv", "surgun_sp_until_erased", "surgun_sp_all_attn", "surgun_sp_noxattn",
-            "surgun_sp_all_attn_mt", "surgun_sp_all_attn_mt_ue")
+            "surgun_sp_all_attn_mt", "surgun_sp_all_attn_mt_ue",
+            "surgun_sp_all_attn_mt_ue3")
 UCE_LAMBDAS = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
 
 
