@@ -249,6 +249,8 @@ V2_METHODS: dict[str, V2Method] = {m.name: m for m in [
     # an ascent to hold off; with it on, the renders decide when the target is gone and the cap is the ceiling (stop 46)
     _m("surgun_sp_all_attn_mt_ue3", None, node=(("blocks", "all_attention"), ("model_targets", True), ("ascent_until_erased", True),
                                                 ("ascent_cap", 3.0))),
+    # its control: the cap loosened to 3 without the render stop (does the looser cap alone erase neon, or the renders?)
+    _m("surgun_sp_all_attn_mt_cap3", None, node=(("blocks", "all_attention"), ("model_targets", True), ("ascent_cap", 3.0))),
 ]}
 STEP_MATCHED = ("surgun", "esd_x", "esd_x_full", "esd_u", "ga", "ca", "ca_noise", "uce")
 COMPUTE_MATCHED = ("esd_x@4x", "esd_x_full@4x", "ga@4x", "ca@2x")
@@ -259,7 +261,7 @@ VARIANTS = ("surgun_v2", "surgun_v1", "surgun_v0", "surgun_dps1", "surgun_cap15"
             "surgun_adversary", "surgun_sp_cap15", "surgun_sp_cap3", "surgun_sp_mt", "surgun_sp_tie", "surgun_sp_subspace_all", "surgun_sp_dps1",
             "surgun_sp_adversary", "surgun_sp_subspace_adv", "surgun_sp_until_erased", "surgun_sp_all_attn", "surgun_sp_noxattn",
             "surgun_sp_all_attn_mt", "surgun_sp_all_attn_mt_ue",
-            "surgun_sp_all_attn_mt_ue3")
+            "surgun_sp_all_attn_mt_ue3", "surgun_sp_all_attn_mt_cap3")
 UCE_LAMBDAS = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
 
 

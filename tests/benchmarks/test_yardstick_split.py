@@ -143,7 +143,8 @@ def test_each_variant_keeps_every_ingredient_and_changes_one_other_input():
                     "surgun_sp_all_attn_mt_ue": ("now", {"blocks": "all_attention", "model_targets": True,
                                                          "ascent_until_erased": True}),
                     "surgun_sp_all_attn_mt_ue3": ("now", {"blocks": "all_attention", "model_targets": True,
-                                                          "ascent_until_erased": True, "ascent_cap": 3.0})}
+                                                          "ascent_until_erased": True, "ascent_cap": 3.0}),
+                    "surgun_sp_all_attn_mt_cap3": ("now", {"blocks": "all_attention", "model_targets": True, "ascent_cap": 3.0})}
     assert [v for v in mv.VARIANTS if mv.V2_METHODS[v].protect_related] == ["surgun_protect"]  # its one change: the distractor set
 
 
