@@ -241,12 +241,13 @@ V2_METHODS: dict[str, V2Method] = {m.name: m for m in [
     # function on the retain prompts rather than its few samples (stop 44's idea)
     _m("surgun_sp_all_attn_mt", None, node=(("blocks", "all_attention"), ("model_targets", True))),
     # the same with the ascent held off while the sampler's renders read the target gone: at the shared 1e-3 it left neon
-    # under-erased on seeds 1-2 (UA 0.69, 0.47), at 3e-3 it erased neon but lost retain (H 0.86); the render stop lets the
-    # stronger lr erase and then stops the ascent that costs the retain (stop 45's idea)
+    # under-erased on seeds 1-2 (UA 0.69, 0.47), at 3e-3 it erased neon but lost retain (H 0.86); the idea was that the
+    # render stop lets the stronger lr erase and then stops the ascent that costs the retain (stop 45's idea; on neon it
+    # changed nothing, as the guard had stopped the ascent first: README, stop 46)
     _m("surgun_sp_all_attn_mt_ue", None, node=(("blocks", "all_attention"), ("model_targets", True), ("ascent_until_erased", True))),
-    # ... and the loss cap loosened to 3: on neon the guard's cap 2 stopped the ascent at its first check (step 10 of 60)
-    # on seed 2 and at 1e-3 and 3e-3 on seed 0, with the target still drawn (UA 0.47-0.88), so the render stop never had
-    # an ascent to hold off; with it on, the renders decide when the target is gone and the cap is the ceiling (stop 46)
+    # ... and the loss cap loosened to 3: on neon at 1e-3 the guard's cap 2 stopped the ascent at steps 30, 40 and 10 of 60
+    # on seeds 0-2 (at step 10 at 3e-3 on seed 0) with the target still drawn (UA 0.88, 0.69, 0.47), so the render stop
+    # had no ascent to hold off; with it on, the renders decide when the target is gone and the cap is the ceiling (stop 46)
     _m("surgun_sp_all_attn_mt_ue3", None, node=(("blocks", "all_attention"), ("model_targets", True), ("ascent_until_erased", True),
                                                 ("ascent_cap", 3.0))),
     # its control: the cap loosened to 3 without the render stop (does the looser cap alone erase neon, or the renders?)
