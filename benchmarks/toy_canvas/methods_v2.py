@@ -151,6 +151,9 @@ NOXATTN = (r"input_blocks\.0\.0|(input_blocks\.\d+|middle_block|output_blocks\.\
            r"out_layers\.3|skip_connection|op|conv|proj_in|proj_out|"
            r"transformer_blocks\.\d+\.(attn1\.(to_q|to_k|to_v|to_out\.0)|ff\.net\.0\.proj|ff\.net\.2))")
 
+ALL_ATTN_MT = (("blocks", "all_attention"), ("model_targets", True))
+"""Today's SurgUn on every attention layer with model targets (stop 44), the base of stop 46's variants."""
+
 V2_METHODS: dict[str, V2Method] = {m.name: m for m in [
     _m("surgun", None),
     # SurgUn before stop 31's guard probe (levels spread over the schedule): records only
@@ -239,19 +242,18 @@ V2_METHODS: dict[str, V2Method] = {m.name: m for m in [
     # every attention layer trained, and the descent terms learn the untouched model's predictions: all attention layers
     # are recovered least but redraw retained images (stop 44's pixel retain); model targets hold the untouched model's
     # function on the retain prompts rather than its few samples (stop 44's idea)
-    _m("surgun_sp_all_attn_mt", None, node=(("blocks", "all_attention"), ("model_targets", True))),
+    _m("surgun_sp_all_attn_mt", None, node=ALL_ATTN_MT),
     # the same with the ascent held off while the sampler's renders read the target gone: at the shared 1e-3 it left neon
     # under-erased on seeds 1-2 (UA 0.69, 0.47), at 3e-3 it erased neon but lost retain (H 0.86); the idea was that the
     # render stop lets the stronger lr erase and then stops the ascent that costs the retain (stop 45's idea; on neon it
     # changed nothing, as the guard had stopped the ascent first: README, stop 46)
-    _m("surgun_sp_all_attn_mt_ue", None, node=(("blocks", "all_attention"), ("model_targets", True), ("ascent_until_erased", True))),
+    _m("surgun_sp_all_attn_mt_ue", None, node=(*ALL_ATTN_MT, ("ascent_until_erased", True))),
     # ... and the loss cap loosened to 3: on neon at 1e-3 the guard's cap 2 stopped the ascent at steps 30, 40 and 10 of 60
     # on seeds 0-2 (at step 10 at 3e-3 on seed 0) with the target still drawn (UA 0.88, 0.69, 0.47), so the render stop
     # had no ascent to hold off; with it on, the renders decide when the target is gone and the cap is the ceiling (stop 46)
-    _m("surgun_sp_all_attn_mt_ue3", None, node=(("blocks", "all_attention"), ("model_targets", True), ("ascent_until_erased", True),
-                                                ("ascent_cap", 3.0))),
+    _m("surgun_sp_all_attn_mt_ue3", None, node=(*ALL_ATTN_MT, ("ascent_until_erased", True), ("ascent_cap", 3.0))),
     # its control: the cap loosened to 3 without the render stop (does the looser cap alone erase neon, or the renders?)
-    _m("surgun_sp_all_attn_mt_cap3", None, node=(("blocks", "all_attention"), ("model_targets", True), ("ascent_cap", 3.0))),
+    _m("surgun_sp_all_attn_mt_cap3", None, node=(*ALL_ATTN_MT, ("ascent_cap", 3.0))),
 ]}
 STEP_MATCHED = ("surgun", "esd_x", "esd_x_full", "esd_u", "ga", "ca", "ca_noise", "uce")
 COMPUTE_MATCHED = ("esd_x@4x", "esd_x_full@4x", "ga@4x", "ca@2x")
