@@ -113,6 +113,7 @@ GLOSS = {
     "ascent_until_tie": "the ascent only while the target still beats its distractors at the same noise and level",
     "text_subspace": "the cross-attention's to_k and to_v confined to the competition's text directions",
     "adversary_steps": "trained against a warm-started soft prompt as well",
+    "retain_weight": "the retain term's weight, 1 by default",
     "blocks": "the layers trained (a preset of SurgUn Train's)",
 }
 """What a node input a variant sets does, for the report's legend (the tooltips in ``nodes/train_node.py`` say it in full)."""
@@ -254,6 +255,10 @@ V2_METHODS: dict[str, V2Method] = {m.name: m for m in [
     _m("surgun_sp_all_attn_mt_ue3", None, node=(*ALL_ATTN_MT, ("ascent_until_erased", True), ("ascent_cap", 3.0))),
     # its control: the cap loosened to 3 without the render stop (does the looser cap alone erase neon, or the renders?)
     _m("surgun_sp_all_attn_mt_cap3", None, node=(*ALL_ATTN_MT, ("ascent_cap", 3.0))),
+    # ... with the retain term weighted 3: that row's H is held down by retain, not by erasure (stop 46: on triangle UA
+    # and CRA 1.00 but IRA about 0.81, on stripes CRA 0.90), and under model targets the retain term is the untouched
+    # model's own predictions on the retain prompts, so weighing it more asks the edit to keep them (stop 47's idea)
+    _m("surgun_sp_all_attn_mt_cap3_rw3", None, node=(*ALL_ATTN_MT, ("ascent_cap", 3.0), ("retain_weight", 3.0))),
 ]}
 STEP_MATCHED = ("surgun", "esd_x", "esd_x_full", "esd_u", "ga", "ca", "ca_noise", "uce")
 COMPUTE_MATCHED = ("esd_x@4x", "esd_x_full@4x", "ga@4x", "ca@2x")
@@ -264,7 +269,7 @@ VARIANTS = ("surgun_v2", "surgun_v1", "surgun_v0", "surgun_dps1", "surgun_cap15"
             "surgun_adversary", "surgun_sp_cap15", "surgun_sp_cap3", "surgun_sp_mt", "surgun_sp_tie", "surgun_sp_subspace_all", "surgun_sp_dps1",
             "surgun_sp_adversary", "surgun_sp_subspace_adv", "surgun_sp_until_erased", "surgun_sp_all_attn", "surgun_sp_noxattn",
             "surgun_sp_all_attn_mt", "surgun_sp_all_attn_mt_ue",
-            "surgun_sp_all_attn_mt_ue3", "surgun_sp_all_attn_mt_cap3")
+            "surgun_sp_all_attn_mt_ue3", "surgun_sp_all_attn_mt_cap3", "surgun_sp_all_attn_mt_cap3_rw3")
 UCE_LAMBDAS = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
 
 
