@@ -255,9 +255,10 @@ V2_METHODS: dict[str, V2Method] = {m.name: m for m in [
     _m("surgun_sp_all_attn_mt_ue3", None, node=(*ALL_ATTN_MT, ("ascent_until_erased", True), ("ascent_cap", 3.0))),
     # its control: the cap loosened to 3 without the render stop (does the looser cap alone erase neon, or the renders?)
     _m("surgun_sp_all_attn_mt_cap3", None, node=(*ALL_ATTN_MT, ("ascent_cap", 3.0))),
-    # ... with the retain term weighted 3: that row's H is held down by retain, not by erasure (stop 46: on triangle UA
-    # and CRA 1.00 but IRA about 0.81, on stripes CRA 0.90), and under model targets the retain term is the untouched
-    # model's own predictions on the retain prompts, so weighing it more asks the edit to keep them (stop 47's idea)
+    # ... with the retain term weighted 3: off neon that row's H is held down by retain (stop 46: on triangle UA and CRA
+    # 1.00 but IRA about 0.81, on stripes CRA 0.90), and under model targets the retain term is the untouched model's own
+    # predictions on the retain prompts, so weighing it more asks the edit to keep them (stop 47's idea; H rose on
+    # stripes and both objects, neon's UA and H stayed the same, and the objects were brought back more: README, stop 47)
     _m("surgun_sp_all_attn_mt_cap3_rw3", None, node=(*ALL_ATTN_MT, ("ascent_cap", 3.0), ("retain_weight", 3.0))),
 ]}
 STEP_MATCHED = ("surgun", "esd_x", "esd_x_full", "esd_u", "ga", "ca", "ca_noise", "uce")

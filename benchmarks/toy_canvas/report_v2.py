@@ -99,8 +99,7 @@ STANDING = (("uce", "UCE"), ("ca", "CA model-based"), ("esd_x", "ESD-x concept-o
 highest H before stop 43, the lowest recovery since stop 42, since stop 43 the styles' highest H with the lowest
 recovery on neon, stop 44's try at low recovery with the retained images kept, and stop 46's two tries on it, ascent_cap
 3 with and without the render stop, which erase neon at the shared 1e-3, and stop 47's cap-3 row with the retain term
-weighted 3), and its ablations (each one ingredient removed
-from today's SurgUn, through the node)."""
+weighted 3), and its ablations (each one ingredient removed from today's SurgUn, through the node)."""
 
 
 def standing_lr(done: dict, best: dict, m: str, t: str) -> float | None:
