@@ -260,6 +260,11 @@ V2_METHODS: dict[str, V2Method] = {m.name: m for m in [
     # predictions on the retain prompts, so weighing it more asks the edit to keep them (stop 47's idea; H rose on
     # stripes and both objects, neon's UA and H stayed the same, and the objects were brought back more: README, stop 47)
     _m("surgun_sp_all_attn_mt_cap3_rw3", None, node=(*ALL_ATTN_MT, ("ascent_cap", 3.0), ("retain_weight", 3.0))),
+    # SurgUn on ESD-u's layers with model targets and the retain term weighted 3: that row is recovered least on neon and
+    # triangle (soft prompt 0.36, 0.28) but loses retain off the styles (triangle IRA 0.53-0.56 at 3e-4, square IRA 0.38 at
+    # 1e-3; pixel retain 0.73-0.79); stop 44's model targets and stop 47's weight held retain on all attention layers, so
+    # this asks whether they hold it on ESD-u's layers while keeping the low recovery (stop 48's idea)
+    _m("surgun_sp_noxattn_mt_rw3", None, node=(("block_pattern", "re:" + NOXATTN), ("model_targets", True), ("retain_weight", 3.0))),
 ]}
 STEP_MATCHED = ("surgun", "esd_x", "esd_x_full", "esd_u", "ga", "ca", "ca_noise", "uce")
 COMPUTE_MATCHED = ("esd_x@4x", "esd_x_full@4x", "ga@4x", "ca@2x")
@@ -270,7 +275,7 @@ VARIANTS = ("surgun_v2", "surgun_v1", "surgun_v0", "surgun_dps1", "surgun_cap15"
             "surgun_adversary", "surgun_sp_cap15", "surgun_sp_cap3", "surgun_sp_mt", "surgun_sp_tie", "surgun_sp_subspace_all", "surgun_sp_dps1",
             "surgun_sp_adversary", "surgun_sp_subspace_adv", "surgun_sp_until_erased", "surgun_sp_all_attn", "surgun_sp_noxattn",
             "surgun_sp_all_attn_mt", "surgun_sp_all_attn_mt_ue",
-            "surgun_sp_all_attn_mt_ue3", "surgun_sp_all_attn_mt_cap3", "surgun_sp_all_attn_mt_cap3_rw3")
+            "surgun_sp_all_attn_mt_ue3", "surgun_sp_all_attn_mt_cap3", "surgun_sp_all_attn_mt_cap3_rw3", "surgun_sp_noxattn_mt_rw3")
 UCE_LAMBDAS = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
 
 
