@@ -265,6 +265,8 @@ V2_METHODS: dict[str, V2Method] = {m.name: m for m in [
     # 1e-3; pixel retain 0.73-0.79); stop 44's model targets and stop 47's weight held retain on all attention layers, so
     # this asks whether they hold it on ESD-u's layers while keeping the low recovery (stop 48's idea)
     _m("surgun_sp_noxattn_mt_rw3", None, node=(("block_pattern", "re:" + NOXATTN), ("model_targets", True), ("retain_weight", 3.0))),
+    # its control, on the styles: model targets alone (which of the two inputs moved neon's H and recovery?)
+    _m("surgun_sp_noxattn_mt", None, node=(("block_pattern", "re:" + NOXATTN), ("model_targets", True))),
 ]}
 STEP_MATCHED = ("surgun", "esd_x", "esd_x_full", "esd_u", "ga", "ca", "ca_noise", "uce")
 COMPUTE_MATCHED = ("esd_x@4x", "esd_x_full@4x", "ga@4x", "ca@2x")
@@ -275,7 +277,8 @@ VARIANTS = ("surgun_v2", "surgun_v1", "surgun_v0", "surgun_dps1", "surgun_cap15"
             "surgun_adversary", "surgun_sp_cap15", "surgun_sp_cap3", "surgun_sp_mt", "surgun_sp_tie", "surgun_sp_subspace_all", "surgun_sp_dps1",
             "surgun_sp_adversary", "surgun_sp_subspace_adv", "surgun_sp_until_erased", "surgun_sp_all_attn", "surgun_sp_noxattn",
             "surgun_sp_all_attn_mt", "surgun_sp_all_attn_mt_ue",
-            "surgun_sp_all_attn_mt_ue3", "surgun_sp_all_attn_mt_cap3", "surgun_sp_all_attn_mt_cap3_rw3", "surgun_sp_noxattn_mt_rw3")
+            "surgun_sp_all_attn_mt_ue3", "surgun_sp_all_attn_mt_cap3", "surgun_sp_all_attn_mt_cap3_rw3", "surgun_sp_noxattn_mt_rw3",
+            "surgun_sp_noxattn_mt")
 UCE_LAMBDAS = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
 
 

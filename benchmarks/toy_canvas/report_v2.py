@@ -21,7 +21,7 @@ COLOURS = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (255, 127, 14), (148, 1
            (57, 59, 121), (231, 186, 82), (253, 141, 60), (49, 163, 84), (116, 196, 118), (117, 107, 177),
            (158, 154, 200), (230, 85, 13), (255, 215, 0), (0, 128, 128), (128, 0, 64), (0, 100, 0), (255, 0, 255), (70, 130, 180), (160, 82, 45),
            (0, 0, 205), (128, 128, 0), (255, 105, 180), (0, 255, 127), (205, 92, 92), (85, 107, 47), (176, 48, 96), (0, 139, 139), (218, 112, 214),
-           (72, 61, 139)]
+           (72, 61, 139), (255, 99, 71)]
 """At least one colour per method of ``V2_METHODS``: no two curves share one."""
 
 
@@ -214,6 +214,7 @@ README_LABELS = {
     "variant of today's SurgUn: all attention layers, model targets, ascent_cap 3": 'surgun_sp_all_attn_mt_cap3',
     "variant of today's SurgUn: all attention layers, model targets, ascent_cap 3, retain_weight 3": 'surgun_sp_all_attn_mt_cap3_rw3',
     "variant of today's SurgUn: ESD-u's layers, model targets, retain_weight 3": 'surgun_sp_noxattn_mt_rw3',
+    "variant of today's SurgUn: ESD-u's layers, model targets": 'surgun_sp_noxattn_mt',
     "ablation of today's SurgUn: one distractor": 'surgun_sp_1d',
     "ablation of today's SurgUn: the first two distractors": 'surgun_sp_2d',
     "ablation of today's SurgUn: no distractors": 'surgun_sp_no_distractors',

@@ -149,7 +149,8 @@ def test_each_variant_keeps_every_ingredient_and_changes_one_other_input():
                     "surgun_sp_all_attn_mt_cap3_rw3": ("now", {"blocks": "all_attention", "model_targets": True, "ascent_cap": 3.0,
                                                                "retain_weight": 3.0}),
                     "surgun_sp_noxattn_mt_rw3": ("now", {"block_pattern": "re:" + mv.NOXATTN, "model_targets": True,
-                                                         "retain_weight": 3.0})}
+                                                         "retain_weight": 3.0}),
+                    "surgun_sp_noxattn_mt": ("now", {"block_pattern": "re:" + mv.NOXATTN, "model_targets": True})}
     assert [v for v in mv.VARIANTS if mv.V2_METHODS[v].protect_related] == ["surgun_protect"]  # its one change: the distractor set
 
 
