@@ -263,9 +263,11 @@ V2_METHODS: dict[str, V2Method] = {m.name: m for m in [
     # SurgUn on ESD-u's layers with model targets and the retain term weighted 3: that row is recovered least on neon and
     # triangle (soft prompt 0.36, 0.28) but loses retain off the styles (triangle IRA 0.53-0.56 at 3e-4, square IRA 0.38 at
     # 1e-3; pixel retain 0.73-0.79); stop 44's model targets and stop 47's weight held retain on all attention layers, so
-    # this asks whether they hold it on ESD-u's layers while keeping the low recovery (stop 48's idea)
+    # this asks whether they hold it on ESD-u's layers while keeping the low recovery (stop 48's idea; the weight 3 left
+    # stripes and square less erased, and model targets alone did better on neon: README, stop 48)
     _m("surgun_sp_noxattn_mt_rw3", None, node=(("block_pattern", "re:" + NOXATTN), ("model_targets", True), ("retain_weight", 3.0))),
-    # its control, on the styles: model targets alone (which of the two inputs moved neon's H and recovery?)
+    # its control: model targets alone, the retain weight at its default 1 (which of the two inputs moved neon: model
+    # targets, H 1.000 on every seed at 3e-4 with the lowest recovery of any row there: README, stop 48)
     _m("surgun_sp_noxattn_mt", None, node=(("block_pattern", "re:" + NOXATTN), ("model_targets", True))),
 ]}
 STEP_MATCHED = ("surgun", "esd_x", "esd_x_full", "esd_u", "ga", "ca", "ca_noise", "uce")

@@ -90,17 +90,20 @@ STANDING = (("uce", "UCE"), ("ca", "CA model-based"), ("esd_x", "ESD-x concept-o
             ("esd_u", "ESD-u concept-only"),
             ("surgun", "**SurgUn (defaults)**"), ("surgun_sp_subspace_adv", "SurgUn + text subspace + adversary"),
             ("surgun_sp_all_attn", "SurgUn + all attention layers"), ("surgun_sp_noxattn", "SurgUn on ESD-u's layers"),
+            ("surgun_sp_noxattn_mt", "SurgUn on ESD-u's layers + model targets"),
+            ("surgun_sp_noxattn_mt_rw3", "SurgUn on ESD-u's layers + model targets, retain weight 3"),
             ("surgun_sp_all_attn_mt", "SurgUn + all attention layers + model targets"),
             ("surgun_sp_all_attn_mt_ue3", "SurgUn + all attention layers + model targets, cap 3 + render stop"),
             ("surgun_sp_all_attn_mt_cap3", "SurgUn + all attention layers + model targets, cap 3"),
             ("surgun_sp_all_attn_mt_cap3_rw3", "SurgUn + all attention layers + model targets, cap 3, retain weight 3"),
             ("surgun_sp_1d", "ablation: one distractor"), ("surgun_sp_no_distractors", "ablation: no distractors"),
             ("surgun_sn_no_ascent", "ablation: no ascent"), ("surgun_sp_loc", "ablation: localised"))
-"""The rows of "Where SurgUn stands": every baseline at its strongest, today's SurgUn, its seven leading variants (the
+"""The rows of "Where SurgUn stands": every baseline at its strongest, today's SurgUn, its nine leading variants (the
 highest H before stop 43, the lowest recovery since stop 42, since stop 43 the styles' highest H with the lowest
-recovery on neon, stop 44's try at low recovery with the retained images kept, and stop 46's two tries on it, ascent_cap
-3 with and without the render stop, which erase neon at the shared 1e-3, and stop 47's cap-3 row with the retain term
-weighted 3), and its ablations (each one ingredient removed from today's SurgUn, through the node)."""
+recovery on neon, stop 48's two tries at keeping its retain, model targets with the retain weight at 1 and at 3, stop
+44's try at low recovery with the retained images kept, and stop 46's two tries on it, ascent_cap 3 with and without
+the render stop, which erase neon at the shared 1e-3, and stop 47's cap-3 row with the retain term weighted 3), and its
+ablations (each one ingredient removed from today's SurgUn, through the node)."""
 
 
 def standing_lr(done: dict, best: dict, m: str, t: str) -> float | None:
