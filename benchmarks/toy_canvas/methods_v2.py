@@ -155,6 +155,9 @@ NOXATTN = (r"input_blocks\.0\.0|(input_blocks\.\d+|middle_block|output_blocks\.\
 ALL_ATTN_MT = (("blocks", "all_attention"), ("model_targets", True))
 """Today's SurgUn on every attention layer with model targets (stop 44), the base of stop 46's variants."""
 
+NOXATTN_MT = (("block_pattern", "re:" + NOXATTN), ("model_targets", True))
+"""Today's SurgUn on ESD-u's layers with model targets, the base of stop 48's variants."""
+
 V2_METHODS: dict[str, V2Method] = {m.name: m for m in [
     _m("surgun", None),
     # SurgUn before stop 31's guard probe (levels spread over the schedule): records only
@@ -265,10 +268,10 @@ V2_METHODS: dict[str, V2Method] = {m.name: m for m in [
     # 1e-3; pixel retain 0.73-0.79); stop 44's model targets and stop 47's weight held retain on all attention layers, so
     # this asks whether they hold it on ESD-u's layers while keeping the low recovery (stop 48's idea; the weight 3 left
     # stripes and square less erased, and model targets alone did better on neon: README, stop 48)
-    _m("surgun_sp_noxattn_mt_rw3", None, node=(("block_pattern", "re:" + NOXATTN), ("model_targets", True), ("retain_weight", 3.0))),
+    _m("surgun_sp_noxattn_mt_rw3", None, node=(*NOXATTN_MT, ("retain_weight", 3.0))),
     # its control: model targets alone, the retain weight at its default 1 (which of the two inputs moved neon: model
     # targets, H 1.000 on every seed at 3e-4 with the lowest recovery of any row there: README, stop 48)
-    _m("surgun_sp_noxattn_mt", None, node=(("block_pattern", "re:" + NOXATTN), ("model_targets", True))),
+    _m("surgun_sp_noxattn_mt", None, node=NOXATTN_MT),
 ]}
 STEP_MATCHED = ("surgun", "esd_x", "esd_x_full", "esd_u", "ga", "ca", "ca_noise", "uce")
 COMPUTE_MATCHED = ("esd_x@4x", "esd_x_full@4x", "ga@4x", "ca@2x")
